@@ -1,0 +1,44 @@
+# One command to run JupyterLab with the extension, one to run every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+# Jupyter refuses to run as root without --allow-root; containers and CI often are root.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+PORT ?= 8888
+
+.PHONY: lab test test-python test-frontend test-browser bench setup system-deps frontend clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml package.json
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q hatchling==1.27.0 hatch-jupyter-builder==0.10.0 jupyterlab==4.6.6
+	$(PIP) install -q --no-build-isolation -e ".[test]"
+	$(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
+	touch $(STAMP)
+
+frontend: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm build
+
+lab: $(STAMP) frontend
+	@echo "Starting JupyterLab with jupyter_compute on http://127.0.0.1:$(PORT)/lab"
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) \
+	  --ServerApp.root_dir=$(CURDIR) $(ALLOW_ROOT)
+
+# System packages the tests drive for real: Chromium (browser tests) and OpenSSH's sshd (SSH targets).
+system-deps:
+	@./.ci/system-deps
+
+test: $(STAMP) system-deps frontend
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm test
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(STAMP) frontend
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m bench
+
+clean:
+	rm -rf $(VENV) node_modules lib jupyter_compute/labextension tsconfig.tsbuildinfo

@@ -1,0 +1,11 @@
+"""jupyter_compute: compute targets in Jupyter, from the sidebar, the notebook and the command line."""
+from ._version import __version__
+
+
+def _jupyter_labextension_paths():
+    return [{"src": "labextension", "dest": "jupyter-compute"}]
+
+
+def _jupyter_server_extension_points():
+    from .app import ComputeApp
+    return [{"module": "jupyter_compute", "app": ComputeApp}]

@@ -1,0 +1,107 @@
+"""The Jupyter server extension: REST handlers, event schemas, and the watchers that keep
+targets' state true while the server runs."""
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import IOLoop
+
+from .handlers import HANDLERS
+from .models import Operation
+from .workspace import Compute
+
+EVENTS = Path(__file__).parent / "events"
+TARGET_EVENT = "https://events.jupyter.org/jupyter_compute/target/v1"
+OPERATION_EVENT = "https://events.jupyter.org/jupyter_compute/operation/v1"
+FEED_INTERVAL = 0.1
+
+
+class ComputeApp(ExtensionApp):
+    name = "jupyter_compute"
+    load_other_extensions = True
+
+    def initialize_settings(self) -> None:
+        # One config for every face: jupyter_compute_config.* plus whatever the server was given.
+        self.compute = Compute.from_config(self.config)
+        self.settings["jupyter_compute"] = self.compute
+        logger = self.serverapp.event_logger
+        for schema in ("target.yaml", "operation.yaml"):
+            logger.register_event_schema(EVENTS / schema)
+        self._tasks: list[asyncio.Task] = []
+        self._emit_queue: asyncio.Queue | None = None
+        IOLoop.current().add_callback(self._start_watchers)
+        self.log.info("jupyter_compute: store %s", self.compute.sync_store.path)
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(HANDLERS)
+
+    # -- watchers --------------------------------------------------------------------------------
+    async def _start_watchers(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._emit_queue = asyncio.Queue()
+        queue = self._emit_queue
+        # Changes this process makes are emitted at once; others' are found by tailing the feed.
+        self.compute.sync_store.add_listener(lambda change: loop.call_soon_threadsafe(queue.put_nowait, change))
+        self._tasks = [asyncio.create_task(self._emitter()), asyncio.create_task(self._tail_feed()),
+                       asyncio.create_task(self._monitor())]
+
+    async def _emitter(self) -> None:
+        store = self.compute.store
+        while True:
+            change = await self._emit_queue.get()
+            try:
+                if change["entity"] == "operation":
+                    row = await store.get_operation(change["operation"])
+                    if row:
+                        op = Operation(**row)
+                        self.serverapp.event_logger.emit(schema_id=OPERATION_EVENT, data={
+                            "id": op.id, "workspace": op.workspace, "target": op.target, "action": op.action,
+                            "status": op.status.value, "progress": op.progress,
+                            "error": (op.error or {}).get("message")})
+                else:
+                    row = await store.get_target(change["workspace"], change["name"])
+                    self.serverapp.event_logger.emit(schema_id=TARGET_EVENT, data={
+                        "workspace": change["workspace"], "name": change["name"],
+                        "kind": row["kind"] if row else None, "state": row["state"] if row else None,
+                        "change": "updated" if row else "removed"})
+            except Exception:
+                self.log.exception("jupyter_compute: could not emit an event for %s", change)
+
+    async def _tail_feed(self) -> None:
+        store = self.compute.store
+        me = os.getpid()
+        cursor = await store.last_change()
+        trims = 0
+        while True:
+            await asyncio.sleep(FEED_INTERVAL)
+            try:
+                changes = await store.changes_since(cursor)
+            except Exception:
+                self.log.exception("jupyter_compute: reading the change feed failed")
+                continue
+            for c in changes:
+                cursor = c["seq"]
+                if c["origin"] != me:
+                    self._emit_queue.put_nowait(c)
+            trims += 1
+            if trims % 3000 == 0:
+                await store.trim_changes()
+
+    async def _monitor(self) -> None:
+        interval = self.compute.settings.compute.monitor_interval
+        while True:
+            try:
+                await self.compute.reconcile()
+            except Exception:
+                self.log.exception("jupyter_compute: checking targets failed")
+            await asyncio.sleep(interval)
+
+    async def stop_extension(self) -> None:
+        # Targets keep running: they belong to the user, not to this server process.
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.compute.close()

@@ -1,0 +1,1 @@
+"""One module per family of compute, each implementing the ``Backend`` protocol in ``base``."""

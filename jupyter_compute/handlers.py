@@ -1,0 +1,203 @@
+"""Thin REST handlers over ``Workspace``: parse, call, serialise. Errors are mapped in one place."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from pydantic import BaseModel
+from tornado import web
+
+from .errors import ComputeError, InvalidRequest
+from .workspace import Compute
+
+log = logging.getLogger("jupyter_compute")
+
+PREFIX = "jupyter-compute"
+NAME = r"(?P<name>[^/]+)"
+WS = r"(?P<ws>[^/]+)"
+
+
+def dump(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, list):
+        return [dump(o) for o in obj]
+    return obj
+
+
+class ComputeHandler(ExtensionHandlerMixin, APIHandler):
+    auth_resource = "compute"
+
+    @property
+    def compute(self) -> Compute:
+        return self.settings["jupyter_compute"]
+
+    def reply(self, body: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(dump(body)))
+
+    def body(self) -> dict[str, Any]:
+        raw = self.request.body
+        if not raw:
+            return {}
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InvalidRequest(f"the request body is not valid JSON: {e}", reason="bad_json") from None
+        if not isinstance(data, dict):
+            raise InvalidRequest("the request body must be a JSON object", reason="bad_json")
+        return data
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Every error is JSON with a message a person can act on; never a traceback."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ComputeError):
+            status_code, body = exc.status, exc.to_json()
+        elif isinstance(exc, web.HTTPError):
+            body = {"message": exc.log_message or self._reason, "reason": exc.reason or "http_error", "field": None}
+            if exc.args and exc.log_message:
+                try:
+                    body["message"] = exc.log_message % exc.args
+                except TypeError:
+                    pass
+        else:
+            body = {"message": "the server failed to handle this request; see the server log",
+                    "reason": "internal_error", "field": None}
+        self.set_status(status_code)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, ComputeError):
+            log.info("%s %s -> %s: %s", self.request.method, self.request.path, value.status, value.message)
+        else:
+            super().log_exception(typ, value, tb)
+
+    def ws(self, ws: str):
+        return self.compute.workspace(ws)
+
+
+class WorkspacesHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def get(self):
+        self.reply({"workspaces": self.compute.workspaces()})
+
+
+class KindsHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, ws):
+        self.reply({"kinds": self.ws(ws).kinds()})
+
+
+class TargetsHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, ws):
+        self.reply({"targets": await self.ws(ws).list()})
+
+    @web.authenticated
+    @authorized
+    async def post(self, ws):
+        workspace = self.ws(ws)
+        body = self.body()
+        name, kind = body.pop("name", None), body.pop("kind", None)
+        force = body.pop("force", False)
+        if not isinstance(force, bool):
+            raise InvalidRequest("force must be true or false", field="/force")
+        if kind is None:
+            raise InvalidRequest("kind is required", field="/kind")
+        _, ks = workspace._kind(kind)
+        if ks.managed:
+            if force:
+                raise InvalidRequest("force applies only to attach", field="/force")
+            op = await workspace.create(name, kind, body)
+        else:
+            op = await workspace.attach(name, kind, body, force=force)
+        self.reply({"operation": op}, 202)
+
+
+class TargetHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, ws, name):
+        self.reply(await self.ws(ws).get(name))
+
+    @web.authenticated
+    @authorized
+    async def patch(self, ws, name):
+        self.reply(await self.ws(ws).update(name, self.body()))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, ws, name):
+        self.reply({"operation": await self.ws(ws).delete(name)}, 202)
+
+
+class ActionHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, ws, name, action):
+        workspace = self.ws(ws)
+        op = await getattr(workspace, action)(name)
+        self.reply({"operation": op}, 202)
+
+
+class NodesHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, ws, name):
+        self.reply({"nodes": await self.ws(ws).nodes(name)})
+
+
+class SizesHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, ws):
+        self.reply({"sizes": await self.ws(ws).sizes()})
+
+
+class UsageHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, ws):
+        self.reply({"usage": await self.ws(ws).usage()})
+
+
+class OperationHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, op_id):
+        self.reply(await self.compute.operation(op_id))
+
+
+class OpenAPIHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def get(self):
+        from .openapi import document
+        self.reply(document(self.compute))
+
+
+def _p(path: str) -> str:
+    return rf"/{PREFIX}{path}"
+
+
+HANDLERS = [
+    (_p("/workspaces"), WorkspacesHandler),
+    (_p(f"/workspaces/{WS}/kinds"), KindsHandler),
+    (_p(f"/workspaces/{WS}/targets"), TargetsHandler),
+    (_p(f"/workspaces/{WS}/targets/{NAME}"), TargetHandler),
+    (_p(f"/workspaces/{WS}/targets/{NAME}/(?P<action>start|stop|restart)"), ActionHandler),
+    (_p(f"/workspaces/{WS}/targets/{NAME}/nodes"), NodesHandler),
+    (_p(f"/workspaces/{WS}/sizes"), SizesHandler),
+    (_p(f"/workspaces/{WS}/usage"), UsageHandler),
+    (_p(r"/operations/(?P<op_id>[^/]+)"), OperationHandler),
+    (_p("/openapi.json"), OpenAPIHandler),
+]

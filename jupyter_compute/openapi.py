@@ -1,0 +1,126 @@
+"""The OpenAPI 3 document of the REST API, built from the same pydantic models the handlers serialise."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from . import __version__
+from .models import KindInfo, Node, Operation, Size, Target, Usage, WorkspaceInfo
+
+REF = "#/components/schemas/{model}"
+BASE = "/jupyter-compute"
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERRORS = {
+    "400": "Invalid input; `field` points at the field at fault",
+    "403": "Not authorised",
+    "404": "Unknown workspace, target or operation",
+    "409": "Name taken, or an operation already running on the target",
+    "502": "The backend refused, with its message",
+    "503": "A backend is unreachable",
+}
+
+
+def _errors(*codes: str) -> dict:
+    return {c: _json(_ref("Error"), ERRORS[c]) for c in codes}
+
+
+def _param(name: str, description: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string", "minLength": 1}}
+
+
+WS = _param("ws", "Workspace id (`local`, or an Azure ML workspace alias)")
+NAME = _param("name", "Target name")
+OP_ACCEPTED = {"202": _json({"type": "object", "required": ["operation"],
+                             "properties": {"operation": _ref("Operation")}}, "The operation was started")}
+
+
+def _list(key: str, item: str) -> dict:
+    return {"type": "object", "required": [key], "properties": {key: {"type": "array", "items": _ref(item)}}}
+
+
+def document(compute=None) -> dict[str, Any]:
+    _, defs = models_json_schema(
+        [(m, "serialization") for m in (Target, Operation, Node, Size, Usage, WorkspaceInfo, KindInfo)],
+        ref_template=REF)
+    schemas = defs.get("$defs", {})
+    schemas["Error"] = {
+        "type": "object", "required": ["message", "reason"],
+        "properties": {"message": {"type": "string"}, "reason": {"type": "string"},
+                       "field": {"type": ["string", "null"], "description": "JSON pointer into the request body"}},
+    }
+    schemas["TargetRequest"] = {
+        "type": "object", "required": ["name", "kind"],
+        "description": "Create (managed kinds) or attach (attached kinds). Spec fields are flat beside name "
+                       "and kind; GET .../kinds gives each kind's JSON Schema.",
+        "properties": {"name": {"type": "string"}, "kind": {"type": "string"},
+                       "force": {"type": "boolean", "description": "Attach even if the resource is already attached"}},
+        "additionalProperties": True,
+    }
+    all_err = ("400", "403", "404", "409", "502", "503")
+    read_err = ("403", "404", "502", "503")
+    paths = {
+        f"{BASE}/workspaces": {"get": {
+            "operationId": "listWorkspaces", "summary": "Workspaces: local, plus each Azure ML workspace",
+            "responses": {"200": _json(_list("workspaces", "WorkspaceInfo"), "Workspaces"), **_errors("403")}}},
+        f"{BASE}/workspaces/{{ws}}/kinds": {"get": {
+            "operationId": "listKinds", "summary": "Kinds of compute, with operations and spec JSON Schemas",
+            "parameters": [WS],
+            "responses": {"200": _json(_list("kinds", "KindInfo"), "Kinds"), **_errors("403", "404")}}},
+        f"{BASE}/workspaces/{{ws}}/targets": {
+            "get": {"operationId": "listTargets", "summary": "Compute targets with live state", "parameters": [WS],
+                    "responses": {"200": _json(_list("targets", "Target"), "Targets"), **_errors(*read_err)}},
+            "post": {"operationId": "createTarget", "summary": "Create or attach a target", "parameters": [WS],
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("TargetRequest")}}},
+                     "responses": {**OP_ACCEPTED, **_errors(*all_err)}}},
+        f"{BASE}/workspaces/{{ws}}/targets/{{name}}": {
+            "get": {"operationId": "getTarget", "summary": "One target", "parameters": [WS, NAME],
+                    "responses": {"200": _json(_ref("Target"), "The target"), **_errors(*read_err)}},
+            "patch": {"operationId": "updateTarget", "summary": "Change some fields of a target",
+                      "parameters": [WS, NAME],
+                      "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                          "type": "object", "minProperties": 1, "additionalProperties": True}}}},
+                      "responses": {"200": _json(_ref("Target"), "The updated target"), **_errors(*all_err)}},
+            "delete": {"operationId": "deleteTarget", "summary": "Delete a managed target; detach an attached one",
+                       "parameters": [WS, NAME], "responses": {**OP_ACCEPTED, **_errors(*all_err)}}},
+        f"{BASE}/workspaces/{{ws}}/targets/{{name}}/nodes": {"get": {
+            "operationId": "listNodes", "summary": "Nodes of a target", "parameters": [WS, NAME],
+            "responses": {"200": _json(_list("nodes", "Node"), "Nodes"), **_errors(*read_err)}}},
+        f"{BASE}/workspaces/{{ws}}/sizes": {"get": {
+            "operationId": "listSizes", "summary": "Sizes targets can have", "parameters": [WS],
+            "responses": {"200": _json(_list("sizes", "Size"), "Sizes"), **_errors(*read_err)}}},
+        f"{BASE}/workspaces/{{ws}}/usage": {"get": {
+            "operationId": "listUsage", "summary": "Quota use against limits", "parameters": [WS],
+            "responses": {"200": _json(_list("usage", "Usage"), "Usage"), **_errors(*read_err)}}},
+        f"{BASE}/operations/{{id}}": {"get": {
+            "operationId": "getOperation", "summary": "A long operation's status and progress",
+            "parameters": [_param("id", "Operation id")],
+            "responses": {"200": _json(_ref("Operation"), "The operation"), **_errors("403", "404")}}},
+        f"{BASE}/openapi.json": {"get": {
+            "operationId": "getOpenAPI", "summary": "This document",
+            "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document"), **_errors("403")}}},
+    }
+    for action in ("start", "stop", "restart"):
+        paths[f"{BASE}/workspaces/{{ws}}/targets/{{name}}/{action}"] = {"post": {
+            "operationId": f"{action}Target", "summary": f"{action.capitalize()} a target", "parameters": [WS, NAME],
+            "responses": {**OP_ACCEPTED, **_errors(*all_err)}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "jupyter_compute", "version": __version__,
+                 "description": "Compute targets for Jupyter. Authenticate as for Jupyter's own API: "
+                                "`Authorization: token <token>`, or the session cookie plus `X-XSRFToken`."},
+        "components": {"schemas": schemas,
+                       "securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "Authorization"}}},
+        "security": [{"token": []}],
+        "paths": paths,
+    }

@@ -1,0 +1,401 @@
+"""The sqlite store every process of a user shares: the server, kernels and the CLI.
+
+WAL lets readers run beside a writer; every write is a ``BEGIN IMMEDIATE`` transaction so two
+processes never interleave a read-modify-write; a busy timeout makes a writer wait its turn.
+Every change appends a row to ``changes`` so another process can notice it by tailing that
+table. The schema is versioned with ``PRAGMA user_version`` and migrated forward on open.
+
+All methods are blocking; async callers run them in a thread (see ``AsyncStore``).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Callable, Iterator
+
+from .errors import Conflict, NotFound
+from .models import utcnow
+
+# Each entry moves the schema from version i to i+1. Never edit a released entry: append.
+MIGRATIONS: list[str] = [
+    # 1: targets and operations
+    """
+    CREATE TABLE targets (
+        workspace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        managed INTEGER NOT NULL,
+        spec TEXT NOT NULL DEFAULT '{}',
+        state TEXT NOT NULL,
+        provider_state TEXT,
+        errors TEXT NOT NULL DEFAULT '[]',
+        runtime TEXT NOT NULL DEFAULT '{}',
+        created TEXT NOT NULL,
+        modified TEXT NOT NULL,
+        PRIMARY KEY (workspace, name)
+    );
+    CREATE TABLE operations (
+        id TEXT PRIMARY KEY,
+        workspace TEXT NOT NULL,
+        target TEXT NOT NULL,
+        action TEXT NOT NULL,
+        status TEXT NOT NULL,
+        progress TEXT NOT NULL DEFAULT '',
+        error TEXT,
+        owner TEXT,
+        started TEXT NOT NULL,
+        ended TEXT
+    );
+    CREATE INDEX operations_by_target ON operations (workspace, target, status);
+    """,
+    # 2: the change feed other processes tail, and free-form per-workspace settings
+    """
+    CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        origin INTEGER NOT NULL,
+        entity TEXT NOT NULL,
+        workspace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        operation TEXT
+    );
+    CREATE TABLE workspaces (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        config TEXT NOT NULL DEFAULT '{}',
+        created TEXT NOT NULL
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+BUSY_TIMEOUT_MS = 30_000
+CHANGES_KEPT = 10_000
+
+
+def _ts(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt else None
+
+
+def _row_target(r: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "workspace": r["workspace"], "name": r["name"], "kind": r["kind"], "managed": bool(r["managed"]),
+        "spec": json.loads(r["spec"]), "state": r["state"], "provider_state": r["provider_state"],
+        "errors": json.loads(r["errors"]), "runtime": json.loads(r["runtime"]),
+        "created": r["created"], "modified": r["modified"],
+    }
+
+
+def _row_operation(r: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": r["id"], "workspace": r["workspace"], "target": r["target"], "action": r["action"],
+        "status": r["status"], "progress": r["progress"],
+        "error": json.loads(r["error"]) if r["error"] else None, "owner": r["owner"],
+        "started": r["started"], "ended": r["ended"],
+    }
+
+
+class Store:
+    """Blocking access to the store; one connection per thread."""
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        self._local = threading.local()
+        self._origin = os.getpid()
+        self._listeners: list[Callable[[dict], None]] = []
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        if not os.path.exists(self.path):
+            # Created private before sqlite opens it; sqlite gives -wal/-shm the same mode.
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        else:
+            os.chmod(self.path, 0o600)
+        self._migrate()
+
+    # -- connections -----------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds the write lock from its first statement."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.write() as c:
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"the store {self.path} has schema version {version}, newer than this "
+                    f"jupyter_compute understands ({SCHEMA_VERSION}); upgrade jupyter_compute")
+            for i in range(version, SCHEMA_VERSION):
+                for stmt in MIGRATIONS[i].split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+                c.execute(f"PRAGMA user_version={i + 1}")
+
+    def schema_version(self) -> int:
+        return self._conn().execute("PRAGMA user_version").fetchone()[0]
+
+    def integrity_check(self) -> str:
+        return self._conn().execute("PRAGMA integrity_check").fetchone()[0]
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- change feed -----------------------------------------------------------------------------
+    def add_listener(self, fn: Callable[[dict], None]) -> None:
+        """Called, after commit, for each change this process makes."""
+        self._listeners.append(fn)
+
+    def _changed(self, c: sqlite3.Connection, entity: str, workspace: str, name: str,
+                 operation: str | None = None, pending: list | None = None) -> None:
+        c.execute("INSERT INTO changes (origin, entity, workspace, name, operation) VALUES (?,?,?,?,?)",
+                  (self._origin, entity, workspace, name, operation))
+        if pending is not None:
+            pending.append({"entity": entity, "workspace": workspace, "name": name, "operation": operation})
+
+    def _notify(self, pending: list[dict]) -> None:
+        for change in pending:
+            for fn in self._listeners:
+                fn(change)
+
+    def last_change(self) -> int:
+        row = self._conn().execute("SELECT MAX(seq) FROM changes").fetchone()
+        return row[0] or 0
+
+    def changes_since(self, seq: int, *, exclude_origin: int | None = None) -> list[dict]:
+        rows = self._conn().execute(
+            "SELECT seq, origin, entity, workspace, name, operation FROM changes WHERE seq > ? ORDER BY seq",
+            (seq,)).fetchall()
+        return [dict(r) for r in rows if exclude_origin is None or r["origin"] != exclude_origin]
+
+    def trim_changes(self) -> None:
+        with self.write() as c:
+            c.execute("DELETE FROM changes WHERE seq <= (SELECT MAX(seq) FROM changes) - ?", (CHANGES_KEPT,))
+
+    # -- targets ---------------------------------------------------------------------------------
+    def list_targets(self, workspace: str) -> list[dict]:
+        rows = self._conn().execute(
+            "SELECT * FROM targets WHERE workspace = ? ORDER BY name", (workspace,)).fetchall()
+        return [_row_target(r) for r in rows]
+
+    def get_target(self, workspace: str, name: str) -> dict | None:
+        r = self._conn().execute(
+            "SELECT * FROM targets WHERE workspace = ? AND name = ?", (workspace, name)).fetchone()
+        return _row_target(r) if r else None
+
+    def find_targets(self, *, kind: str | None = None) -> list[dict]:
+        q, args = "SELECT * FROM targets", ()
+        if kind:
+            q, args = q + " WHERE kind = ?", (kind,)
+        return [_row_target(r) for r in self._conn().execute(q, args).fetchall()]
+
+    def insert_target(self, workspace: str, name: str, kind: str, managed: bool, spec: dict,
+                      state: str, runtime: dict | None = None) -> dict:
+        now = _ts(utcnow())
+        pending: list = []
+        with self.write() as c:
+            if c.execute("SELECT 1 FROM targets WHERE workspace = ? AND name = ?", (workspace, name)).fetchone():
+                raise Conflict(f"a target named '{name}' already exists in workspace '{workspace}'",
+                               field="/name", reason="name_taken")
+            c.execute(
+                "INSERT INTO targets (workspace, name, kind, managed, spec, state, runtime, created, modified)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (workspace, name, kind, int(managed), json.dumps(spec), state, json.dumps(runtime or {}), now, now))
+            self._changed(c, "target", workspace, name, pending=pending)
+        self._notify(pending)
+        return self.get_target(workspace, name)
+
+    def update_target(self, workspace: str, name: str, *, expect_state: str | tuple | None = None,
+                      expect_runtime: dict | None = None, **fields: Any) -> bool:
+        """Update fields of a target; with ``expect_*`` only when it still is as expected.
+
+        Returns whether a row changed. ``runtime`` given as a dict replaces it; ``runtime_merge``
+        merges keys into it (a key set to None is removed).
+        """
+        pending: list = []
+        with self.write() as c:
+            r = c.execute("SELECT * FROM targets WHERE workspace = ? AND name = ?", (workspace, name)).fetchone()
+            if r is None:
+                return False
+            if expect_state is not None:
+                allowed = (expect_state,) if isinstance(expect_state, str) else tuple(expect_state)
+                if r["state"] not in allowed:
+                    return False
+            runtime = json.loads(r["runtime"])
+            if expect_runtime is not None and any(runtime.get(k) != v for k, v in expect_runtime.items()):
+                return False
+            sets: dict[str, Any] = {}
+            if "runtime_merge" in fields:
+                for k, v in fields.pop("runtime_merge").items():
+                    if v is None:
+                        runtime.pop(k, None)
+                    else:
+                        runtime[k] = v
+                sets["runtime"] = json.dumps(runtime)
+            for k, v in fields.items():
+                sets[k] = json.dumps(v) if k in ("spec", "errors", "runtime") else v
+            sets["modified"] = _ts(utcnow())
+            c.execute(f"UPDATE targets SET {', '.join(f'{k} = ?' for k in sets)} WHERE workspace = ? AND name = ?",
+                      (*sets.values(), workspace, name))
+            self._changed(c, "target", workspace, name, pending=pending)
+        self._notify(pending)
+        return True
+
+    def delete_target(self, workspace: str, name: str) -> bool:
+        pending: list = []
+        with self.write() as c:
+            cur = c.execute("DELETE FROM targets WHERE workspace = ? AND name = ?", (workspace, name))
+            if cur.rowcount:
+                self._changed(c, "target", workspace, name, pending=pending)
+        self._notify(pending)
+        return bool(pending)
+
+    # -- operations ------------------------------------------------------------------------------
+    def begin_operation(self, workspace: str, target: str, action: str, owner: str,
+                        is_stale: Callable[[dict], bool], *, set_state: str | None = None,
+                        must_exist: bool = True) -> dict:
+        """Record a new running operation on a target, atomically refusing a second one.
+
+        An earlier operation whose owner process is gone (``is_stale``) is marked failed first.
+        """
+        op_id = uuid.uuid4().hex
+        now = _ts(utcnow())
+        pending: list = []
+        with self.write() as c:
+            if must_exist and not c.execute(
+                    "SELECT 1 FROM targets WHERE workspace = ? AND name = ?", (workspace, target)).fetchone():
+                raise NotFound(f"no target named '{target}' in workspace '{workspace}'", reason="unknown_target")
+            for r in c.execute("SELECT * FROM operations WHERE workspace = ? AND target = ? AND status = 'running'",
+                               (workspace, target)).fetchall():
+                op = _row_operation(r)
+                if is_stale(op):
+                    self._fail_stale(c, op, pending)
+                    continue
+                raise Conflict(
+                    f"'{target}' is busy: a {op['action']} operation ({op['id']}) is already running on it; "
+                    "wait for it to finish", reason="operation_in_progress")
+            c.execute("INSERT INTO operations (id, workspace, target, action, status, owner, started)"
+                      " VALUES (?,?,?,?,?,?,?)", (op_id, workspace, target, action, "running", owner, now))
+            if set_state:
+                c.execute("UPDATE targets SET state = ?, modified = ? WHERE workspace = ? AND name = ?",
+                          (set_state, now, workspace, target))
+                self._changed(c, "target", workspace, target, pending=pending)
+            self._changed(c, "operation", workspace, target, op_id, pending=pending)
+        self._notify(pending)
+        return self.get_operation(op_id)
+
+    def _fail_stale(self, c: sqlite3.Connection, op: dict, pending: list) -> None:
+        err = {"message": f"the process running this {op['action']} ({op['owner']}) exited before it finished",
+               "reason": "interrupted"}
+        c.execute("UPDATE operations SET status = 'failed', error = ?, ended = ? WHERE id = ?",
+                  (json.dumps(err), _ts(utcnow()), op["id"]))
+        self._changed(c, "operation", op["workspace"], op["target"], op["id"], pending=pending)
+
+    def fail_stale_operations(self, is_stale: Callable[[dict], bool]) -> list[dict]:
+        """Mark failed every running operation whose owner is gone; returns them."""
+        pending: list = []
+        failed = []
+        with self.write() as c:
+            for r in c.execute("SELECT * FROM operations WHERE status = 'running'").fetchall():
+                op = _row_operation(r)
+                if is_stale(op):
+                    self._fail_stale(c, op, pending)
+                    failed.append(op)
+        self._notify(pending)
+        return failed
+
+    def update_operation(self, op_id: str, **fields: Any) -> None:
+        pending: list = []
+        with self.write() as c:
+            r = c.execute("SELECT workspace, target FROM operations WHERE id = ?", (op_id,)).fetchone()
+            if r is None:
+                return
+            if "error" in fields and fields["error"] is not None:
+                fields["error"] = json.dumps(fields["error"])
+            c.execute(f"UPDATE operations SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
+                      (*fields.values(), op_id))
+            self._changed(c, "operation", r["workspace"], r["target"], op_id, pending=pending)
+        self._notify(pending)
+
+    def finish_operation(self, op_id: str, *, error: dict | None = None, progress: str | None = None) -> None:
+        fields: dict[str, Any] = {"status": "failed" if error else "succeeded", "error": error,
+                                  "ended": _ts(utcnow())}
+        if progress is not None:
+            fields["progress"] = progress
+        self.update_operation(op_id, **fields)
+
+    def get_operation(self, op_id: str) -> dict | None:
+        r = self._conn().execute("SELECT * FROM operations WHERE id = ?", (op_id,)).fetchone()
+        return _row_operation(r) if r else None
+
+    def running_operations(self, workspace: str | None = None) -> list[dict]:
+        q, args = "SELECT * FROM operations WHERE status = 'running'", ()
+        if workspace:
+            q, args = q + " AND workspace = ?", (workspace,)
+        return [_row_operation(r) for r in self._conn().execute(q, args).fetchall()]
+
+    # -- workspaces ------------------------------------------------------------------------------
+    def list_workspaces(self) -> list[dict]:
+        rows = self._conn().execute("SELECT * FROM workspaces ORDER BY created").fetchall()
+        return [{"id": r["id"], "kind": r["kind"], "config": json.loads(r["config"]), "created": r["created"]}
+                for r in rows]
+
+    def add_workspace(self, ws_id: str, kind: str, config: dict) -> None:
+        with self.write() as c:
+            if c.execute("SELECT 1 FROM workspaces WHERE id = ?", (ws_id,)).fetchone():
+                raise Conflict(f"a workspace named '{ws_id}' already exists", field="/alias", reason="name_taken")
+            c.execute("INSERT INTO workspaces (id, kind, config, created) VALUES (?,?,?,?)",
+                      (ws_id, kind, json.dumps(config), _ts(utcnow())))
+
+    def remove_workspace(self, ws_id: str) -> bool:
+        with self.write() as c:
+            return bool(c.execute("DELETE FROM workspaces WHERE id = ?", (ws_id,)).rowcount)
+
+
+class AsyncStore:
+    """The store for async code: every call runs in a small thread pool, off the event loop."""
+
+    def __init__(self, store: Store, executor: ThreadPoolExecutor | None = None):
+        self.sync = store
+        self._executor = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="jupyter-compute-store")
+
+    def __getattr__(self, name: str):
+        fn = getattr(self.sync, name)
+        if not callable(fn):
+            return fn
+
+        async def call(*args, **kwargs):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+        return call
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

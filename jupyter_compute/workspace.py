@@ -1,0 +1,426 @@
+"""The one API of jupyter_compute: workspaces and the targets in them.
+
+``Compute`` holds the settings, the store and the workspaces of this user; a ``Workspace``
+validates each request before anything runs, records long operations in the store (so any
+process can follow them and a second one on the same target is refused), and calls the
+backend that owns the target's kind. The REST handlers, the CLI, the magics and the widgets
+all go through here; none of them imports another.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+from typing import Any, Awaitable, Callable
+
+from traitlets.config import Config
+
+from . import procs
+from .backends.base import Backend, KindSpec, OperationContext, Outcome
+from .config import AzureML, ComputeConfig, load_config
+from .errors import ComputeError, Conflict, InvalidRequest, NotFound
+from .models import (KindInfo, Node, Operation, Size, State, Target, Usage, WorkspaceInfo, check_name)
+from .store import AsyncStore, Store
+
+log = logging.getLogger("jupyter_compute")
+
+ProgressFn = Callable[[Operation], Any]
+
+#: Families of compute that live in the local workspace, imported by name so that a family
+#: whose optional dependencies are missing simply does not appear.
+LOCAL_BACKENDS = [
+    "jupyter_compute.backends.local:LocalBackend",
+]
+
+LOCAL_WORKSPACE = "local"
+
+
+def _load(path: str) -> type[Backend] | None:
+    module, _, name = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as e:
+        log.debug("compute family %s unavailable: %s", path, e)
+        return None
+
+
+class Settings:
+    """The traitlets configurables every backend reads, built from one Config."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.compute = ComputeConfig(config=config)
+        self.azure = AzureML(config=config)
+
+
+def is_stale(op: dict) -> bool:
+    return not procs.alive(op.get("owner"))
+
+
+class Workspace:
+    def __init__(self, ws_id: str, kind: str, description: str, store: AsyncStore, settings: Settings,
+                 backends: list[Backend], properties: dict | None = None):
+        self.id = ws_id
+        self.kind = kind
+        self.description = description
+        self.store = store
+        self.settings = settings
+        self.backends = backends
+        self.properties = properties or {}
+        self._kinds: dict[str, tuple[Backend, KindSpec]] = {
+            k: (b, ks) for b in backends for k, ks in b.kinds.items()}
+        self._tasks: set[asyncio.Task] = set()
+        self._owner = procs.identity()
+        self._start_slots = asyncio.Semaphore(max(1, settings.compute.max_concurrent_starts))
+
+    def info(self, default: bool = False) -> WorkspaceInfo:
+        return WorkspaceInfo(id=self.id, kind=self.kind, description=self.description, default=default,
+                             properties=self.properties)
+
+    # -- kinds -------------------------------------------------------------------------------------
+    def kinds(self) -> list[KindInfo]:
+        return [ks.info() for _, ks in self._kinds.values()]
+
+    def _kind(self, kind: Any) -> tuple[Backend, KindSpec]:
+        if not isinstance(kind, str) or kind not in self._kinds:
+            known = ", ".join(sorted(self._kinds))
+            raise InvalidRequest(f"unknown kind {kind!r} in workspace '{self.id}'; known kinds: {known}",
+                                 field="/kind", reason="unknown_kind")
+        return self._kinds[kind]
+
+    # -- reading -----------------------------------------------------------------------------------
+    async def list(self) -> list[Target]:
+        rows = await self.store.list_targets(self.id)
+        by_backend: dict[int, list[dict]] = {id(b): [] for b in self.backends}
+        for r in rows:
+            pair = self._kinds.get(r["kind"])
+            if pair:
+                by_backend[id(pair[0])].append(r)
+        out: list[Target] = []
+        for b in self.backends:
+            out.extend(await b.list_targets(by_backend[id(b)]))
+        return out
+
+    async def _locate(self, name: str) -> tuple[Backend, Target]:
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest("a target name is required", field="/name")
+        row = await self.store.get_target(self.id, name)
+        for b in self.backends:
+            if row is not None and row["kind"] not in b.kinds:
+                continue
+            t = await b.get_target(name, row)
+            if t is not None:
+                return b, t
+        raise NotFound(f"no target named '{name}' in workspace '{self.id}'", reason="unknown_target")
+
+    async def get(self, name: str) -> Target:
+        return (await self._locate(name))[1]
+
+    async def nodes(self, name: str) -> list[Node]:
+        b, t = await self._locate(name)
+        return await b.nodes(t)
+
+    async def sizes(self) -> list[Size]:
+        out: list[Size] = []
+        for b in self.backends:
+            out.extend(await b.sizes())
+        return out
+
+    async def usage(self) -> list[Usage]:
+        out: list[Usage] = []
+        for b in self.backends:
+            out.extend(await b.usage())
+        return out
+
+    async def route_info(self, name: str) -> dict[str, Any]:
+        """How a cell reaches this target (used by ``execution``): e.g. kernel connection info."""
+        b, t = await self._locate(name)
+        if t.state != State.running:
+            raise Conflict(f"'{name}' is {t.state.value}; start it first", reason="not_running")
+        return await b.route_info(t)
+
+    # -- changing ----------------------------------------------------------------------------------
+    async def create(self, name: str, kind: str, spec: dict[str, Any] | None = None, *, wait: bool = False,
+                     on_progress: ProgressFn | None = None) -> Operation:
+        return await self._add(name, kind, spec or {}, attach=False, wait=wait, on_progress=on_progress)
+
+    async def attach(self, name: str, kind: str, spec: dict[str, Any] | None = None, *, wait: bool = False,
+                     on_progress: ProgressFn | None = None, force: bool = False) -> Operation:
+        return await self._add(name, kind, spec or {}, attach=True, wait=wait, on_progress=on_progress, force=force)
+
+    async def _add(self, name: str, kind: str, spec: dict, *, attach: bool, wait: bool,
+                   on_progress: ProgressFn | None, force: bool = False) -> Operation:
+        backend, ks = self._kind(kind)
+        if attach and ks.managed:
+            raise InvalidRequest(f"kind '{kind}' is created, not attached: use create", field="/kind")
+        if not attach and not ks.managed:
+            raise InvalidRequest(f"kind '{kind}' is attached, not created: use attach", field="/kind")
+        name = backend.check_name(kind, name)
+        model = backend.validate_spec(kind, spec, attach=attach)
+        if (await self._exists(name)):
+            raise Conflict(f"a target named '{name}' already exists in workspace '{self.id}'",
+                           field="/name", reason="name_taken")
+        await backend.precheck(name, kind, model, force=force)
+        action = "attach" if attach else "create"
+        await self.store.insert_target(self.id, name, kind, ks.managed, model.public(), State.creating.value)
+        try:
+            op = await self.store.begin_operation(self.id, name, action, self._owner, is_stale)
+        except BaseException:
+            await self.store.delete_target(self.id, name)
+            raise
+        fn = backend.attach if attach else backend.create
+        return await self._drive(op, lambda ctx: fn(name, kind, model, ctx), wait, on_progress,
+                                 forget_on_failure=attach)
+
+    async def _exists(self, name: str) -> bool:
+        try:
+            await self._locate(name)
+            return True
+        except NotFound:
+            return False
+
+    async def update(self, name: str, changes: dict[str, Any]) -> Target:
+        if not isinstance(changes, dict) or not changes:
+            raise InvalidRequest("give at least one field to change")
+        b, t = await self._locate(name)
+        ks = self._kinds[t.kind][1]
+        model = ks.model()
+        if model is None or "update" not in ks.operations:
+            raise InvalidRequest(b.update_refusal(t), reason="unsupported_operation")
+        for f in changes:
+            if f in ("name", "kind"):
+                raise InvalidRequest(f"{f} cannot change; create a new target instead", field=f"/{f}")
+            if f not in model.model_fields:
+                raise InvalidRequest(f"{f}: is not a field of kind '{t.kind}'", field=f"/{f}")
+            if f not in model.updatable:
+                fixed = ", ".join(sorted(model.updatable))
+                raise InvalidRequest(f"{f} cannot change after create; fields that can: {fixed}", field=f"/{f}")
+        await b.update(t, changes)
+        return await self.get(name)
+
+    async def start(self, name: str, **kw) -> Operation:
+        return await self._lifecycle(name, "start", State.starting, **kw)
+
+    async def stop(self, name: str, **kw) -> Operation:
+        return await self._lifecycle(name, "stop", State.stopping, **kw)
+
+    async def restart(self, name: str, **kw) -> Operation:
+        return await self._lifecycle(name, "restart", State.restarting, **kw)
+
+    async def delete(self, name: str, **kw) -> Operation:
+        """Delete a managed target; detach an attached one (the resource itself is left alone)."""
+        b, t = await self._locate(name)
+        return await self._lifecycle(name, "delete" if t.managed else "detach", State.deleting, located=(b, t), **kw)
+
+    async def detach(self, name: str, **kw) -> Operation:
+        b, t = await self._locate(name)
+        if t.managed:
+            raise InvalidRequest(f"'{name}' was created here, not attached; delete it instead",
+                                 reason="unsupported_operation")
+        return await self._lifecycle(name, "detach", State.deleting, located=(b, t), **kw)
+
+    async def _lifecycle(self, name: str, action: str, transitional: State, *, wait: bool = False,
+                         on_progress: ProgressFn | None = None, located=None) -> Operation:
+        b, t = located or await self._locate(name)
+        ks = self._kinds[t.kind][1]
+        if action not in ks.operations:
+            raise InvalidRequest(b.refusal(t, action), reason="unsupported_operation")
+        op = await self.store.begin_operation(self.id, name, action, self._owner, is_stale,
+                                              set_state=transitional.value)
+        fn = getattr(b, action)
+        removes = action in ("delete", "detach")
+
+        async def run(ctx: OperationContext):
+            current = await self.get(name)
+            if action == "start" and t.state == State.running:
+                await ctx.progress("already running")
+                return Outcome(State.running)
+            if action == "stop" and t.state == State.stopped:
+                await ctx.progress("already stopped")
+                return Outcome(State.stopped)
+            if action == "start" or action == "restart":
+                async with self._start_slots:
+                    return await fn(current, ctx)
+            return await fn(current, ctx)
+
+        return await self._drive(op, run, wait, on_progress, removes=removes, previous=t)
+
+    # -- operations --------------------------------------------------------------------------------
+    async def operation(self, op_id: str) -> Operation:
+        row = await self.store.get_operation(op_id)
+        if row is None or row["workspace"] != self.id:
+            raise NotFound(f"no operation with id '{op_id}' in workspace '{self.id}'", reason="unknown_operation")
+        return Operation(**row)
+
+    async def _drive(self, op: dict, fn: Callable[[OperationContext], Awaitable[Any]], wait: bool,
+                     on_progress: ProgressFn | None, *, removes: bool = False, previous: Target | None = None,
+                     forget_on_failure: bool = False) -> Operation:
+        op_id, name = op["id"], op["target"]
+        if on_progress is not None:
+            on_progress = _deduplicated(on_progress)
+
+        async def report(text: str) -> None:
+            await self.store.update_operation(op_id, progress=text)
+            if on_progress:
+                on_progress(await self.operation(op_id))
+
+        ctx = OperationContext(op_id, self.id, name, op["action"], report)
+
+        async def body() -> None:
+            try:
+                outcome = await fn(ctx)
+                if ctx.handed_off:
+                    return
+                if removes:
+                    await self.store.delete_target(self.id, name)
+                elif isinstance(outcome, Outcome):
+                    await self._apply(name, outcome)
+                await self.store.finish_operation(op_id, progress=ctx_done(op["action"]))
+            except ComputeError as e:
+                await self._fail(name, op_id, e.to_json(), forget=forget_on_failure, previous=previous)
+            except asyncio.CancelledError:
+                await self._fail(name, op_id, {"message": f"the {op['action']} was cancelled",
+                                               "reason": "cancelled"}, forget=forget_on_failure, previous=previous)
+                raise
+            except Exception as e:  # a bug or an unexpected library error: keep the server alive, say what
+                log.exception("%s of %s/%s failed", op["action"], self.id, name)
+                await self._fail(name, op_id, {"message": f"{op['action']} failed: {type(e).__name__}: {e}",
+                                               "reason": "internal_error"},
+                                 forget=forget_on_failure, previous=previous)
+
+        task = asyncio.get_running_loop().create_task(body())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if not wait:
+            return await self.operation(op_id)
+        await task
+        return await self.wait_operation(op_id, on_progress)
+
+    async def wait_operation(self, op_id: str, on_progress: ProgressFn | None = None,
+                             timeout: float | None = None) -> Operation:
+        """Follow an operation to its end, whichever process finishes it."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        last = None
+        while True:
+            op = await self.operation(op_id)
+            if on_progress and op.progress != last:
+                on_progress(op)
+            last = op.progress
+            if op.status.value != "running":
+                return op
+            if is_stale(await self.store.get_operation(op_id)):
+                await self.store.fail_stale_operations(is_stale)
+                continue
+            if deadline is not None and loop.time() > deadline:
+                return op
+            await asyncio.sleep(0.05)
+
+    async def _apply(self, name: str, outcome: Outcome) -> None:
+        fields: dict[str, Any] = {"state": outcome.state.value, "provider_state": outcome.provider_state}
+        if outcome.runtime is not None:
+            fields["runtime"] = outcome.runtime
+        fields["errors"] = outcome.errors or []
+        await self.store.update_target(self.id, name, **fields)
+
+    async def _fail(self, name: str, op_id: str, error: dict, *, forget: bool, previous: Target | None) -> None:
+        if forget:
+            await self.store.delete_target(self.id, name)
+        else:
+            # A refused request leaves the target as it was; a failure while acting marks it failed.
+            state = previous.state.value if previous and error.get("reason") in ("unsupported_operation",) else "failed"
+            from .models import utcnow
+            await self.store.update_target(self.id, name, state=state,
+                                           errors=[{"message": error["message"], "code": error.get("reason"),
+                                                    "at": utcnow().isoformat()}])
+        await self.store.finish_operation(op_id, error=error)
+
+    async def reconcile(self) -> None:
+        await self.store.fail_stale_operations(is_stale)
+        for b in self.backends:
+            await b.reconcile()
+
+    async def join(self) -> None:
+        """Wait for this process's operations (the CLI does, before it exits)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        for b in self.backends:
+            await b.close()
+
+
+def _deduplicated(fn: ProgressFn) -> ProgressFn:
+    """Progress is reported in-process and again when followed through the store: show it once."""
+    seen: set[tuple[str, str]] = set()
+
+    def call(op: Operation) -> Any:
+        key = (op.status.value, op.progress)
+        if key not in seen:
+            seen.add(key)
+            return fn(op)
+    return call
+
+
+def ctx_done(action: str) -> str:
+    return {"create": "created", "attach": "attached", "start": "running", "stop": "stopped",
+            "restart": "running", "delete": "deleted", "detach": "detached"}.get(action, "done")
+
+
+class Compute:
+    """Everything of one user: settings, the store and the workspaces."""
+
+    def __init__(self, settings: Settings, store: Store):
+        self.settings = settings
+        self.sync_store = store
+        self.store = AsyncStore(store)
+        self._workspaces: dict[str, Workspace] = {}
+        local_backends = [cls(LOCAL_WORKSPACE, self.store, settings)
+                          for cls in filter(None, map(_load, LOCAL_BACKENDS))]
+        self._workspaces[LOCAL_WORKSPACE] = Workspace(
+            LOCAL_WORKSPACE, "local", "This machine: local kernels, clusters and remote machines you attach",
+            self.store, settings, local_backends)
+
+    @classmethod
+    def from_config(cls, config: Config | None = None) -> "Compute":
+        settings = Settings(load_config(config))
+        path = settings.compute.effective_db_path()
+        return cls(settings, Store(path))
+
+    def workspace(self, ws_id: str | None = None) -> Workspace:
+        ws_id = ws_id or self.default_workspace_id()
+        try:
+            return self._workspaces[ws_id]
+        except KeyError:
+            known = ", ".join(self._workspaces)
+            raise NotFound(f"no workspace '{ws_id}'; known workspaces: {known}", reason="unknown_workspace") from None
+
+    def default_workspace_id(self) -> str:
+        wanted = self.settings.compute.default_workspace
+        if wanted and wanted in self._workspaces:
+            return wanted
+        return LOCAL_WORKSPACE
+
+    def workspaces(self) -> list[WorkspaceInfo]:
+        default = self.default_workspace_id()
+        return [w.info(default=w.id == default) for w in self._workspaces.values()]
+
+    async def operation(self, op_id: str) -> "Operation":
+        row = await self.store.get_operation(op_id)
+        if row is None:
+            raise NotFound(f"no operation with id '{op_id}'", reason="unknown_operation")
+        return Operation(**row)
+
+    async def reconcile(self) -> None:
+        for w in self._workspaces.values():
+            await w.reconcile()
+
+    async def join(self) -> None:
+        for w in self._workspaces.values():
+            await w.join()
+
+    async def close(self) -> None:
+        for w in self._workspaces.values():
+            await w.close()
+        self.store.shutdown()
