@@ -16,7 +16,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml package.json
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q hatchling==1.27.0 hatch-jupyter-builder==0.10.0 jupyterlab==4.6.6
+	$(PIP) install -q hatchling==1.27.0 hatch-jupyter-builder==0.10.0 editables==0.5 jupyterlab==4.6.6
 	$(PIP) install -q --no-build-isolation -e ".[test]"
 	$(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
 	touch $(STAMP)

@@ -316,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return await run(args, compute, ui)
         finally:
+            # Operations begun here must reach the point where they no longer need this process.
+            await compute.join()
             await compute.close()
 
     try:

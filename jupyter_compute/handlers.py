@@ -26,6 +26,8 @@ def dump(obj: Any) -> Any:
         return obj.model_dump(mode="json")
     if isinstance(obj, list):
         return [dump(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: dump(v) for k, v in obj.items()}
     return obj
 
 

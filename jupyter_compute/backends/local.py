@@ -254,9 +254,12 @@ class LocalBackend(Backend):
                 "--db", cfg.effective_db_path(), "--workspace", self.workspace_id, "--name", target.name,
                 "--operation", ctx.op_id, "--runtime-dir", cfg.runtime_dir,
                 "--ready-timeout", str(cfg.kernel_ready_timeout)]
-        out = await asyncio.to_thread(_spawn_detached, argv)
+        supervisor = await asyncio.to_thread(_spawn_detached, argv)
+        # The supervisor finishes the operation; own it now so it is never taken for abandoned
+        # when the caller (a CLI call with --no-wait) exits first.
+        await self.store.update_operation(ctx.op_id, owner=supervisor)
         ctx.handed_off = True
-        return Outcome(State.starting, runtime={"supervisor": out})
+        return Outcome(State.starting)
 
     async def stop(self, target: Target, ctx: OperationContext) -> Outcome:
         row = await self.store.get_target(self.workspace_id, target.name)
