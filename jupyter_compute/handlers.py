@@ -8,7 +8,7 @@ from typing import Any
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
-from pydantic import BaseModel
+import pydantic_core
 from tornado import web
 
 from .errors import ComputeError, InvalidRequest
@@ -21,14 +21,9 @@ NAME = r"(?P<name>[^/]+)"
 WS = r"(?P<ws>[^/]+)"
 
 
-def dump(obj: Any) -> Any:
-    if isinstance(obj, BaseModel):
-        return obj.model_dump(mode="json")
-    if isinstance(obj, list):
-        return [dump(o) for o in obj]
-    if isinstance(obj, dict):
-        return {k: dump(v) for k, v in obj.items()}
-    return obj
+def dump(obj: Any) -> bytes:
+    """JSON of a response; pydantic serialises nested models in one pass (fast for 1,000 targets)."""
+    return pydantic_core.to_json(obj)
 
 
 class ComputeHandler(ExtensionHandlerMixin, APIHandler):
@@ -41,7 +36,7 @@ class ComputeHandler(ExtensionHandlerMixin, APIHandler):
     def reply(self, body: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(dump(body)))
+        self.finish(dump(body))
 
     def body(self) -> dict[str, Any]:
         raw = self.request.body

@@ -152,3 +152,23 @@ async def test_memory_limit_watchdog_stops_the_kernel(api, compute_db):
         await asyncio.sleep(0.2)
     kc.stop_channels()
     assert "memory_limit_mb=300" in t["errors"][0]["message"]
+
+
+async def test_idle_shutdown_stops_an_idle_kernel(api, compute_db):
+    """The shortest idle shutdown is a minute: this test waits for it (bounded at three)."""
+    code, body = await api("POST", "workspaces/local/targets",
+                           {"name": "idle", "kind": "local-kernel", "idle_shutdown_minutes": 1})
+    assert (await wait_op(api, body["operation"]["id"]))["status"] == "succeeded"
+    _, t = await api("GET", "workspaces/local/targets/idle")
+    assert t["idle_shutdown_at"] is not None
+    pid = t["properties"]["kernel_pid"]
+    t0 = time.monotonic()
+    while True:
+        _, t = await api("GET", "workspaces/local/targets/idle")
+        if t["state"] != "running":
+            break
+        assert time.monotonic() - t0 < 180, "idle shutdown did not fire"
+        await asyncio.sleep(1)
+    assert t["state"] == "stopped" and t["provider_state"] == "idle shutdown"
+    assert 55 < time.monotonic() - t0 < 180
+    assert wait_for(lambda: gone(pid), timeout=10, message="idle kernel to exit")

@@ -150,6 +150,7 @@ class LocalBackend(Backend):
     def __init__(self, workspace_id, store, settings):
         super().__init__(workspace_id, store, settings)
         self._created = utcnow()
+        self._built: dict[tuple[str, str], Target] = {}
 
     # -- reading ---------------------------------------------------------------------------------
     async def list_targets(self, stored: list[dict]) -> list[Target]:
@@ -169,6 +170,18 @@ class LocalBackend(Backend):
                       created=self._created, modified=utcnow(), properties=props)
 
     def _kernel_target(self, row: dict) -> Target:
+        # Every write to a row moves its `modified`, so a Target built from the same (name,
+        # modified) is still true; listing 1,000 targets then costs little more than the read.
+        key = (row["name"], row["modified"])
+        cached = self._built.get(key)
+        if cached is not None:
+            return cached
+        if len(self._built) > 20_000:
+            self._built.clear()
+        target = self._built[key] = self._build_kernel_target(row)
+        return target
+
+    def _build_kernel_target(self, row: dict) -> Target:
         rt = row.get("runtime") or {}
         spec = row.get("spec") or {}
         props: dict[str, Any] = {"python": rt.get("python") or spec.get("python") or sys.executable}

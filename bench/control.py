@@ -1,0 +1,115 @@
+"""Control-plane figures: listing 1,000 targets, event latency, and kernel start beside a plain one."""
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from jupyter_client import AsyncKernelManager
+
+from jupyter_compute.store import Store
+from tests.servers import ServerProcess, wait_for
+
+from .common import Recorder
+
+
+def _populate(db: str, n: int) -> None:
+    s = Store(db)
+    for i in range(n):
+        s.insert_target("local", f"bench-{i:04d}", "local-kernel", True,
+                        {"memory_limit_mb": 1024, "description": f"target {i}"}, "stopped")
+    s.close()
+
+
+def list_1000(rec: Recorder, server: ServerProcess) -> None:
+    samples = []
+    for i in range(60):
+        t0 = time.perf_counter()
+        code, body = server.request("GET", "workspaces/local/targets")
+        dt = (time.perf_counter() - t0) * 1000
+        assert code == 200 and len(body["targets"]) >= 1000
+        if i >= 10:  # warm-up
+            samples.append(dt)
+    rec.add("list_1000_ms", samples, "ms")
+
+
+async def _event_latency(server: ServerProcess, n: int) -> list[float]:
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    headers = {"Authorization": f"token {server.token}"}
+    ws = await websocket_connect(HTTPRequest(server.url.replace("http", "ws") + "/api/events/subscribe", headers=headers))
+    client = AsyncHTTPClient()
+    samples = []
+
+    async def send(action: str) -> float:
+        t0 = time.perf_counter()
+        r = await client.fetch(f"{server.url}/jupyter-compute/workspaces/local/targets/latency/{action}", method="POST",
+                               body=b"", headers=headers, raise_error=False)
+        assert r.code == 202, r.body
+        op_id = json.loads(r.body)["operation"]["id"]
+        first = None
+        while True:
+            msg = json.loads(await asyncio.wait_for(ws.read_message(), 30))
+            if first is None and msg.get("target") == "latency" or msg.get("name") == "latency":
+                first = first or (time.perf_counter() - t0) * 1000
+            if msg.get("id") == op_id and msg.get("status") != "running":
+                return first
+    for i in range(n):
+        samples.append(await send("stop" if i % 2 == 0 else "start"))
+    ws.close()
+    return samples
+
+
+def event_latency(rec: Recorder, server: ServerProcess) -> None:
+    code, body = server.request("POST", "workspaces/local/targets", {"name": "latency", "kind": "local-kernel"})
+    assert server.wait_op(body["operation"]["id"])["status"] == "succeeded"
+    rec.add("event_latency_ms", asyncio.run(_event_latency(server, 20)), "ms")
+    server.request("DELETE", "workspaces/local/targets/latency")
+
+
+def kernel_start(rec: Recorder, server: ServerProcess, n: int = 8) -> None:
+    ours, floor = [], []
+    for i in range(n):
+        t0 = time.perf_counter()
+        code, body = server.request("POST", "workspaces/local/targets", {"name": f"start-{i}", "kind": "local-kernel"})
+        op = server.wait_op(body["operation"]["id"])
+        ours.append(time.perf_counter() - t0)
+        assert op["status"] == "succeeded", op
+        code, body = server.request("DELETE", f"workspaces/local/targets/start-{i}")
+        server.wait_op(body["operation"]["id"])
+
+    async def plain():
+        km = AsyncKernelManager()
+        t0 = time.perf_counter()
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        await kc.wait_for_ready(timeout=60)
+        dt = time.perf_counter() - t0
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+        return dt
+    for _ in range(n):
+        floor.append(asyncio.run(plain()))
+    rec.add("kernel_start_s", ours, "s")
+    rec.add("floor_kernel_start_s", floor, "s")
+
+
+def run(rec: Recorder) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        db = str(Path(tmp) / "bench.db")
+        _populate(db, 1000)
+        server = ServerProcess(Path(tmp), env={"JUPYTER_COMPUTE_DB": db}).start()
+        try:
+            for section in (list_1000, event_latency, kernel_start):
+                try:
+                    section(rec, server)
+                except Exception as e:  # one broken figure must not hide the others
+                    rec.fail(section.__name__, f"{type(e).__name__}: {e}")
+        finally:
+            server.stop()
+            from tests.conftest import stop_all_targets
+            stop_all_targets(Path(db))

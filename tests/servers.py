@@ -1,0 +1,86 @@
+"""A real Jupyter server with the extension, as a subprocess: used by the tests and by bench/."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
+    """Poll until ``predicate()`` is truthy; fail (rather than hang) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+class ServerProcess:
+    """A real ``jupyter server`` subprocess with the extension, on a free loopback port."""
+
+    def __init__(self, root: Path, env: dict | None = None, token: str = "compute-test-token"):
+        import secrets
+        import socket
+        self.root = root
+        self.token = token or secrets.token_hex(16)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.log = root / f"server-{self.port}.log"
+
+    def start(self, timeout: float = 60, extra_args: tuple = ()) -> "ServerProcess":
+        import urllib.request
+        argv = [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={self.port}", "--ip=127.0.0.1",
+                f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.root}",
+                "--ServerApp.jpserver_extensions={'jupyter_compute': True}", "--ComputeConfig.monitor_interval=0.2", *extra_args]
+        if os.geteuid() == 0:
+            argv.append("--allow-root")
+        self.proc = subprocess.Popen(argv, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=self.env)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.log.read_text()[-2000:]}")
+            try:
+                return self.request("GET", "workspaces")[0] == 200
+            except OSError:
+                return False
+        wait_for(up, timeout=timeout, interval=0.2, message="jupyter server to answer")
+        return self
+
+    def request(self, method: str, path: str, body=None):
+        import urllib.error
+        import urllib.request
+        data = json.dumps(body).encode() if body is not None else (b"" if method in ("POST", "PATCH") else None)
+        req = urllib.request.Request(f"{self.url}/jupyter-compute/{path}", data=data, method=method,
+                                     headers={"Authorization": f"token {self.token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def wait_op(self, op_id: str, timeout: float = 60) -> dict:
+        def done():
+            code, op = self.request("GET", f"operations/{op_id}")
+            return op if code == 200 and op["status"] != "running" else None
+        return wait_for(done, timeout=timeout, message=f"operation {op_id}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+

@@ -1,0 +1,104 @@
+"""The shared sqlite store: schema migrations, privacy, and many writers at once."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from jupyter_compute.store import MIGRATIONS, SCHEMA_VERSION, Store
+
+
+def test_new_store_is_private_wal_and_current(tmp_path):
+    s = Store(str(tmp_path / "c.db"))
+    assert stat.S_IMODE(os.stat(s.path).st_mode) == 0o600
+    assert s.schema_version() == SCHEMA_VERSION
+    conn = sqlite3.connect(s.path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    s.insert_target("local", "a", "local-kernel", True, {}, "stopped")
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(s.path + suffix):
+            assert stat.S_IMODE(os.stat(s.path + suffix).st_mode) & 0o077 == 0
+
+
+def test_an_older_store_is_migrated_keeping_its_rows(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute("PRAGMA user_version=1")
+    conn.execute("INSERT INTO targets (workspace, name, kind, managed, spec, state, created, modified) "
+                 "VALUES ('local', 'kept', 'local-kernel', 1, '{\"cwd\": \"/tmp\"}', 'stopped', 'x', 'x')")
+    conn.commit()
+    conn.close()
+    s = Store(str(path))
+    assert s.schema_version() == SCHEMA_VERSION
+    assert s.get_target("local", "kept")["spec"] == {"cwd": "/tmp"}
+    s.update_target("local", "kept", state="running")       # the v2 change feed works on the upgraded file
+    assert s.changes_since(0)[-1]["name"] == "kept"
+
+
+def test_a_newer_store_is_refused_with_a_clear_message(tmp_path):
+    path = tmp_path / "new.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 5}")
+    conn.close()
+    with pytest.raises(RuntimeError, match="upgrade jupyter_compute"):
+        Store(str(path))
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from jupyter_compute.store import Store
+    s = Store(sys.argv[1])
+    for i in range(int(sys.argv[3])):
+        with s.write() as c:
+            n = c.execute("SELECT spec FROM targets WHERE name='counter'").fetchone()[0]
+            import json
+            spec = json.loads(n)
+            spec["n"] = spec.get("n", 0) + 1
+            spec[sys.argv[2]] = spec.get(sys.argv[2], 0) + 1
+            c.execute("UPDATE targets SET spec=? WHERE name='counter'", (json.dumps(spec),))
+""")
+
+
+def test_two_processes_and_threads_writing_at_once_lose_no_update(tmp_path):
+    path = str(tmp_path / "c.db")
+    s = Store(path)
+    s.insert_target("local", "counter", "local-kernel", True, {}, "stopped")
+    n = 200
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, path, "other", str(n)])
+
+    def bump():
+        for _ in range(n // 4):
+            with s.write() as c:
+                spec = json.loads(c.execute("SELECT spec FROM targets WHERE name='counter'").fetchone()[0])
+                spec["n"] = spec.get("n", 0) + 1
+                c.execute("UPDATE targets SET spec=? WHERE name='counter'", (json.dumps(spec),))
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert proc.wait(timeout=120) == 0
+    spec = s.get_target("local", "counter")["spec"]
+    assert spec["n"] == 2 * n and spec["other"] == n
+    assert s.integrity_check() == "ok"
+
+
+def test_begin_operation_refuses_a_second_but_not_an_abandoned_one(tmp_path):
+    from jupyter_compute.errors import Conflict
+    s = Store(str(tmp_path / "c.db"))
+    s.insert_target("local", "t", "local-kernel", True, {}, "stopped")
+    first = s.begin_operation("local", "t", "start", "1:1", lambda op: False)
+    with pytest.raises(Conflict, match="already running"):
+        s.begin_operation("local", "t", "stop", "2:2", lambda op: False)
+    second = s.begin_operation("local", "t", "stop", "2:2", lambda op: op["owner"] == "1:1")
+    assert s.get_operation(first["id"])["status"] == "failed"
+    assert "exited before it finished" in s.get_operation(first["id"])["error"]["message"]
+    assert second["status"] == "running"
