@@ -331,11 +331,11 @@ class Store:
         self._notify(pending)
         return failed
 
-    def update_operation(self, op_id: str, **fields: Any) -> None:
+    def update_operation(self, op_id: str, *, only_running: bool = False, **fields: Any) -> None:
         pending: list = []
         with self.write() as c:
-            r = c.execute("SELECT workspace, target FROM operations WHERE id = ?", (op_id,)).fetchone()
-            if r is None:
+            r = c.execute("SELECT workspace, target, status FROM operations WHERE id = ?", (op_id,)).fetchone()
+            if r is None or (only_running and r["status"] != "running"):
                 return
             if "error" in fields and fields["error"] is not None:
                 fields["error"] = json.dumps(fields["error"])
@@ -345,11 +345,12 @@ class Store:
         self._notify(pending)
 
     def finish_operation(self, op_id: str, *, error: dict | None = None, progress: str | None = None) -> None:
+        """End a running operation; one already ended (e.g. failed as abandoned) keeps its outcome."""
         fields: dict[str, Any] = {"status": "failed" if error else "succeeded", "error": error,
                                   "ended": _ts(utcnow())}
         if progress is not None:
             fields["progress"] = progress
-        self.update_operation(op_id, **fields)
+        self.update_operation(op_id, only_running=True, **fields)
 
     def get_operation(self, op_id: str) -> dict | None:
         r = self._conn().execute("SELECT * FROM operations WHERE id = ?", (op_id,)).fetchone()

@@ -18,17 +18,27 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def stop_all_targets(db: Path) -> None:
-    """Stop every process a test left running, so none outlives the suite."""
-    if not db.exists():
-        return
-    from jupyter_compute.backends.local import _terminate
-    from jupyter_compute.store import Store
+    """Stop every process a test left running, so none outlives the suite: those the store
+    records, and any supervisor or kernel of this store that had not recorded itself yet."""
+    import psutil
+    if db.exists():
+        from jupyter_compute.backends.local import _terminate
+        from jupyter_compute.store import Store
 
-    store = Store(str(db))
-    for row in store.find_targets():
-        if row["runtime"]:
-            _terminate(row["runtime"], grace=2)
-    store.close()
+        store = Store(str(db))
+        for row in store.find_targets():
+            if row["runtime"]:
+                _terminate(row["runtime"], grace=2)
+        store.close()
+    marker = str(db.parent)
+    strays = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if marker in cmd and ("local_supervisor" in cmd or "ipykernel_launcher" in cmd):
+            strays.append(p)
+    for p in strays:
+        p.kill()
+    psutil.wait_procs(strays, timeout=5)
 
 
 @pytest.fixture(autouse=True)

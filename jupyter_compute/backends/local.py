@@ -291,17 +291,32 @@ class LocalBackend(Backend):
         await self.stop(target, ctx)
 
     async def reconcile(self) -> None:
-        """A kernel or supervisor killed from outside: record it, since nobody else will."""
-        for row in await self.store.find_targets(kind="local-kernel"):
-            if row["workspace"] != self.workspace_id:
-                continue
-            rt = row["runtime"]
-            if row["state"] == "running" and rt.get("kernel") and not procs.alive(rt["kernel"]):
+        """Bring the store in line with the processes: a kernel killed from outside, or a target
+        left in a transitional state by an operation whose process died."""
+        rows = [r for r in await self.store.find_targets(kind="local-kernel") if r["workspace"] == self.workspace_id]
+        busy = None
+        for row in rows:
+            rt, state = row["runtime"], row["state"]
+            if state == "running" and rt.get("kernel") and not procs.alive(rt["kernel"]):
                 await self.store.update_target(
                     self.workspace_id, row["name"], expect_state="running", expect_runtime={"kernel": rt["kernel"]},
                     state="failed", runtime={},
                     errors=[{"message": "the kernel process exited unexpectedly", "code": "kernel_died",
                              "at": utcnow().isoformat()}])
+            elif State(state).transitional:
+                if busy is None:
+                    busy = {op["target"] for op in await self.store.running_operations(self.workspace_id)}
+                if row["name"] in busy:
+                    continue
+                if rt.get("kernel") and procs.alive(rt["kernel"]) and procs.alive(rt.get("supervisor")):
+                    await self.store.update_target(self.workspace_id, row["name"], expect_state=state,
+                                                   state="running")
+                else:
+                    await asyncio.to_thread(_terminate, rt, 2.0)
+                    await self.store.update_target(
+                        self.workspace_id, row["name"], expect_state=state, state="failed", runtime={},
+                        errors=[{"message": f"the operation that was {state} it ended before it finished; "
+                                            "start it again", "code": "interrupted", "at": utcnow().isoformat()}])
 
 
 def _spawn_detached(argv: list[str]) -> str:

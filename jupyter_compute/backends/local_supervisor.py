@@ -114,10 +114,11 @@ class Supervisor:
                     self.fail(f"the kernel exited during start (code {self.kernel.returncode}).{hint} "
                               f"Last output: {tail[-800:]}", "kernel_start_failed")
                     return False
-                msg_id = kc.kernel_info()
+                kc.kernel_info()
                 try:
-                    reply = kc.get_shell_msg(timeout=1.0)
-                    if reply["parent_header"].get("msg_id") == msg_id:
+                    # Any reply proves the kernel answers; requests sent while it was still
+                    # starting are all answered at once, so don't insist on the latest one.
+                    if kc.get_shell_msg(timeout=1.0)["msg_type"] == "kernel_info_reply":
                         return True
                 except Exception:
                     continue
