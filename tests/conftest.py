@@ -112,3 +112,48 @@ def server_process(tmp_path):
     yield make
     for s in started:
         s.stop()
+
+
+class NonLoopbackConnection(AssertionError):
+    pass
+
+
+def _loopback(host) -> bool:
+    import ipaddress
+    if host in ("localhost", "", None):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    """Tests talk to 127.0.0.1 and nothing else: any other connect or name lookup in this
+    process fails the test, so no code path can quietly reach Azure or a metadata address."""
+    import socket
+
+    real_connect, real_connect_ex, real_getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+
+    def check(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(address[0]):
+            raise NonLoopbackConnection(f"test tried to connect to {address[0]}:{address[1]}")
+
+    def connect(sock, address):
+        check(sock, address)
+        return real_connect(sock, address)
+
+    def connect_ex(sock, address):
+        check(sock, address)
+        return real_connect_ex(sock, address)
+
+    def getaddrinfo(host, *args, **kw):
+        if not _loopback(host):
+            raise NonLoopbackConnection(f"test tried to resolve {host!r}")
+        return real_getaddrinfo(host, *args, **kw)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield
