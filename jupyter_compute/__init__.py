@@ -9,3 +9,14 @@ def _jupyter_labextension_paths():
 def _jupyter_server_extension_points():
     from .app import ComputeApp
     return [{"module": "jupyter_compute", "app": ComputeApp}]
+
+
+def load_ipython_extension(ipython):
+    """``%load_ext jupyter_compute``: the ``%compute`` and ``%%compute`` magics."""
+    from .magics import load_ipython_extension as load
+    load(ipython)
+
+
+def unload_ipython_extension(ipython):
+    from .magics import unload_ipython_extension as unload
+    unload(ipython)

@@ -25,7 +25,7 @@ class ComputeApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         # One config for every face: jupyter_compute_config.* plus whatever the server was given.
-        self.compute = Compute.from_config(self.config)
+        self.compute = Compute.from_config(self.config, start_dir=self.serverapp.root_dir)
         self.settings["jupyter_compute"] = self.compute
         logger = self.serverapp.event_logger
         for schema in ("target.yaml", "operation.yaml"):

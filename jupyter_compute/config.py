@@ -76,6 +76,12 @@ class AzureML(Configurable):
 
     poll_interval = Float(5.0, help="Seconds between polls of a long-running Azure operation, unless Azure asks otherwise.").tag(config=True)
 
+    retry_total = Int(4, help="Times a request refused with 429 or 5xx is retried before it is reported unavailable.").tag(config=True)
+
+    retry_backoff_factor = Float(0.8, help="Backoff factor between retries, in seconds.").tag(config=True)
+
+    retry_backoff_max = Float(30.0, help="Longest wait between retries, in seconds.").tag(config=True)
+
     workspaces = List(Dict(), default_value=[], help="Workspaces to show, each {subscription_id, resource_group, workspace_name, alias}.").tag(config=True)
 
     def endpoint(self) -> str:

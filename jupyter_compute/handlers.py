@@ -75,34 +75,54 @@ class ComputeHandler(ExtensionHandlerMixin, APIHandler):
         else:
             super().log_exception(typ, value, tb)
 
-    def ws(self, ws: str):
-        return self.compute.workspace(ws)
+    async def ws(self, ws: str):
+        return await self.compute.resolve(ws)
 
 
 class WorkspacesHandler(ComputeHandler):
     @web.authenticated
     @authorized
     async def get(self):
+        await self.compute.refresh_workspaces()
         self.reply({"workspaces": self.compute.workspaces()})
+
+    @web.authenticated
+    @authorized
+    async def post(self):
+        body = self.body()
+        unknown = set(body) - {"subscription_id", "resource_group", "workspace_name", "alias", "location"}
+        if unknown:
+            field = sorted(unknown)[0]
+            raise InvalidRequest(f"{field}: is not a field of a workspace", field=f"/{field}")
+        self.reply(await self.compute.add_workspace(**body), 201)
+
+
+class WorkspaceHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def delete(self, ws):
+        await self.compute.remove_workspace(ws)
+        self.set_status(204)
+        self.finish()
 
 
 class KindsHandler(ComputeHandler):
     @web.authenticated
     @authorized
     async def get(self, ws):
-        self.reply({"kinds": self.ws(ws).kinds()})
+        self.reply({"kinds": (await self.ws(ws)).kinds()})
 
 
 class TargetsHandler(ComputeHandler):
     @web.authenticated
     @authorized
     async def get(self, ws):
-        self.reply({"targets": await self.ws(ws).list()})
+        self.reply({"targets": await (await self.ws(ws)).list()})
 
     @web.authenticated
     @authorized
     async def post(self, ws):
-        workspace = self.ws(ws)
+        workspace = await self.ws(ws)
         body = self.body()
         name, kind = body.pop("name", None), body.pop("kind", None)
         force = body.pop("force", False)
@@ -124,24 +144,24 @@ class TargetHandler(ComputeHandler):
     @web.authenticated
     @authorized
     async def get(self, ws, name):
-        self.reply(await self.ws(ws).get(name))
+        self.reply(await (await self.ws(ws)).get(name))
 
     @web.authenticated
     @authorized
     async def patch(self, ws, name):
-        self.reply(await self.ws(ws).update(name, self.body()))
+        self.reply(await (await self.ws(ws)).update(name, self.body()))
 
     @web.authenticated
     @authorized
     async def delete(self, ws, name):
-        self.reply({"operation": await self.ws(ws).delete(name)}, 202)
+        self.reply({"operation": await (await self.ws(ws)).delete(name)}, 202)
 
 
 class ActionHandler(ComputeHandler):
     @web.authenticated
     @authorized
     async def post(self, ws, name, action):
-        workspace = self.ws(ws)
+        workspace = await self.ws(ws)
         op = await getattr(workspace, action)(name)
         self.reply({"operation": op}, 202)
 
@@ -150,21 +170,21 @@ class NodesHandler(ComputeHandler):
     @web.authenticated
     @authorized
     async def get(self, ws, name):
-        self.reply({"nodes": await self.ws(ws).nodes(name)})
+        self.reply({"nodes": await (await self.ws(ws)).nodes(name)})
 
 
 class SizesHandler(ComputeHandler):
     @web.authenticated
     @authorized
     async def get(self, ws):
-        self.reply({"sizes": await self.ws(ws).sizes()})
+        self.reply({"sizes": await (await self.ws(ws)).sizes()})
 
 
 class UsageHandler(ComputeHandler):
     @web.authenticated
     @authorized
     async def get(self, ws):
-        self.reply({"usage": await self.ws(ws).usage()})
+        self.reply({"usage": await (await self.ws(ws)).usage()})
 
 
 class OperationHandler(ComputeHandler):
@@ -188,6 +208,7 @@ def _p(path: str) -> str:
 
 HANDLERS = [
     (_p("/workspaces"), WorkspacesHandler),
+    (_p(f"/workspaces/{WS}"), WorkspaceHandler),
     (_p(f"/workspaces/{WS}/kinds"), KindsHandler),
     (_p(f"/workspaces/{WS}/targets"), TargetsHandler),
     (_p(f"/workspaces/{WS}/targets/{NAME}"), TargetHandler),

@@ -59,6 +59,14 @@ def document(compute=None) -> dict[str, Any]:
         "properties": {"message": {"type": "string"}, "reason": {"type": "string"},
                        "field": {"type": ["string", "null"], "description": "JSON pointer into the request body"}},
     }
+    schemas["WorkspaceRequest"] = {
+        "type": "object", "required": ["subscription_id", "resource_group", "workspace_name"],
+        "additionalProperties": False,
+        "properties": {"subscription_id": {"type": "string", "format": "uuid"}, "resource_group": {"type": "string"},
+                       "workspace_name": {"type": "string"},
+                       "alias": {"type": "string", "description": "Id to address it by; default its name"},
+                       "location": {"type": "string"}},
+    }
     schemas["TargetRequest"] = {
         "type": "object", "required": ["name", "kind"],
         "description": "Create (managed kinds) or attach (attached kinds). Spec fields are flat beside name "
@@ -70,9 +78,16 @@ def document(compute=None) -> dict[str, Any]:
     all_err = ("400", "403", "404", "409", "502", "503")
     read_err = ("403", "404", "502", "503")
     paths = {
-        f"{BASE}/workspaces": {"get": {
-            "operationId": "listWorkspaces", "summary": "Workspaces: local, plus each Azure ML workspace",
-            "responses": {"200": _json(_list("workspaces", "WorkspaceInfo"), "Workspaces"), **_errors("403")}}},
+        f"{BASE}/workspaces": {
+            "get": {"operationId": "listWorkspaces", "summary": "Workspaces: local, plus each Azure ML workspace",
+                    "responses": {"200": _json(_list("workspaces", "WorkspaceInfo"), "Workspaces"), **_errors("403")}},
+            "post": {"operationId": "addWorkspace", "summary": "Add an Azure ML workspace",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("WorkspaceRequest")}}},
+                     "responses": {"201": _json(_ref("WorkspaceInfo"), "The added workspace"),
+                                   **_errors("400", "403", "409")}}},
+        f"{BASE}/workspaces/{{ws}}": {"delete": {
+            "operationId": "removeWorkspace", "summary": "Forget an added Azure ML workspace (nothing in Azure changes)",
+            "parameters": [WS], "responses": {"204": {"description": "Removed"}, **_errors("400", "403", "404")}}},
         f"{BASE}/workspaces/{{ws}}/kinds": {"get": {
             "operationId": "listKinds", "summary": "Kinds of compute, with operations and spec JSON Schemas",
             "parameters": [WS],

@@ -12,6 +12,7 @@ import asyncio
 import importlib
 import logging
 import os
+import re
 from typing import Any, Awaitable, Callable
 
 from traitlets.config import Config
@@ -31,6 +32,9 @@ ProgressFn = Callable[[Operation], Any]
 #: whose optional dependencies are missing simply does not appear.
 LOCAL_BACKENDS = [
     "jupyter_compute.backends.local:LocalBackend",
+    "jupyter_compute.backends.ssh:SSHBackend",
+    "jupyter_compute.backends.dask:DaskBackend",
+    "jupyter_compute.backends.remote_jupyter:RemoteJupyterBackend",
 ]
 
 LOCAL_WORKSPACE = "local"
@@ -368,26 +372,140 @@ def ctx_done(action: str) -> str:
             "restart": "running", "delete": "deleted", "detach": "detached"}.get(action, "done")
 
 
-class Compute:
-    """Everything of one user: settings, the store and the workspaces."""
+AZURE_NAME_RULES = {
+    "subscription_id": (re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"),
+                        "a subscription id is a GUID like 00000000-0000-0000-0000-000000000000"),
+    "resource_group": (re.compile(r"^[-\w._()]{1,90}$"),
+                       "a resource group name is 1-90 letters, digits, '-', '_', '.', '(' or ')'"),
+    "workspace_name": (re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$"),
+                       "a workspace name is 3-33 letters, digits, '-' or '_', starting with a letter or digit"),
+    "alias": (re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$"),
+              "an alias starts with a letter and holds letters, digits, '-', '_' or '.'"),
+}
 
-    def __init__(self, settings: Settings, store: Store):
+
+class Compute:
+    """Everything of one user: settings, the store and the workspaces.
+
+    Workspaces are ``local`` plus each Azure ML workspace: listed in ``c.AzureML.workspaces``,
+    added with ``workspace add`` (kept in the store), or named by a ``config.json`` found from
+    ``start_dir`` upwards, as ``Workspace.from_config()`` finds it. Nothing contacts Azure until a
+    workspace's targets are asked for.
+    """
+
+    def __init__(self, settings: Settings, store: Store, *, start_dir: str | None = None):
         self.settings = settings
         self.sync_store = store
         self.store = AsyncStore(store)
+        self.start_dir = start_dir
         self._workspaces: dict[str, Workspace] = {}
+        self._sources: dict[str, str] = {}
+        self._discovered: list[str] = []
         local_backends = [cls(LOCAL_WORKSPACE, self.store, settings)
                           for cls in filter(None, map(_load, LOCAL_BACKENDS))]
         self._workspaces[LOCAL_WORKSPACE] = Workspace(
             LOCAL_WORKSPACE, "local", "This machine: local kernels, clusters and remote machines you attach",
             self.store, settings, local_backends)
+        self._sources[LOCAL_WORKSPACE] = "builtin"
+        self._load_azure(store.list_workspaces())
 
     @classmethod
-    def from_config(cls, config: Config | None = None) -> "Compute":
+    def from_config(cls, config: Config | None = None, *, start_dir: str | None = None) -> "Compute":
+        """``start_dir`` is where config.json discovery begins: the server's root, or the cwd."""
         settings = Settings(load_config(config))
         path = settings.compute.effective_db_path()
-        return cls(settings, Store(path))
+        return cls(settings, Store(path), start_dir=os.getcwd() if start_dir is None else start_dir)
 
+    # -- Azure ML workspaces ---------------------------------------------------------------------
+    def _load_azure(self, stored: list[dict]) -> None:
+        try:
+            from .azure.discovery import discover_workspaces, workspace_alias
+        except ImportError:  # the Azure extras are not installed
+            return
+        entries: list[tuple[dict, str]] = [(dict(c), "config") for c in self.settings.azure.workspaces]
+        entries += [({**r["config"], "alias": r["id"]}, "added") for r in stored if r["kind"] == "azureml"]
+        if self.start_dir:
+            entries += [(w, "discovered") for w in discover_workspaces(self.start_dir)]
+        known = {self._key(w.properties): w.id for w in self._workspaces.values() if w.kind == "azureml"}
+        for cfg, source in entries:
+            key = self._key(cfg)
+            if None in key:
+                log.warning("ignoring Azure ML workspace %s: it needs subscription_id, resource_group and "
+                            "workspace_name", cfg)
+                continue
+            if key in known:
+                continue
+            alias = cfg.get("alias") or workspace_alias(cfg["workspace_name"], set(self._workspaces))
+            self._workspaces[alias] = self._azure_workspace(alias, cfg, source)
+            self._sources[alias] = source
+            known[key] = alias
+            if source == "discovered":
+                self._discovered.append(alias)
+
+    @staticmethod
+    def _key(cfg: dict) -> tuple:
+        return tuple((cfg.get(k) or "").lower() or None for k in ("subscription_id", "resource_group", "workspace_name"))
+
+    def _azure_workspace(self, alias: str, cfg: dict, source: str) -> Workspace:
+        from .backends.azureml import AzureMLBackend
+        backend = AzureMLBackend(alias, self.store, self.settings, subscription_id=cfg["subscription_id"],
+                                 resource_group=cfg["resource_group"], workspace_name=cfg["workspace_name"],
+                                 location=cfg.get("location"))
+        props = {k: cfg[k] for k in ("subscription_id", "resource_group", "workspace_name", "location",
+                                     "config_path") if cfg.get(k)}
+        props["source"] = source
+        return Workspace(alias, "azureml", f"Azure ML workspace {cfg['workspace_name']} "
+                         f"({cfg['resource_group']})", self.store, self.settings, [backend], props)
+
+    async def refresh_workspaces(self) -> None:
+        """Pick up workspaces another process added or removed (``jupyter compute workspace …``)."""
+        stored = await self.store.list_workspaces()
+        ids = {r["id"] for r in stored}
+        for alias, source in list(self._sources.items()):
+            if source == "added" and alias not in ids:
+                await self._workspaces.pop(alias).close()
+                del self._sources[alias]
+        self._load_azure(stored)
+
+    async def add_workspace(self, *, subscription_id: Any, resource_group: Any, workspace_name: Any,
+                            alias: Any = None, location: Any = None) -> WorkspaceInfo:
+        cfg = {"subscription_id": subscription_id, "resource_group": resource_group,
+               "workspace_name": workspace_name}
+        if alias is not None:
+            cfg["alias"] = alias
+        for field, value in cfg.items():
+            rule, says = AZURE_NAME_RULES[field]
+            if not isinstance(value, str) or not rule.match(value):
+                raise InvalidRequest(f"{field}: {says}", field=f"/{field}")
+        if location is not None:
+            if not isinstance(location, str) or not re.match(r"^[a-z0-9]{2,40}$", location):
+                raise InvalidRequest("location: an Azure region name such as westeurope", field="/location")
+            cfg["location"] = location
+        await self.refresh_workspaces()
+        for w in self._workspaces.values():
+            if w.kind == "azureml" and self._key(w.properties) == self._key(cfg):
+                raise Conflict(f"workspace {workspace_name} is already known as '{w.id}'", reason="name_taken")
+        if alias in self._workspaces or alias == LOCAL_WORKSPACE:
+            raise Conflict(f"a workspace named '{alias}' already exists", field="/alias", reason="name_taken")
+        from .azure.discovery import workspace_alias
+        ws_id = alias or workspace_alias(workspace_name, set(self._workspaces))
+        await self.store.add_workspace(ws_id, "azureml", {k: v for k, v in cfg.items() if k != "alias"})
+        await self.refresh_workspaces()
+        return self._workspaces[ws_id].info(default=ws_id == self.default_workspace_id())
+
+    async def remove_workspace(self, ws_id: str) -> None:
+        await self.refresh_workspaces()
+        source = self._sources.get(ws_id)
+        if source is None:
+            raise NotFound(f"no workspace '{ws_id}'", reason="unknown_workspace")
+        if source != "added":
+            where = {"builtin": "it is built in", "config": "it is listed in c.AzureML.workspaces",
+                     "discovered": f"it comes from {self._workspaces[ws_id].properties.get('config_path')}"}[source]
+            raise InvalidRequest(f"workspace '{ws_id}' cannot be removed here: {where}", reason="not_removable")
+        await self.store.remove_workspace(ws_id)
+        await self.refresh_workspaces()
+
+    # -- lookup ----------------------------------------------------------------------------------
     def workspace(self, ws_id: str | None = None) -> Workspace:
         ws_id = ws_id or self.default_workspace_id()
         try:
@@ -396,11 +514,17 @@ class Compute:
             known = ", ".join(self._workspaces)
             raise NotFound(f"no workspace '{ws_id}'; known workspaces: {known}", reason="unknown_workspace") from None
 
+    async def resolve(self, ws_id: str | None = None) -> Workspace:
+        """Like ``workspace``, but first looks for workspaces added by another process."""
+        if ws_id and ws_id not in self._workspaces:
+            await self.refresh_workspaces()
+        return self.workspace(ws_id)
+
     def default_workspace_id(self) -> str:
         wanted = self.settings.compute.default_workspace
         if wanted and wanted in self._workspaces:
             return wanted
-        return LOCAL_WORKSPACE
+        return self._discovered[0] if self._discovered else LOCAL_WORKSPACE
 
     def workspaces(self) -> list[WorkspaceInfo]:
         default = self.default_workspace_id()
@@ -413,8 +537,8 @@ class Compute:
         return Operation(**row)
 
     async def reconcile(self) -> None:
-        for w in self._workspaces.values():
-            await w.reconcile()
+        """Check this machine's targets; remote workspaces are read live, so they need no check."""
+        await self._workspaces[LOCAL_WORKSPACE].reconcile()
 
     async def join(self) -> None:
         for w in self._workspaces.values():

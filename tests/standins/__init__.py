@@ -1,0 +1,1 @@
+"""Stand-ins for services that cannot be reached from a test machine; each speaks real HTTP(S)."""
