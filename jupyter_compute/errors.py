@@ -11,15 +11,21 @@ class ComputeError(Exception):
     status = 500
     reason = "error"
 
-    def __init__(self, message: str, *, field: str | None = None, reason: str | None = None):
+    def __init__(self, message: str, *, field: str | None = None, reason: str | None = None,
+                 details: dict | None = None):
         super().__init__(message)
         self.message = message
         self.field = field
+        #: Structured facts a client may act on (e.g. the fingerprint of an unknown host key).
+        self.details = details
         if reason:
             self.reason = reason
 
     def to_json(self) -> dict:
-        return {"message": self.message, "reason": self.reason, "field": self.field}
+        out = {"message": self.message, "reason": self.reason, "field": self.field}
+        if self.details:
+            out["details"] = self.details
+        return out
 
 
 class InvalidRequest(ComputeError):

@@ -130,8 +130,7 @@ class TargetsHandler(ComputeHandler):
             raise InvalidRequest("force must be true or false", field="/force")
         if kind is None:
             raise InvalidRequest("kind is required", field="/kind")
-        _, ks = workspace._kind(kind)
-        if ks.managed:
+        if workspace.kind_spec(kind).managed:
             if force:
                 raise InvalidRequest("force applies only to attach", field="/force")
             op = await workspace.create(name, kind, body)

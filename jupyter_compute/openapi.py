@@ -57,7 +57,9 @@ def document(compute=None) -> dict[str, Any]:
     schemas["Error"] = {
         "type": "object", "required": ["message", "reason"],
         "properties": {"message": {"type": "string"}, "reason": {"type": "string"},
-                       "field": {"type": ["string", "null"], "description": "JSON pointer into the request body"}},
+                       "field": {"type": ["string", "null"], "description": "JSON pointer into the request body"},
+                       "details": {"type": "object", "description": "Structured facts to act on, e.g. an unknown "
+                                                                    "host key's fingerprint"}},
     }
     schemas["WorkspaceRequest"] = {
         "type": "object", "required": ["subscription_id", "resource_group", "workspace_name"],

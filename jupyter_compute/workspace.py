@@ -86,6 +86,10 @@ class Workspace:
     def kinds(self) -> list[KindInfo]:
         return [ks.info() for _, ks in self._kinds.values()]
 
+    def kind_spec(self, kind: Any) -> KindSpec:
+        """The kind's description; a 400 naming the known kinds when there is no such kind."""
+        return self._kind(kind)[1]
+
     def _kind(self, kind: Any) -> tuple[Backend, KindSpec]:
         if not isinstance(kind, str) or kind not in self._kinds:
             known = ", ".join(sorted(self._kinds))

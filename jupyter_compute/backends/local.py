@@ -244,8 +244,7 @@ class LocalBackend(Backend):
             return {"route": "local"}
         row = await self.store.get_target(self.workspace_id, target.name)
         rt = row["runtime"]
-        with open(rt["connection_file"]) as f:
-            connection = json.load(f)
+        connection = await asyncio.to_thread(_read_json, rt["connection_file"])
         return {"route": "kernel", "connection": connection, "pid": rt.get("kernel_pid")}
 
     # -- changing --------------------------------------------------------------------------------
@@ -344,6 +343,11 @@ def _terminate(rt: dict, grace: float = 5.0) -> None:
     deadline = time.monotonic() + 2
     while time.monotonic() < deadline and (procs.alive(sup) or procs.alive(kernel)):
         time.sleep(0.05)
+
+
+def _read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
 
 
 def _remove_quietly(path: str | None) -> None:
