@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 PORT ?= 8888
 
-.PHONY: lab test test-python test-frontend test-browser bench setup system-deps frontend clean
+.PHONY: lab test bench setup system-deps frontend clean
 
 setup: $(STAMP)
 
@@ -17,11 +17,13 @@ $(STAMP): pyproject.toml package.json
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q hatchling==1.27.0 hatch-jupyter-builder==0.10.0 editables==0.5 jupyterlab==4.6.6
-	$(PIP) install -q --no-build-isolation -e ".[test]"
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PIP) install -q --no-build-isolation -e ".[test]"
 	$(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
 	touch $(STAMP)
 
+# The lock file is the truth: install exactly it (fails if package.json and yarn.lock disagree).
 frontend: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm install --immutable
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm build
 
 lab: $(STAMP) frontend
@@ -36,6 +38,7 @@ system-deps:
 test: $(STAMP) system-deps frontend
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm test
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m tests.leftovers
 
 bench: $(STAMP) frontend
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m bench

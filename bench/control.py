@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from jupyter_client import AsyncKernelManager
 
 from jupyter_compute.store import Store
-from tests.servers import ServerProcess, wait_for
+from tests.servers import ServerProcess
 
 from .common import Recorder
 
@@ -84,7 +85,7 @@ def kernel_start(rec: Recorder, server: ServerProcess, n: int = 8) -> None:
     async def plain():
         km = AsyncKernelManager()
         t0 = time.perf_counter()
-        await km.start_kernel()
+        await km.start_kernel(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         kc = km.client()
         kc.start_channels()
         await kc.wait_for_ready(timeout=60)

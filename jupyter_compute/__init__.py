@@ -1,5 +1,5 @@
 """jupyter_compute: compute targets in Jupyter, from the sidebar, the notebook and the command line."""
-from ._version import __version__
+from ._version import __version__  # noqa: F401  (the package's version)
 
 
 def _jupyter_labextension_paths():

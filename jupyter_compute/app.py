@@ -27,6 +27,10 @@ class ComputeApp(ExtensionApp):
         # One config for every face: jupyter_compute_config.* plus whatever the server was given.
         self.compute = Compute.from_config(self.config, start_dir=self.serverapp.root_dir)
         self.settings["jupyter_compute"] = self.compute
+        if self.compute.this_instance is not None:
+            # Only this server sees the instance's kernels and terminals, which idle shutdown counts.
+            from .azure.instance import ServerActivity
+            self.compute.this_instance.activity_source = ServerActivity(self.serverapp)
         logger = self.serverapp.event_logger
         for schema in ("target.yaml", "operation.yaml"):
             logger.register_event_schema(EVENTS / schema)
@@ -54,7 +58,7 @@ class ComputeApp(ExtensionApp):
             change = await self._emit_queue.get()
             try:
                 if change["entity"] == "operation":
-                    row = await store.get_operation(change["operation"])
+                    row = change.get("snapshot") or await store.get_operation(change["operation"])
                     if row:
                         op = Operation(**row)
                         self.serverapp.event_logger.emit(schema_id=OPERATION_EVENT, data={
@@ -73,22 +77,19 @@ class ComputeApp(ExtensionApp):
     async def _tail_feed(self) -> None:
         store = self.compute.store
         me = os.getpid()
-        cursor = await store.last_change()
-        trims = 0
+        polls = 0
         while True:
-            await asyncio.sleep(FEED_INTERVAL)
             try:
-                changes = await store.changes_since(cursor)
+                async for changes in store.follow(FEED_INTERVAL):
+                    for c in changes:
+                        if c["origin"] != me:  # this process's own were emitted already
+                            self._emit_queue.put_nowait(c)
+                    polls += 1
+                    if polls % 3000 == 0:
+                        await store.trim_changes()
             except Exception:
                 self.log.exception("jupyter_compute: reading the change feed failed")
-                continue
-            for c in changes:
-                cursor = c["seq"]
-                if c["origin"] != me:
-                    self._emit_queue.put_nowait(c)
-            trims += 1
-            if trims % 3000 == 0:
-                await store.trim_changes()
+                await asyncio.sleep(FEED_INTERVAL)
 
     async def _monitor(self) -> None:
         interval = self.compute.settings.compute.monitor_interval

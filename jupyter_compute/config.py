@@ -84,6 +84,41 @@ class AzureML(Configurable):
 
     workspaces = List(Dict(), default_value=[], help="Workspaces to show, each {subscription_id, resource_group, workspace_name, alias}.").tag(config=True)
 
+    blob_endpoint = Unicode(
+        "", help="Blob service URL used instead of the one a datastore names, with {account} for the storage "
+                 "account (for example http://127.0.0.1:10000/{account}), for private endpoints, proxies and "
+                 "emulators. JUPYTER_COMPUTE_BLOB_ENDPOINT overrides this.").tag(config=True)
+
+    job_environment = Unicode(
+        "AzureML-sklearn-1.0-ubuntu20.04-py38-cpu",
+        help="Environment of cells sent as jobs when %%compute has no --environment: a curated or registered "
+             "environment as NAME, NAME:VERSION or NAME@latest, or its full id.").tag(config=True)
+
+    # -- compute instances: living on one, and running cells on one -------------------------------
+    detect_instance = Bool(
+        True, help="On an Azure ML compute instance, use its workspace (no config.json needed) and its managed "
+                   "identity, and treat it as 'this instance'.").tag(config=True)
+
+    instance_file = Unicode(
+        "/mnt/azmnt/.nbvm", help="The file in which a compute instance names itself and its domain "
+                                 "(instance=..., domainsuffix=...).").tag(config=True)
+
+    instance_token_scope = Unicode(
+        "", help="Scope of the Azure AD bearer tokens sent to a compute instance's Jupyter server; empty: the "
+                 "Resource Manager endpoint's scope.").tag(config=True)
+
+    instance_kernel_name = Unicode(
+        "", help="Kernelspec of the kernel %%compute starts on a compute instance's Jupyter server; empty: the "
+                 "server's default.").tag(config=True)
+
+    token_refresh_margin = Float(
+        300.0, help="Seconds before a bearer token expires that it is replaced with a fresh one.").tag(config=True)
+
+    def blob_account_url(self, account: str) -> str | None:
+        """The configured blob endpoint for a storage account, or None to use the datastore's own."""
+        template = os.environ.get("JUPYTER_COMPUTE_BLOB_ENDPOINT") or self.blob_endpoint
+        return template.replace("{account}", account).rstrip("/") if template else None
+
     def endpoint(self) -> str:
         env = os.environ.get("JUPYTER_COMPUTE_ARM_ENDPOINT")
         if env:

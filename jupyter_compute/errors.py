@@ -43,6 +43,12 @@ class Conflict(ComputeError):
     reason = "conflict"
 
 
+class ConfirmationRequired(Conflict):
+    """An action whose consequence the person must accept first (stopping the machine they are on);
+    ``details["consequence"]`` says what it is."""
+    reason = "confirmation_required"
+
+
 class BackendRefused(ComputeError):
     status = 502
     reason = "backend_refused"

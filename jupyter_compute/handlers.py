@@ -78,13 +78,22 @@ class ComputeHandler(ExtensionHandlerMixin, APIHandler):
     async def ws(self, ws: str):
         return await self.compute.resolve(ws)
 
+    def confirmed(self, body: dict[str, Any] | None = None) -> bool:
+        """The explicit go-ahead for an action with a consequence (``"confirm": true``, or ``?confirm=true``)."""
+        value: Any = (body or {}).get("confirm", self.get_query_argument("confirm", None))
+        if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
+            value = value.lower() in ("true", "1")
+        if value is not None and not isinstance(value, bool):
+            raise InvalidRequest("confirm must be true or false", field="/confirm")
+        return bool(value)
+
 
 class WorkspacesHandler(ComputeHandler):
     @web.authenticated
     @authorized
     async def get(self):
         await self.compute.refresh_workspaces()
-        self.reply({"workspaces": self.compute.workspaces()})
+        self.reply({"workspaces": self.compute.workspaces(), "this_instance": self.compute.this_instance_info()})
 
     @web.authenticated
     @authorized
@@ -153,7 +162,7 @@ class TargetHandler(ComputeHandler):
     @web.authenticated
     @authorized
     async def delete(self, ws, name):
-        self.reply({"operation": await (await self.ws(ws)).delete(name)}, 202)
+        self.reply({"operation": await (await self.ws(ws)).delete(name, confirm=self.confirmed())}, 202)
 
 
 class ActionHandler(ComputeHandler):
@@ -161,7 +170,13 @@ class ActionHandler(ComputeHandler):
     @authorized
     async def post(self, ws, name, action):
         workspace = await self.ws(ws)
-        op = await getattr(workspace, action)(name)
+        body = self.body()
+        unknown = set(body) - {"confirm"}
+        if unknown:
+            field = sorted(unknown)[0]
+            raise InvalidRequest(f"{field}: is not a field of a {action} request", field=f"/{field}")
+        kw = {"confirm": self.confirmed(body)} if action != "start" else {}
+        op = await getattr(workspace, action)(name, **kw)
         self.reply({"operation": op}, 202)
 
 

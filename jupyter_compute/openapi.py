@@ -24,7 +24,7 @@ ERRORS = {
     "400": "Invalid input; `field` points at the field at fault",
     "403": "Not authorised",
     "404": "Unknown workspace, target or operation",
-    "409": "Name taken, or an operation already running on the target",
+    "409": "Name taken, an operation already running on the target, or an explicit confirmation needed",
     "502": "The backend refused, with its message",
     "503": "A backend is unreachable",
 }
@@ -43,6 +43,21 @@ WS = _param("ws", "Workspace id (`local`, or an Azure ML workspace alias)")
 NAME = _param("name", "Target name")
 OP_ACCEPTED = {"202": _json({"type": "object", "required": ["operation"],
                              "properties": {"operation": _ref("Operation")}}, "The operation was started")}
+
+
+CONFIRM = {"name": "confirm", "in": "query", "required": False, "schema": {"type": "boolean"},
+           "description": "The explicit go-ahead for stopping, restarting or deleting the compute instance this "
+                          "server runs on; without it that is a 409 with reason `confirmation_required` whose "
+                          "`details.consequence` says what would happen"}
+
+
+def _workspaces() -> dict:
+    out = _list("workspaces", "WorkspaceInfo")
+    out["properties"]["this_instance"] = {
+        "type": ["object", "null"], "description": "The Azure ML compute instance this server runs on (null "
+        "elsewhere): name, workspace id, location, url, how it signed in, and what it was recognised from. Its "
+        "target carries properties.this_instance and properties.idle_shutdown."}
+    return out
 
 
 def _list(key: str, item: str) -> dict:
@@ -82,7 +97,7 @@ def document(compute=None) -> dict[str, Any]:
     paths = {
         f"{BASE}/workspaces": {
             "get": {"operationId": "listWorkspaces", "summary": "Workspaces: local, plus each Azure ML workspace",
-                    "responses": {"200": _json(_list("workspaces", "WorkspaceInfo"), "Workspaces"), **_errors("403")}},
+                    "responses": {"200": _json(_workspaces(), "Workspaces"), **_errors("403")}},
             "post": {"operationId": "addWorkspace", "summary": "Add an Azure ML workspace",
                      "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("WorkspaceRequest")}}},
                      "responses": {"201": _json(_ref("WorkspaceInfo"), "The added workspace"),
@@ -109,7 +124,7 @@ def document(compute=None) -> dict[str, Any]:
                           "type": "object", "minProperties": 1, "additionalProperties": True}}}},
                       "responses": {"200": _json(_ref("Target"), "The updated target"), **_errors(*all_err)}},
             "delete": {"operationId": "deleteTarget", "summary": "Delete a managed target; detach an attached one",
-                       "parameters": [WS, NAME], "responses": {**OP_ACCEPTED, **_errors(*all_err)}}},
+                       "parameters": [WS, NAME, CONFIRM], "responses": {**OP_ACCEPTED, **_errors(*all_err)}}},
         f"{BASE}/workspaces/{{ws}}/targets/{{name}}/nodes": {"get": {
             "operationId": "listNodes", "summary": "Nodes of a target", "parameters": [WS, NAME],
             "responses": {"200": _json(_list("nodes", "Node"), "Nodes"), **_errors(*read_err)}}},
@@ -130,6 +145,9 @@ def document(compute=None) -> dict[str, Any]:
     for action in ("start", "stop", "restart"):
         paths[f"{BASE}/workspaces/{{ws}}/targets/{{name}}/{action}"] = {"post": {
             "operationId": f"{action}Target", "summary": f"{action.capitalize()} a target", "parameters": [WS, NAME],
+            **({} if action == "start" else {"requestBody": {"required": False, "content": {"application/json": {
+                "schema": {"type": "object", "additionalProperties": False, "properties": {"confirm": {
+                    "type": "boolean", "description": CONFIRM["description"]}}}}}}}),
             "responses": {**OP_ACCEPTED, **_errors(*all_err)}}}
     return {
         "openapi": "3.1.0",

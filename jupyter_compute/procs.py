@@ -61,3 +61,52 @@ def tree_rss_mb(pid: int) -> float:
         except psutil.NoSuchProcess:
             pass
     return total / 1e6
+
+
+def spawn_detached(argv: list[str], what: str = "supervisor") -> str:
+    """Start a supervisor that calls ``detach()``: it runs in its own session, forks away from
+    the caller (so no caller ever leaves a zombie behind) and prints its identity, which this returns.
+    """
+    import subprocess
+
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         start_new_session=True, close_fds=True)
+    out, err = p.communicate(timeout=60)
+    ident = out.decode().strip()
+    if p.returncode != 0 or not parse(ident):
+        from .errors import InvalidRequest
+        raise InvalidRequest(f"could not launch the {what}: {err.decode().strip()[-500:]}", reason="launch_failed")
+    return ident
+
+
+def detach() -> None:
+    """The supervisor's side of ``spawn_detached``: fork, let the launching process exit with our
+    identity on its stdout, and go on in the child with no terminal and deaf to SIGINT/SIGHUP."""
+    pid = os.fork()
+    if pid:
+        print(identity(pid), flush=True)
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def terminate(primary: str | None, others: list[str | None] = (), grace: float = 5.0) -> None:
+    """Ask ``primary`` (a supervisor) to end with SIGTERM, wait up to ``grace`` seconds for it and
+    ``others`` (what it supervises) to exit, then SIGKILL whatever is left."""
+    import time
+
+    idents = [i for i in (primary, *others) if i]
+    if not signal_ident(primary, signal.SIGTERM):
+        for ident in others:
+            signal_ident(ident, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(alive(i) for i in idents):
+        time.sleep(0.05)
+    for ident in reversed(idents):
+        signal_ident(ident, signal.SIGKILL)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and any(alive(i) for i in idents):
+        time.sleep(0.05)

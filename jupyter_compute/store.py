@@ -342,6 +342,10 @@ class Store:
             c.execute(f"UPDATE operations SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
                       (*fields.values(), op_id))
             self._changed(c, "operation", r["workspace"], r["target"], op_id, pending=pending)
+            # Listeners in this process get the row as committed, so no progress step is lost
+            # to a later one (other processes see the latest state through the change feed).
+            pending[-1]["snapshot"] = _row_operation(c.execute("SELECT * FROM operations WHERE id = ?",
+                                                               (op_id,)).fetchone())
         self._notify(pending)
 
     def finish_operation(self, op_id: str, *, error: dict | None = None, progress: str | None = None) -> None:
@@ -397,6 +401,17 @@ class AsyncStore:
             return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
         return call
+
+    async def follow(self, interval: float):
+        """Changes made from now on, by any process: yields a list (empty when nothing changed)
+        every ``interval`` seconds. The one way every face tails the store."""
+        cursor = await self.last_change()
+        while True:
+            await asyncio.sleep(interval)
+            changes = await self.changes_since(cursor)
+            if changes:
+                cursor = changes[-1]["seq"]
+            yield changes
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -20,8 +20,8 @@ from traitlets.config import Config
 from . import procs
 from .backends.base import Backend, KindSpec, OperationContext, Outcome
 from .config import AzureML, ComputeConfig, load_config
-from .errors import ComputeError, Conflict, InvalidRequest, NotFound
-from .models import (KindInfo, Node, Operation, Size, State, Target, Usage, WorkspaceInfo, check_name)
+from .errors import ComputeError, ConfirmationRequired, Conflict, InvalidRequest, NotFound
+from .models import KindInfo, Node, Operation, Size, State, Target, Usage, WorkspaceInfo
 from .store import AsyncStore, Store
 
 log = logging.getLogger("jupyter_compute")
@@ -92,6 +92,9 @@ class Workspace:
 
     def _kind(self, kind: Any) -> tuple[Backend, KindSpec]:
         if not isinstance(kind, str) or kind not in self._kinds:
+            for b in self.backends:
+                if isinstance(kind, str) and kind in b.retired_kinds:
+                    raise InvalidRequest(b.retired_kinds[kind], field="/kind", reason="retired_kind")
             known = ", ".join(sorted(self._kinds))
             raise InvalidRequest(f"unknown kind {kind!r} in workspace '{self.id}'; known kinds: {known}",
                                  field="/kind", reason="unknown_kind")
@@ -141,9 +144,50 @@ class Workspace:
             out.extend(await b.usage())
         return out
 
+    async def jobs(self, target: str | None = None, *, top: int = 20) -> list[dict]:
+        """Recent jobs, newest first; of one target when named."""
+        if not isinstance(top, int) or not 1 <= top <= 200:
+            raise InvalidRequest("top: give a number of jobs from 1 to 200", field="/top")
+        if target is not None:
+            b, t = await self._locate(target)
+            return await b.list_jobs(t.name, top=top)
+        out: list[dict] = []
+        for b in self.backends:
+            try:
+                out.extend(await b.list_jobs(None, top=top))
+            except InvalidRequest:
+                if len(self.backends) == 1:
+                    raise
+        if not out and all(type(b).list_jobs is Backend.list_jobs for b in self.backends):
+            raise InvalidRequest(f"workspace '{self.id}' runs no jobs; jobs are cells sent to Azure ML compute "
+                                 "clusters", reason="unsupported_operation")
+        return out[:top]
+
+    async def job(self, name: str, *, log_lines: int = 200) -> dict:
+        """One job, with the end of its log."""
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest("a job name is required", field="/name")
+        if not isinstance(log_lines, int) or not 0 <= log_lines <= 10_000:
+            raise InvalidRequest("lines: give a number of log lines from 0 to 10000", field="/lines")
+        for b in self.backends:
+            if type(b).get_job is not Backend.get_job:
+                return await b.get_job(name, log_lines=log_lines)
+        raise InvalidRequest(f"workspace '{self.id}' runs no jobs; jobs are cells sent to Azure ML compute clusters",
+                             reason="unsupported_operation")
+
     async def route_info(self, name: str) -> dict[str, Any]:
         """How a cell reaches this target (used by ``execution``): e.g. kernel connection info."""
         b, t = await self._locate(name)
+        if t.state in (State.unknown, State.failed):
+            # The backend's last error says what went wrong (an SSH link reconnecting, a server
+            # not answering); say what to do after it.
+            what = f": {t.errors[-1].message.rstrip('. ')}" if t.errors else ""
+            todo = (f"It may come back by itself: check it with 'jupyter compute show {name}' and run the cell "
+                    f"again, or restart it with 'jupyter compute restart {name}'" if t.state == State.unknown else
+                    f"Start it again with 'jupyter compute start {name}' once that is dealt with")
+            last = t.errors[-1].model_dump(mode="json") if t.errors else None
+            raise Conflict(f"'{name}' is {t.state.value}{what}, so the cell did not run. {todo}.",
+                           reason="not_running", details={"state": t.state.value, "error": last})
         if t.state != State.running:
             raise Conflict(f"'{name}' is {t.state.value}; start it first", reason="not_running")
         return await b.route_info(t)
@@ -228,12 +272,25 @@ class Workspace:
                                  reason="unsupported_operation")
         return await self._lifecycle(name, "detach", State.deleting, located=(b, t), **kw)
 
+    async def consequence(self, name: str, action: str) -> str | None:
+        """What ``action`` on ``name`` would do to the person asking, when it needs their explicit
+        confirmation first (stopping the compute instance they are on); None when it needs none."""
+        b, t = await self._locate(name)
+        if action == "delete" and not t.managed:
+            action = "detach"
+        return b.consequence(t, action) if self.settings.compute.confirm_self_stop else None
+
     async def _lifecycle(self, name: str, action: str, transitional: State, *, wait: bool = False,
-                         on_progress: ProgressFn | None = None, located=None) -> Operation:
+                         on_progress: ProgressFn | None = None, located=None, confirm: bool = False) -> Operation:
         b, t = located or await self._locate(name)
         ks = self._kinds[t.kind][1]
         if action not in ks.operations:
             raise InvalidRequest(b.refusal(t, action), reason="unsupported_operation")
+        why = b.consequence(t, action) if self.settings.compute.confirm_self_stop else None
+        if why and not confirm:
+            raise ConfirmationRequired(
+                f"{why} To go ahead, confirm it: --yes on the command line, \"confirm\": true in the REST API.",
+                details={"consequence": why, "action": action, "target": name})
         op = await self.store.begin_operation(self.id, name, action, self._owner, is_stale,
                                               set_state=transitional.value)
         fn = getattr(b, action)
@@ -284,7 +341,8 @@ class Workspace:
                     await self.store.delete_target(self.id, name)
                 elif isinstance(outcome, Outcome):
                     await self._apply(name, outcome)
-                await self.store.finish_operation(op_id, progress=ctx_done(op["action"]))
+                note = outcome.note if isinstance(outcome, Outcome) else None
+                await self.store.finish_operation(op_id, progress=note or ctx_done(op["action"]))
             except ComputeError as e:
                 await self._fail(name, op_id, e.to_json(), forget=forget_on_failure, previous=previous)
             except asyncio.CancelledError:
@@ -359,12 +417,22 @@ class Workspace:
             await b.close()
 
 
+def _detect_instance(settings: Settings):
+    if not settings.azure.detect_instance:
+        return None
+    try:
+        from .azure.instance import detect
+    except ImportError:  # the Azure extras are not installed
+        return None
+    return detect(settings.azure.instance_file)
+
+
 def _deduplicated(fn: ProgressFn) -> ProgressFn:
     """Progress is reported in-process and again when followed through the store: show it once."""
-    seen: set[tuple[str, str]] = set()
+    seen: set[str] = set()
 
     def call(op: Operation) -> Any:
-        key = (op.status.value, op.progress)
+        key = op.progress
         if key not in seen:
             seen.add(key)
             return fn(op)
@@ -392,9 +460,10 @@ class Compute:
     """Everything of one user: settings, the store and the workspaces.
 
     Workspaces are ``local`` plus each Azure ML workspace: listed in ``c.AzureML.workspaces``,
-    added with ``workspace add`` (kept in the store), or named by a ``config.json`` found from
-    ``start_dir`` upwards, as ``Workspace.from_config()`` finds it. Nothing contacts Azure until a
-    workspace's targets are asked for.
+    added with ``workspace add`` (kept in the store), named by a ``config.json`` found from
+    ``start_dir`` upwards, as ``Workspace.from_config()`` finds it, or, on a compute instance, the
+    instance's own (``azure.instance``). Nothing contacts Azure until a workspace's targets are
+    asked for.
     """
 
     def __init__(self, settings: Settings, store: Store, *, start_dir: str | None = None):
@@ -405,6 +474,9 @@ class Compute:
         self._workspaces: dict[str, Workspace] = {}
         self._sources: dict[str, str] = {}
         self._discovered: list[str] = []
+        #: The compute instance this process runs on, if any, and the id of its workspace.
+        self.this_instance = _detect_instance(settings)
+        self._instance_ws: str | None = None
         local_backends = [cls(LOCAL_WORKSPACE, self.store, settings)
                           for cls in filter(None, map(_load, LOCAL_BACKENDS))]
         self._workspaces[LOCAL_WORKSPACE] = Workspace(
@@ -430,6 +502,11 @@ class Compute:
         entries += [({**r["config"], "alias": r["id"]}, "added") for r in stored if r["kind"] == "azureml"]
         if self.start_dir:
             entries += [(w, "discovered") for w in discover_workspaces(self.start_dir)]
+        me = self.this_instance
+        if me is not None and not any(me.same_workspace(c) for c, _ in entries):
+            cfg = me.workspace_config()
+            if cfg is not None:
+                entries.insert(0, (cfg, "instance"))
         known = {self._key(w.properties): w.id for w in self._workspaces.values() if w.kind == "azureml"}
         for cfg, source in entries:
             key = self._key(cfg)
@@ -458,6 +535,11 @@ class Compute:
         props = {k: cfg[k] for k in ("subscription_id", "resource_group", "workspace_name", "location",
                                      "config_path") if cfg.get(k)}
         props["source"] = source
+        if self.this_instance is not None and self._instance_ws is None and self.this_instance.same_workspace(cfg):
+            # The instance's own workspace, however it is named here: signed in to with its identity.
+            backend.this_instance = self.this_instance
+            props["this_instance"] = self.this_instance.name
+            self._instance_ws = alias
         return Workspace(alias, "azureml", f"Azure ML workspace {cfg['workspace_name']} "
                          f"({cfg['resource_group']})", self.store, self.settings, [backend], props)
 
@@ -469,6 +551,8 @@ class Compute:
             if source == "added" and alias not in ids:
                 await self._workspaces.pop(alias).close()
                 del self._sources[alias]
+                if alias == self._instance_ws:
+                    self._instance_ws = None
         self._load_azure(stored)
 
     async def add_workspace(self, *, subscription_id: Any, resource_group: Any, workspace_name: Any,
@@ -528,7 +612,15 @@ class Compute:
         wanted = self.settings.compute.default_workspace
         if wanted and wanted in self._workspaces:
             return wanted
-        return self._discovered[0] if self._discovered else LOCAL_WORKSPACE
+        if self._discovered:
+            return self._discovered[0]
+        return self._instance_ws or LOCAL_WORKSPACE
+
+    def this_instance_info(self) -> dict | None:
+        """The compute instance this runs on, for the sidebar to pin; None elsewhere."""
+        if self.this_instance is None:
+            return None
+        return self.this_instance.info(self._instance_ws)
 
     def workspaces(self) -> list[WorkspaceInfo]:
         default = self.default_workspace_id()

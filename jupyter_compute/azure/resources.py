@@ -10,21 +10,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..models import ErrorDetail, Node, NodeCounts, Size, State, Target, Usage
+from .attached import COMPUTE_TYPE, attached_properties
 from .specs import CLUSTER, INSTANCE, ComputeClusterSpec, ComputeInstanceSpec
 
 #: computeType -> kind. The attached kinds are listed so a workspace's list is complete.
-KIND_OF_TYPE = {
-    "ComputeInstance": INSTANCE,
-    "AmlCompute": CLUSTER,
-    "Kubernetes": "kubernetes",
-    "VirtualMachine": "virtual-machine",
-    "HDInsight": "hdinsight",
-    "SynapseSpark": "synapse-spark",
-    "Databricks": "databricks",
-    "DataLakeAnalytics": "data-lake-analytics",
-    "DataFactory": "data-factory",
-    "AKS": "aks",
-}
+KIND_OF_TYPE = {"ComputeInstance": INSTANCE, "AmlCompute": CLUSTER, **{t: k for k, t in COMPUTE_TYPE.items()}}
 
 INSTANCE_STATES = {
     "Creating": State.creating, "SettingUp": State.creating, "UserSettingUp": State.creating,
@@ -38,6 +28,8 @@ INSTANCE_STATES = {
 CLUSTER_STATES = {
     "Succeeded": State.running, "Creating": State.creating, "Deleting": State.deleting, "Failed": State.failed,
 }
+#: Azure's computeType of each attached kind.
+ATTACHED_TYPES = frozenset(COMPUTE_TYPE.values())
 ATTACHED_STATES = {
     "Succeeded": State.running, "Creating": State.creating, "Updating": State.creating,
     "Failed": State.failed, "Deleting": State.deleting,
@@ -129,15 +121,17 @@ def applications(inner: dict) -> list[dict[str, str]]:
     return out
 
 
-def to_target(res: dict, workspace: str, sizes: dict[str, Size] | None = None) -> Target:
+def to_target(res: dict, workspace: str, sizes: dict[str, Size] | None = None, *, cloud: str = "AzureCloud") -> Target:
     p, inner = _props(res), _inner(res)
     ctype = p.get("computeType") or "Unknown"
     kind = KIND_OF_TYPE.get(ctype, ctype.lower())
     state, word = state_of(res)
     size = None
-    if inner.get("vmSize"):
-        known = (sizes or {}).get(inner["vmSize"].lower())
-        size = known.model_copy() if known else Size(name=inner["vmSize"])
+    # A VM attached to the workspace names its size virtualMachineSize; a legacy AKS, agentVmSize.
+    vm_size = inner.get("vmSize") or inner.get("virtualMachineSize") or inner.get("agentVmSize")
+    if isinstance(vm_size, str) and vm_size:
+        known = (sizes or {}).get(vm_size.lower())
+        size = known.model_copy() if known else Size(name=vm_size)
     props: dict[str, Any] = {
         "compute_type": ctype,
         "resource_id": res.get("id"),
@@ -204,10 +198,15 @@ def to_target(res: dict, workspace: str, sizes: dict[str, Size] | None = None) -
         props["idle_seconds_before_scaledown"] = _seconds(scale.get("nodeIdleTimeBeforeScaleDown"))
         props["remote_login_port_public_access"] = inner.get("remoteLoginPortPublicAccess")
         props["os_type"] = inner.get("osType")
+    elif ctype in ATTACHED_TYPES:
+        props.update(attached_properties(ctype, p, inner, cloud))
     elif p.get("resourceId"):
         props["attached_resource_id"] = p.get("resourceId")
+    # Kinds Azure ML creates are managed here; everything else is attached (and only detached).
+    managed = ctype in ("ComputeInstance", "AmlCompute") if ctype in KIND_OF_TYPE \
+        else not p.get("isAttachedCompute", False)
     return Target(
-        name=res.get("name") or "", workspace=workspace, kind=kind, managed=not p.get("isAttachedCompute", False),
+        name=res.get("name") or "", workspace=workspace, kind=kind, managed=managed,
         state=state, provider_state=word, size=size, nodes=nodes,
         created=_when(p.get("createdOn")), modified=_when(p.get("modifiedOn") or p.get("createdOn")),
         errors=_errors(res), properties={k: v for k, v in props.items() if v is not None and v != {}})

@@ -9,12 +9,18 @@ passed on as written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from typing import Any, Awaitable, Callable
 
+from ..azure.attached import (DESCRIPTIONS, EXAMPLES, RETIRED, SPEC_MODELS, SSH_KINDS, AttachedSpec, attach_body,
+                               check_attached_name, resource_name, same_resource)
 from ..azure.credential import arm_scope, default_credential, transport_options
+from ..azure.instance import consequence as instance_consequence
+from ..azure.instance import describe as describe_this_instance
+from ..azure.instance import describe_owner, identity_of, jupyter_base_url, owner_of, token_claims
 from ..azure.resources import (KIND_OF_TYPE, cluster_body, cluster_update_body, duration, instance_body,
                                to_node, to_size, to_target, to_usage)
 from ..azure.specs import (CLUSTER, INSTANCE, ClusterScale, ComputeClusterSpec, ComputeInstanceSpec,
@@ -29,7 +35,7 @@ RBAC = "Microsoft.MachineLearningServices/workspaces/computes/"
 #: The role-based access action each operation needs, as Azure's docs list them.
 ACTIONS = {
     "list": RBAC + "read", "get": RBAC + "read", "nodes": RBAC + "listNodes/action",
-    "create": RBAC + "write", "update": RBAC + "write",
+    "create": RBAC + "write", "update": RBAC + "write", "attach": RBAC + "write",
     "delete": RBAC + "delete", "detach": RBAC + "delete",
     "start": RBAC + "start/action", "stop": RBAC + "stop/action", "restart": RBAC + "restart/action",
     "sizes": "Microsoft.MachineLearningServices/locations/vmsizes/read",
@@ -38,16 +44,7 @@ ACTIONS = {
 }
 SIZES_TTL = 600.0
 
-_ATTACHED = {
-    "kubernetes": "Kubernetes (AKS or Arc) attached to the workspace.",
-    "virtual-machine": "A virtual machine attached to the workspace.",
-    "hdinsight": "An HDInsight cluster attached to the workspace.",
-    "synapse-spark": "A Synapse Spark pool attached to the workspace.",
-    "databricks": "An Azure Databricks workspace attached to the workspace.",
-    "data-lake-analytics": "A Data Lake Analytics account attached to the workspace.",
-    "data-factory": "A Data Factory attached to the workspace.",
-    "aks": "An AKS cluster attached for (legacy) inference.",
-}
+ATTACHED_FAMILY = "Attached compute"
 
 
 class AzureError(BackendRefused):
@@ -65,6 +62,32 @@ class AzureError(BackendRefused):
         if self.azure_code:
             out["azure_code"] = self.azure_code
         return out
+
+
+class AlreadyAttached(Conflict):
+    """The resource is attached to the workspace under another name; ``existing`` names that target."""
+    reason = "already_attached"
+
+    def __init__(self, message: str, *, existing: str, existing_kind: str):
+        super().__init__(message, field="/resource_id")
+        self.existing = existing
+        self.existing_kind = existing_kind
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "existing": self.existing, "existing_kind": self.existing_kind}
+
+
+def _redacted(exc: ComputeError, secrets: list[str]) -> ComputeError:
+    """``exc`` with any secret of the request blanked out of its message: whatever Azure echoes back
+    must not reach an operation record, an event or a log."""
+    for value in sorted({s for s in secrets if s and s.strip()}, key=len, reverse=True):
+        exc.message = exc.message.replace(value, "***").replace(value.strip(), "***")
+        lines = value.strip().splitlines()
+        for line in lines if len(lines) > 1 else ():  # a key quoted in part
+            if len(line) >= 16:
+                exc.message = exc.message.replace(line, "***")
+    exc.args = (exc.message,)
+    return exc
 
 
 def _body(response: Any) -> Any:
@@ -134,9 +157,13 @@ class AzureMLBackend(Backend):
             examples=[{"name": "cpu-cluster", "size": "Standard_DS3_v2", "max_nodes": 4},
                       {"name": "gpu-spot", "size": "Standard_NC6s_v3", "priority": "low-priority",
                        "min_nodes": 0, "max_nodes": 8, "idle_seconds_before_scaledown": 300}]),
-        **{k: KindSpec(k, "Attached compute", d, managed=False, operations=("detach",))
-           for k, d in _ATTACHED.items()},
+        **{k: KindSpec(k, ATTACHED_FAMILY, DESCRIPTIONS[k], managed=False,
+                       operations=("attach", "detach") + (("nodes",) if k in SSH_KINDS else ()),
+                       attach_model=model, examples=EXAMPLES.get(k, []))
+           for k, model in SPEC_MODELS.items()},
     }
+    # Named in the docs but gone from the service: refused with what to use instead.
+    retired_kinds = RETIRED
 
     def __init__(self, workspace_id: str, store: Any, settings: Any, *, subscription_id: str,
                  resource_group: str, workspace_name: str, credential: Any = None, location: str | None = None):
@@ -150,6 +177,8 @@ class AzureMLBackend(Backend):
         self._client: Any = None
         self._location = location
         self._sizes: tuple[float, dict[str, Size], dict[str, str]] | None = None
+        #: Attachments a forced attach (by target name) is about to break, for its warning.
+        self._displacing: dict[str, list[tuple[str, str]]] = {}
 
     # -- clients -----------------------------------------------------------------------------------
     @property
@@ -162,7 +191,9 @@ class AzureMLBackend(Backend):
             from azure.mgmt.machinelearningservices.aio import MachineLearningServicesMgmtClient
 
             if self._credential is None:
-                self._credential = default_credential(self.azure)
+                # On a compute instance its own workspace is signed in to with the instance's identity.
+                self._credential = (self.this_instance.credential(self.azure) if self.this_instance is not None
+                                    else default_credential(self.azure))
             endpoint = self.endpoint
             self._client = MachineLearningServicesMgmtClient(
                 self._credential, self.subscription_id, base_url=endpoint,
@@ -177,6 +208,8 @@ class AzureMLBackend(Backend):
         self._owns_credential = False
 
     async def close(self) -> None:
+        if self._jobs is not None:
+            await self._jobs.close()
         client, self._client = self._client, None
         if client is not None:
             await client.close()
@@ -306,12 +339,13 @@ class AzureMLBackend(Backend):
     async def list_targets(self, stored: list[dict]) -> list[Target]:
         resources = await self._call("list", None, self._list_raw)
         sizes = await self._known_sizes()
-        targets = [to_target(r, self.workspace_id, sizes) for r in resources]
+        targets = [to_target(r, self.workspace_id, sizes, cloud=self.azure.cloud) for r in resources]
         busy = {op["target"] for op in await self.store.running_operations(self.workspace_id)}
         await self._mirror(targets, stored, busy=busy)
         seen = {t.name for t in targets}
         # A target being created here that Azure does not know yet is shown from the store.
         targets += [stored_target(r) for r in stored if r["name"] not in seen and r["name"] in busy]
+        await self._pin(targets)
         return sorted(targets, key=lambda t: t.name)
 
     async def get_target(self, name: str, stored: dict | None) -> Target | None:
@@ -321,8 +355,9 @@ class AzureMLBackend(Backend):
                                           await self.store.running_operations(self.workspace_id)):
                 return stored_target(stored)
             return None
-        target = to_target(res, self.workspace_id, self._sizes[1] if self._sizes else None)
+        target = to_target(res, self.workspace_id, self._sizes[1] if self._sizes else None, cloud=self.azure.cloud)
         await self._mirror([target], [stored] if stored else [])
+        await self._pin([target])
         return target
 
     async def _mirror(self, targets: list[Target], stored: list[dict], *, busy: set[str] | None = None) -> None:
@@ -351,6 +386,14 @@ class AzureMLBackend(Backend):
             return [Node(id=target.name, state=target.provider_state or target.state.value,
                          address=addresses.get("public") or addresses.get("private"), port=ssh.get("port"),
                          properties={"private_ip": addresses.get("private"), "public_ip": addresses.get("public")})]
+        if target.kind in SSH_KINDS:
+            address = target.properties.get("address")
+            if not address:
+                return []
+            return [Node(id=resource_name(target.properties.get("attached_resource_id")) or target.name,
+                         state=target.state.value, address=address, port=target.properties.get("ssh_port") or 22,
+                         properties={k: v for k, v in {"admin_username": target.properties.get("admin_username")}
+                                     .items() if v})]
         if target.kind != CLUSTER:
             return []
 
@@ -371,12 +414,179 @@ class AzureMLBackend(Backend):
             return [u async for u in self.client().usages.list(await self.location())]
         return await self._call("usage", None, fetch)
 
+    # -- compute instances: cells on their own Jupyter server, and the instance this runs on -------
+    #: The compute instance this process runs on, when this is its workspace (set by ``Compute``).
+    this_instance: Any = None
+    _instance_auth: Any = None
+    #: Who the bearer tokens for instances are for (object id, tenant, name), once one was fetched.
+    _instance_identity: dict | None = None
+    _kernel_locks: dict | None = None
+
+    def _is_this_instance(self, target: Target) -> bool:
+        return self.this_instance is not None and target.kind == INSTANCE and self.this_instance.is_target(target.name)
+
+    async def _pin(self, targets: list[Target]) -> None:
+        """Mark the instance this runs on, with its idle-shutdown countdown and what counts as activity."""
+        for t in targets:
+            if not self._is_this_instance(t):
+                continue
+            source, activity = self.this_instance.activity_source, None
+            if source is not None:
+                try:
+                    activity = await source.activity()
+                except Exception:  # the countdown is shown as unknown rather than failing the list
+                    log.warning("could not read this instance's activity", exc_info=True)
+            describe_this_instance(t, activity)
+
+    def consequence(self, target: Target, action: str) -> str | None:
+        if action in ("stop", "restart", "delete") and self._is_this_instance(target):
+            return instance_consequence(target.name, action)
+        return None
+
+    def instance_auth(self):
+        """Bearer tokens for compute instances' Jupyter servers, from this workspace's sign-in,
+        renewed ``token_refresh_margin`` seconds before they expire."""
+        if self._instance_auth is None:
+            from ..execution.websocket import BearerTokenAuth
+
+            scope = self.azure.instance_token_scope or arm_scope(self.endpoint)
+
+            async def fetch():
+                self.client()  # makes the credential, on first use
+                try:
+                    token = await self._credential.get_token(scope)
+                except Exception as e:  # a sign-in failure, said as for any Azure call
+                    raise self._translate(e, "get") from e
+                self._instance_identity = identity_of(token_claims(token.token))
+                return token
+
+            self._instance_auth = BearerTokenAuth(fetch, refresh_margin=self.azure.token_refresh_margin,
+                                                  source=f"the Azure sign-in of workspace '{self.workspace_id}'")
+        return self._instance_auth
+
+    async def _instance_route(self, target: Target) -> dict[str, Any]:
+        """A kernel on the instance's own Jupyter server, reached with Azure AD bearer tokens; on
+        the instance itself, this notebook's own kernel."""
+        if self._is_this_instance(target):
+            return {"route": "local", "target": target.name}
+        owner = owner_of(target)
+        auth = self.instance_auth()
+        if owner is not None:
+            await auth.header()  # signs in, which says who we are
+            me = self._instance_identity or {}
+            if me.get("object_id") and me["object_id"].lower() != (owner["object_id"] or "").lower():
+                raise self._personal(target.name, owner, me)
+        url = jupyter_base_url(target)
+        if url is None:
+            raise Conflict(f"Azure shows no Jupyter endpoint for compute instance '{target.name}' "
+                           f"({target.provider_state or target.state.value}), so cells cannot reach it; "
+                           "restart it, or check its network settings", reason="no_jupyter_endpoint")
+        kernel_id, notice = await self._instance_kernel(target.name, url, owner)
+        return {"route": "jupyter", "url": url, "kernel_id": kernel_id, "auth": auth, "notice": notice,
+                "keeper": _InstanceKeeper(self, target.name, url, owner)}
+
+    def _personal(self, name: str, owner: dict, me: dict | None) -> Conflict:
+        why = " (created on their behalf)" if owner.get("why") == "assigned" else ""
+        you = f" You are signed in as {describe_owner(me)}." if me and me.get("object_id") else ""
+        return Conflict(
+            f"'{name}' is a personal compute instance of {describe_owner(owner)}{why}: only they can run code on its "
+            f"Jupyter server.{you} Run the cell on a compute instance of your own, or on one whose applications are "
+            "shared.", reason="personal_instance",
+            details={"owner": {k: owner.get(k) for k in ("object_id", "tenant_id", "name")}})
+
+    async def _instance_kernel(self, name: str, url: str, owner: dict | None, *,
+                               lost: str | None = None) -> tuple[str, str | None]:
+        """The kernel cells of this process use on the instance: the one recorded for it, or a new
+        one (said in the notice when it replaces ``lost``). One per instance, whichever notebook."""
+        from ..execution.websocket import CredentialsRefused, JupyterClient
+
+        def recorded(row: dict | None) -> dict:
+            jup = ((row or {}).get("runtime") or {}).get("jupyter") or {}
+            return jup if jup.get("url") == url and jup.get("kernel_id") and jup["kernel_id"] != lost else {}
+
+        notice = None if lost is None else (
+            f"the kernel on '{name}' was gone (the instance restarted, or the kernel was shut down), so a new "
+            "kernel was started: variables from earlier cells are lost")
+        if self._kernel_locks is None:
+            self._kernel_locks = {}
+        async with self._kernel_locks.setdefault(name.lower(), asyncio.Lock()):
+            row = await self.store.get_target(self.workspace_id, name)
+            if recorded(row):
+                return recorded(row)["kernel_id"], notice
+            async with JupyterClient(url, self.instance_auth()) as client:
+                try:
+                    kernel = await _start_when_ready(client, self.azure.instance_kernel_name or None, name)
+                except CredentialsRefused:
+                    if owner is not None:
+                        raise self._personal(name, owner, self._instance_identity) from None
+                    raise
+                kid = kernel["id"]
+                before = ((row or {}).get("runtime") or {}).get("jupyter")
+                if row is not None and not await self.store.update_target(
+                        self.workspace_id, name, expect_runtime={"jupyter": before},
+                        runtime_merge={"jupyter": {"url": url, "kernel_id": kid, "kernel_name": kernel.get("name")}}):
+                    # Another process recorded a kernel first: use that one.
+                    theirs = recorded(await self.store.get_target(self.workspace_id, name))
+                    if theirs:
+                        with contextlib.suppress(ComputeError):
+                            await client.shutdown(kid)
+                        return theirs["kernel_id"], notice
+        return kid, notice
+
+    # -- cells as jobs (compute clusters and attached Kubernetes) ----------------------------------
+    _jobs: Any = None
+
+    def jobs(self):
+        """The workspace's jobs (azure/jobs.py), sharing this backend's client and credential."""
+        if self._jobs is None:
+            from ..azure.jobs import AzureJobs
+            self._jobs = AzureJobs(self)
+        return self._jobs
+
+    async def route_info(self, target: Target) -> dict[str, Any]:
+        if target.kind == INSTANCE:
+            return await self._instance_route(target)
+        if target.kind not in (CLUSTER, "kubernetes"):
+            return await super().route_info(target)
+        # In-process only: "jobs" is the live service the route submits through.
+        return {"route": "azureml-job", "workspace": self.workspace_id, "compute": target.name, "kind": target.kind,
+                "compute_id": target.properties.get("resource_id"),
+                "max_nodes": target.nodes.max if target.nodes is not None else None, "jobs": self.jobs()}
+
+    async def list_jobs(self, target: str | None = None, *, top: int = 20) -> list[dict]:
+        """Recent jobs, newest first (of one compute when named): status, duration and Studio link."""
+        from ..azure.jobs import summarize
+
+        jobs = self.jobs()
+        return [summarize(j, jobs.studio_url(j)) for j in await jobs.list(target, top=top)]
+
+    async def get_job(self, name: str, *, log_lines: int = 200) -> dict:
+        """One job and the end of its user log."""
+        from ..azure.jobs import summarize
+
+        jobs = self.jobs()
+        job = await jobs.get(name)
+        out = summarize(job, jobs.studio_url(job))
+        out["command"] = (job.get("properties") or {}).get("command")
+        try:
+            out["log"] = await jobs.read_log(job, log_lines)
+        except ComputeError as e:
+            out["log"], out["log_error"] = None, e.message
+        if out["status"] == "Failed":
+            err = await jobs.run_error(name)
+            out["error"] = {"code": err[0], "message": err[1]} if err else None
+        return out
+
     # -- checks before anything is created -------------------------------------------------------
     def check_name(self, kind: str, name: Any) -> str:
         if kind == INSTANCE:
             return check_instance_name(name)
         if kind == CLUSTER:
             return check_cluster_name(name)
+        if kind in RETIRED:
+            raise InvalidRequest(RETIRED[kind], field="/kind", reason="retired_kind")
+        if kind in SPEC_MODELS:
+            return check_attached_name(name)
         return super().check_name(kind, name)
 
     async def precheck(self, name: str, kind: str, spec: Spec, *, force: bool = False) -> None:
@@ -385,6 +595,8 @@ class AzureMLBackend(Backend):
         When Azure will not say (no permission to read sizes or usage, or a cloud without those
         APIs) the check is left to Azure itself.
         """
+        if isinstance(spec, AttachedSpec):
+            return await self._check_not_attached(name, spec, force=force)
         if kind not in (INSTANCE, CLUSTER):
             return
         try:
@@ -425,22 +637,55 @@ class AzureMLBackend(Backend):
                     "Pick another size (`jupyter compute sizes`), free some compute, or request more quota "
                     "for this family in Azure ML studio.", field=field, reason="quota_exceeded")
 
+    async def _check_not_attached(self, name: str, spec: AttachedSpec, *, force: bool) -> None:
+        """The duplicate-attach guard: each attachment of a resource breaks the one before it, so one
+        already attached under another name is refused unless the user forces it."""
+        resources = await self._call("list", None, self._list_raw)
+        others = [(r.get("name") or "", KIND_OF_TYPE.get((r.get("properties") or {}).get("computeType"), "unknown"))
+                  for r in resources
+                  if same_resource((r.get("properties") or {}).get("resourceId"), spec.resource_id)
+                  and (r.get("name") or "").lower() != name.lower()]
+        if not others:
+            return
+        if force:
+            self._displacing[name] = others
+            return
+        other, kind = others[0]
+        also = f" (and as {', '.join(repr(o) for o, _ in others[1:])})" if len(others) > 1 else ""
+        what = resource_name(spec.resource_id) or spec.resource_id
+        raise AlreadyAttached(
+            f"'{what}' is already attached to {self._scope} as '{other}' ({kind}){also}. Each attachment of a "
+            f"resource breaks the one before it, so use '{other}', or detach it first. To attach it anyway as "
+            f"'{name}', knowing '{other}' will stop working, use --force (\"force\": true in the REST API).",
+            existing=other, existing_kind=kind)
+
     def validate_spec(self, kind: str, data: dict[str, Any], *, attach: bool) -> Spec:
-        if kind in _ATTACHED:
-            raise InvalidRequest(f"kind '{kind}' is attached to the workspace in Azure; attaching it from here "
-                                 "is not available yet", field="/kind", reason="unsupported_operation")
+        if kind in RETIRED:
+            raise InvalidRequest(RETIRED[kind], field="/kind", reason="retired_kind")
         return super().validate_spec(kind, data, attach=attach)
 
     def refusal(self, target: Target, action: str) -> str:
         if target.kind == CLUSTER and action in ("start", "stop", "restart"):
             return (f"'{target.name}' is a compute cluster: it has no {action}; it scales between min_nodes and "
                     "max_nodes by itself. Set min_nodes to 0 with update to release idle nodes.")
+        if target.kind in SPEC_MODELS and action in ("start", "stop", "restart"):
+            where = target.properties.get("portal_url")
+            return (f"'{target.name}' is attached compute ({target.kind}): Azure ML does not {action} it; do that "
+                    "where it lives" + (f", for example in the Azure portal: {where}" if where else ""))
+        if target.kind in SPEC_MODELS and action == "delete":
+            return (f"'{target.name}' is attached compute ({target.kind}): it is detached, never deleted from here; "
+                    "the resource itself is left alone")
         return super().refusal(target, action)
 
     def update_refusal(self, target: Target) -> str:
         if target.kind == INSTANCE:
             return (f"'{target.name}' is a compute instance: its settings are fixed at create; "
                     "delete it and create it again to change them")
+        if target.kind in SPEC_MODELS:
+            return (f"'{target.name}' is attached compute ({target.kind}): its settings cannot change in place. "
+                    f"To change one (such as TLS, the namespace, the port or the credentials), detach it "
+                    f"(`jupyter compute detach {target.name}`; the resource itself is left alone), then attach it "
+                    "again with the new settings.")
         return super().update_refusal(target)
 
     # -- long operations ---------------------------------------------------------------------------
@@ -463,7 +708,7 @@ class AzureMLBackend(Backend):
             "get", name, lambda: self._get_raw(name))
         if res is None:
             raise AzureError(f"Azure no longer knows '{name}'", reason="azure_not_found")
-        t = to_target(res, self.workspace_id)
+        t = to_target(res, self.workspace_id, cloud=self.azure.cloud)
         errors = [e.model_dump(mode="json", exclude_none=True) for e in t.errors]
         if t.state == State.failed:
             detail = "; ".join(e["message"] for e in errors) or f"Azure reports '{name}' as {t.provider_state}"
@@ -471,13 +716,16 @@ class AzureMLBackend(Backend):
                              azure_code=t.errors[0].code if t.errors else None)
         return Outcome(t.state, t.provider_state, errors=errors)
 
-    async def create(self, name: str, kind: str, spec: Spec, ctx: OperationContext) -> Outcome:
+    async def _location_for_body(self) -> str | None:
         try:
-            location = await self.location()
+            return await self.location()
         except ComputeError as e:
             if e.reason == "azure_auth":
                 raise
-            location = None  # Azure then uses the workspace's own region
+            return None  # Azure then uses the workspace's own region
+
+    async def create(self, name: str, kind: str, spec: Spec, ctx: OperationContext) -> Outcome:
+        location = await self._location_for_body()
         body = instance_body(spec, location) if kind == INSTANCE else cluster_body(spec, location)
         label = "compute instance" if kind == INSTANCE else "compute cluster"
         await ctx.progress(f"asking Azure to create {label} '{name}' ({spec.size})")
@@ -485,6 +733,35 @@ class AzureMLBackend(Backend):
         res = await self._lro("create", name, ctx, lambda **kw: self.client().compute.begin_create_or_update(
             self.resource_group, self.workspace_name, name, content, content_type="application/json", cls=_raw, **kw))
         return await self._outcome(name, res)
+
+    async def attach(self, name: str, kind: str, spec: Spec, ctx: OperationContext) -> Outcome:
+        secrets = list(spec.secrets().values())
+        try:
+            return await self._attach(name, kind, spec, ctx)
+        except ComputeError as e:
+            raise _redacted(e, secrets) from None
+        finally:
+            self._displacing.pop(name, None)
+
+    async def _attach(self, name: str, kind: str, spec: Spec, ctx: OperationContext) -> Outcome:
+        assert isinstance(spec, AttachedSpec)
+        what = resource_name(spec.resource_id) or spec.resource_id
+        warnings = []
+        for other, other_kind in self._displacing.get(name, []):
+            warnings.append(f"warning: '{what}' is also attached as '{other}' ({other_kind}); attaching it again "
+                            f"as '{name}' makes '{other}' stop working. Detach '{other}' once this is done.")
+            await ctx.progress(warnings[-1])
+        body = attach_body(kind, spec, await self._location_for_body())
+        await ctx.progress(f"asking Azure to attach '{what}' as '{name}' ({kind})")
+        content = json.dumps(body).encode()
+        del body
+        res = await self._lro("attach", name, ctx, lambda **kw: self.client().compute.begin_create_or_update(
+            self.resource_group, self.workspace_name, name, content, content_type="application/json", cls=_raw,
+            **kw))
+        outcome = await self._outcome(name, res)
+        if warnings:
+            outcome.note = "attached; " + " ".join(warnings)
+        return outcome
 
     async def start(self, target: Target, ctx: OperationContext) -> Outcome:
         return await self._action("start", target, ctx)
@@ -543,6 +820,38 @@ class AzureMLBackend(Backend):
         await self._lro("update", target.name, None, lambda **kw: self.client().compute.begin_create_or_update(
             self.resource_group, self.workspace_name, target.name, content, content_type="application/json",
             cls=_raw, **kw))
+
+
+class _InstanceKeeper:
+    """The websocket route's way back when the kernel on a compute instance is gone: a new one."""
+
+    def __init__(self, backend: AzureMLBackend, name: str, url: str, owner: dict | None):
+        self.backend, self.name, self.url, self.owner = backend, name, url, owner
+
+    async def recover(self, kernel_id: str) -> tuple[str, str]:
+        kid, notice = await self.backend._instance_kernel(self.name, self.url, self.owner, lost=kernel_id)
+        return kid, notice or ""
+
+    async def lost(self, kernel_id: str, message: str, *, reachable: bool) -> None:
+        # Azure, not this process, says what state an instance is in.
+        log.info("lost kernel %s on compute instance %s: %s", kernel_id, self.name, message)
+
+
+#: How long a just-started compute instance's Jupyter server has to answer.
+INSTANCE_READY_TIMEOUT = 90.0
+
+
+async def _start_when_ready(client: Any, kernel_name: str | None, name: str) -> dict:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + INSTANCE_READY_TIMEOUT
+    while True:
+        try:
+            return await client.start_kernel(kernel_name)
+        except Unavailable as e:
+            if loop.time() > deadline:
+                raise Unavailable(f"the Jupyter server of compute instance '{name}' did not answer within "
+                                  f"{INSTANCE_READY_TIMEOUT:g} s: {e.message}", reason="server_unreachable") from None
+            await asyncio.sleep(2.0)
 
 
 def _buckets(usages: list[Any], family: str, low_priority: bool) -> list[tuple[str, Any]]:

@@ -76,12 +76,17 @@ class Outcome:
     provider_state: str | None = None
     runtime: dict[str, Any] | None = None
     errors: list[dict] | None = None
+    #: Kept as the finished operation's progress, for what the user must still know afterwards
+    #: (e.g. that a forced attach broke an earlier one).
+    note: str | None = None
 
 
 class Backend(abc.ABC):
     """A family of compute. Subclasses declare ``kinds`` and implement the operations they list."""
 
     kinds: dict[str, KindSpec] = {}
+    #: Kinds people know from docs that the service no longer offers: kind -> what to use instead.
+    retired_kinds: dict[str, str] = {}
 
     def __init__(self, workspace_id: str, store: "AsyncStore", settings: Any):
         self.workspace_id = workspace_id
@@ -112,6 +117,11 @@ class Backend(abc.ABC):
 
     def update_refusal(self, target: Target) -> str:
         return f"'{target.name}' ({target.kind}) cannot be updated"
+
+    def consequence(self, target: Target, action: str) -> str | None:
+        """What ``action`` on ``target`` would do to the person asking, when that needs their
+        explicit confirmation (stopping the machine they are on); None when it needs none."""
+        return None
 
     async def route_info(self, target: Target) -> dict[str, Any]:
         """How cells reach a running target; see jupyter_compute.execution."""
@@ -168,6 +178,15 @@ class Backend(abc.ABC):
 
     async def usage(self) -> list[Usage]:
         return []
+
+    async def list_jobs(self, target: str | None = None, *, top: int = 20) -> list[dict]:
+        """Recent jobs (cells sent as batch jobs), for backends that run them."""
+        raise InvalidRequest("this workspace runs no jobs; jobs are cells sent to Azure ML compute clusters",
+                             reason="unsupported_operation")
+
+    async def get_job(self, name: str, *, log_lines: int = 200) -> dict:
+        raise InvalidRequest("this workspace runs no jobs; jobs are cells sent to Azure ML compute clusters",
+                             reason="unsupported_operation")
 
     async def reconcile(self) -> None:
         """Bring stored state in line with reality (dead processes, finished remote operations)."""

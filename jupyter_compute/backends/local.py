@@ -13,11 +13,9 @@ import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -26,7 +24,7 @@ import psutil
 from pydantic import Field, field_validator
 
 from .. import procs
-from ..errors import Conflict, InvalidRequest
+from ..errors import Conflict
 from ..models import Node, Size, Spec, State, Target, Usage, utcnow
 from .base import Backend, KindSpec, OperationContext, Outcome, stored_target
 
@@ -266,7 +264,7 @@ class LocalBackend(Backend):
                 "--db", cfg.effective_db_path(), "--workspace", self.workspace_id, "--name", target.name,
                 "--operation", ctx.op_id, "--runtime-dir", cfg.runtime_dir,
                 "--ready-timeout", str(cfg.kernel_ready_timeout)]
-        supervisor = await asyncio.to_thread(_spawn_detached, argv)
+        supervisor = await asyncio.to_thread(procs.spawn_detached, argv, "kernel supervisor")
         # The supervisor finishes the operation; own it now so it is never taken for abandoned
         # when the caller (a CLI call with --no-wait) exits first.
         await self.store.update_operation(ctx.op_id, owner=supervisor)
@@ -318,31 +316,9 @@ class LocalBackend(Backend):
                                             "start it again", "code": "interrupted", "at": utcnow().isoformat()}])
 
 
-def _spawn_detached(argv: list[str]) -> str:
-    """Start the supervisor in its own session; it forks away and prints its identity."""
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         start_new_session=True, close_fds=True)
-    out, err = p.communicate(timeout=30)
-    ident = out.decode().strip()
-    if p.returncode != 0 or not procs.parse(ident):
-        raise InvalidRequest(f"could not launch the kernel supervisor: {err.decode().strip()[-500:]}",
-                             reason="launch_failed")
-    return ident
-
-
 def _terminate(rt: dict, grace: float = 5.0) -> None:
     """Ask the supervisor to shut its kernel down; kill whatever is left after the grace period."""
-    sup, kernel = rt.get("supervisor"), rt.get("kernel")
-    if not procs.signal_ident(sup, signal.SIGTERM):
-        procs.signal_ident(kernel, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and (procs.alive(sup) or procs.alive(kernel)):
-        time.sleep(0.05)
-    for ident in (kernel, sup):
-        procs.signal_ident(ident, signal.SIGKILL)
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline and (procs.alive(sup) or procs.alive(kernel)):
-        time.sleep(0.05)
+    procs.terminate(rt.get("supervisor"), [rt.get("kernel")], grace)
 
 
 def _read_json(path: str) -> dict:

@@ -8,7 +8,6 @@ it prints its own process identity and the launching call returns at once.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -154,12 +153,14 @@ class Supervisor:
             if limit:
                 used = procs.tree_rss_mb(self.kernel.pid)
                 if used > limit:
+                    self.ending()
                     self.kill_kernel()
                     self.fail(f"the kernel used {used:.0f} MB, above memory_limit_mb={limit}; it was stopped",
                               "memory_limit")
                     return 0
             self._write_activity()
             if idle_min and not self.busy and time.time() - self.last_activity > idle_min * 60:
+                self.ending()
                 self.shutdown_kernel(kc)
                 self.store.update_target(self.ws, self.name, expect_runtime={"supervisor": self.ident},
                                          state="stopped", runtime={}, provider_state="idle shutdown")
@@ -182,6 +183,11 @@ class Supervisor:
             stamp = utcnow().fromtimestamp(self.last_activity, tz=utcnow().tzinfo).isoformat()
             self.store.update_target(self.ws, self.name, expect_runtime={"supervisor": self.ident},
                                      runtime_merge={"last_activity": stamp})
+
+    def ending(self) -> None:
+        """Say the kernel is being stopped on purpose before it goes, so that nobody watching
+        (the server's monitor) takes its exit for a crash."""
+        self.store.update_target(self.ws, self.name, expect_runtime={"supervisor": self.ident}, state="stopping")
 
     def shutdown_kernel(self, kc=None) -> None:
         if self.kernel is None or self.kernel.poll() is not None:
@@ -225,19 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runtime-dir", required=True)
     ap.add_argument("--ready-timeout", type=float, default=60.0)
     args = ap.parse_args(argv)
-    # Fork away from the caller: it waits only for this first process, which exits at once,
-    # and the supervisor is adopted by init, so no caller ever leaves a zombie behind.
-    pid = os.fork()
-    if pid:
-        print(procs.identity(pid), flush=True)
-        os._exit(0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
+    procs.detach()
     sup = Supervisor(args)
     signal.signal(signal.SIGTERM, lambda *_: sup.stopping.set())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         return sup.run()
     except Exception:

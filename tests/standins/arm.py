@@ -2,10 +2,11 @@
 computes (api-version 2023-04-01) over HTTPS on 127.0.0.1.
 
 It keeps workspaces and their computes in memory and answers as Resource Manager does: PUT,
-GET, PATCH, DELETE and list of computes; start, stop and restart; listNodes; the location's
-vmSizes and usages; the workspace GET. Long operations answer 201/202 with an
-``Azure-AsyncOperation`` URL that reports InProgress for ``lro_polls`` polls, then Succeeded or
-Failed with an ARM error body. Bearer tokens must come from its managed-identity endpoint and
+GET, PATCH, DELETE and list of computes; attach (a PUT with ``resourceId``) of every attached
+compute type, refusing a bad resource id as Azure does, and detach; start, stop and restart;
+listNodes; the location's vmSizes and usages; the workspace GET. Long operations answer 201/202
+with an ``Azure-AsyncOperation`` URL that reports InProgress for ``lro_polls`` polls, then
+Succeeded or Failed with an ARM error body. Bearer tokens must come from its managed-identity endpoint and
 be issued for its own URL. Throttling (429 + Retry-After), server errors, missing role
 permissions and slow answers can be switched on per test.
 
@@ -44,6 +45,22 @@ ROUTES = [
     ("opstatus", re.compile(r"^/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.MachineLearningServices/"
                             r"locations/(?P<loc>[^/]+)/computeOperationsStatus/(?P<op>[^/]+)/?$", re.I)),
 ]
+
+
+#: Attached computeType -> the provider and resource types its resourceId must name.
+ATTACH_TYPES: dict[str, list[tuple[str, list[str]]]] = {
+    "Kubernetes": [("Microsoft.ContainerService", ["managedClusters"]),
+                   ("Microsoft.Kubernetes", ["connectedClusters"])],
+    "VirtualMachine": [("Microsoft.Compute", ["virtualMachines"])],
+    "HDInsight": [("Microsoft.HDInsight", ["clusters"])],
+    "SynapseSpark": [("Microsoft.Synapse", ["workspaces", "bigDataPools"])],
+    "Databricks": [("Microsoft.Databricks", ["workspaces"])],
+    "DataLakeAnalytics": [("Microsoft.DataLakeAnalytics", ["accounts"])],
+    "DataFactory": [("Microsoft.DataFactory", ["factories"])],
+    "AKS": [("Microsoft.ContainerService", ["managedClusters"])],
+}
+_RESOURCE_ID = re.compile(r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/(?P<ns>[^/]+)/"
+                          r"(?P<rest>[^/].*)$", re.I)
 
 
 def _size(name, family, vcpus, memory, gpus, price, *, low=True, types=("Compute Instance", "AmlCompute")):
@@ -144,6 +161,16 @@ class ArmStandIn(HttpsServer):
         self.page_size: int | None = None
         #: Check that tokens were issued for this server's own URL (the scope follows the endpoint).
         self.check_audience = True
+        #: Resource ids (lower-case) that do not exist: attaching one fails as in Azure.
+        self.missing_resources: set[str] = set()
+        #: computeType -> (code, message) Azure refuses it with (a retired service, for example).
+        self.refused_types: dict[str, tuple[str, str]] = {}
+        #: Underlying resources deleted (underlyingResourceAction=Delete on attached compute).
+        self.deleted_resources: list[str] = []
+        #: compute name (lower-case) -> the credentials its last attach gave Azure.
+        self.received_secrets: dict[str, dict[str, Any]] = {}
+        #: compute instance name (lower-case) -> base URL of the Jupyter server its applications point at.
+        self.instance_jupyter: dict[str, str] = {}
         self.add_workspace(subscription_id, resource_group, workspace_name, location)
 
     # -- setup ---------------------------------------------------------------------------------------
@@ -433,8 +460,13 @@ class ArmStandIn(HttpsServer):
         body = req.body if isinstance(req.body, dict) else None
         props = (body or {}).get("properties") or {}
         ctype = props.get("computeType")
+        if ctype in self.refused_types:
+            return arm_error(400, *self.refused_types[ctype])
+        if ctype in ATTACH_TYPES:
+            return self._attach(entry, key, name, res, body)
         if ctype not in ("ComputeInstance", "AmlCompute"):
-            return arm_error(400, "BadRequest", "properties.computeType must be ComputeInstance or AmlCompute.")
+            return arm_error(400, "BadRequest", f"The compute type '{ctype}' is not supported. Supported compute "
+                                                f"types: ComputeInstance, AmlCompute, {', '.join(ATTACH_TYPES)}.")
         inner = props.get("properties") or {}
         size = next((s for s in VM_SIZES if s["name"].lower() == str(inner.get("vmSize", "")).lower()), None)
         if size is None:
@@ -566,6 +598,10 @@ class ArmStandIn(HttpsServer):
             "osImageMetadata": {"currentImageVersion": "24.06.10", "latestImageVersion": "24.06.10",
                                 "isLatestOsImageVersion": True},
         })
+        jupyter = self.instance_jupyter.get(name.lower())
+        if jupyter:  # a real Jupyter server on loopback answers for this instance
+            apps = inner["applications"]
+            apps[0]["endpointUri"], apps[1]["endpointUri"] = f"{jupyter}tree/", f"{jupyter}lab"
 
     def _update_cluster(self, key: tuple, name: str, res: dict, body: dict) -> Response:
         p, inner = res["properties"], res["properties"]["properties"]
@@ -615,6 +651,116 @@ class ArmStandIn(HttpsServer):
         res["properties"]["modifiedOn"] = _now()
         return Response(200, self._public(res))
 
+    # -- attach -------------------------------------------------------------------------------------
+    def _attach(self, entry: dict, key: tuple, name: str, res: dict | None, body: dict) -> Response:
+        props = body["properties"]
+        ctype = props["computeType"]
+        rid = props.get("resourceId")
+        m = _RESOURCE_ID.match(rid) if isinstance(rid, str) else None
+        if not m:
+            return arm_error(400, "LinkedInvalidPropertyId",
+                             f"Property id '{rid or ''}' at path 'properties.resourceId' is invalid. Expect fully "
+                             "qualified resource Id that start with '/subscriptions/{subscriptionId}' or "
+                             "'/providers/{resourceProviderNamespace}/'.")
+        parts = m.group("rest").strip("/").split("/")
+        kinds = [(ns.lower(), [t.lower() for t in types]) for ns, types in ATTACH_TYPES[ctype]]
+        if (m.group("ns").lower(), [t.lower() for t in parts[0::2]]) not in kinds or len(parts) % 2:
+            wanted = " or ".join(f"{ns}/{'/'.join(types)}" for ns, types in ATTACH_TYPES[ctype])
+            return arm_error(400, "BadArgument", f"Invalid resource id '{rid}' for compute type '{ctype}'. The "
+                                                 f"resource must be of type {wanted}.")
+        if rid.lower() in self.missing_resources:
+            return arm_error(400, "ResourceNotFound",
+                             f"The Resource '{m.group('ns')}/{'/'.join(parts)}' under resource group "
+                             f"'{m.group('rg')}' was not found. For more details please go to "
+                             "https://aka.ms/ARMResourceNotFoundFix")
+        inner = props.get("properties") or {}
+        secrets_given: dict[str, Any] = {}
+        if ctype in ("VirtualMachine", "HDInsight"):
+            account = inner.get("administratorAccount") or {}
+            if not account.get("username"):
+                return arm_error(400, "BadArgument", "administratorAccount.username is required to attach "
+                                                     f"compute of type {ctype}.")
+            if not (account.get("password") or account.get("privateKeyData")):
+                return arm_error(400, "BadArgument", "Either administratorAccount.password or "
+                                                     "administratorAccount.privateKeyData is required.")
+            secrets_given = {k: account[k] for k in ("password", "privateKeyData") if account.get(k)}
+        if ctype == "Databricks":
+            if not inner.get("databricksAccessToken"):
+                return arm_error(400, "BadArgument", "properties.databricksAccessToken is required to attach a "
+                                                     "Databricks workspace.")
+            secrets_given = {"databricksAccessToken": inner["databricksAccessToken"]}
+        if res is not None:
+            return arm_error(409, "Conflict", f"A compute named '{name}' already exists in this workspace. Detach "
+                                              "it first to attach another resource under this name.")
+        ws = entry["workspace"]
+        now = _now()
+        res = {"id": f"{ws['id']}/computes/{name}", "name": name, "type": f"{PROVIDER}/workspaces/computes",
+               "location": body.get("location") or ws["location"], "tags": body.get("tags") or {},
+               "properties": {"createdOn": now, "modifiedOn": now, "description": props.get("description"),
+                              "resourceId": rid, "computeType": ctype, "computeLocation": ws["location"],
+                              "provisioningState": "Creating", "provisioningErrors": None,
+                              "isAttachedCompute": True, "disableLocalAuth": False}}
+        self.received_secrets[name.lower()] = secrets_given
+        public_inner = self._attached_inner(ctype, m, parts, inner, ws["location"])
+        if public_inner is not None:
+            res["properties"]["properties"] = public_inner
+        entry["computes"][name.lower()] = res
+        p = res["properties"]
+
+        def finish() -> None:
+            p["provisioningState"] = "Succeeded"
+            p["modifiedOn"] = _now()
+
+        def fail(code: str, message: str) -> None:
+            p["provisioningState"] = "Failed"
+            p["provisioningErrors"] = [{"error": {"code": code, "message": message}}]
+
+        return self._begin("attach", key, name, finish, fail, status=201, body=self._public(res))
+
+    @staticmethod
+    def _attached_inner(ctype: str, m: re.Match, parts: list[str], inner: dict, location: str) -> dict | None:
+        """The properties Azure reports for attached compute: what it read from the resource, and
+        the settings given, but never a password, key or token."""
+        last = parts[-1]
+        account = {"username": (inner.get("administratorAccount") or {}).get("username"), "password": None,
+                   "publicKeyData": None, "privateKeyData": None}
+        if ctype == "VirtualMachine":
+            return {"virtualMachineSize": "Standard_DS3_v2", "sshPort": inner.get("sshPort", 22),
+                    "notebookServerPort": 8888, "address": f"203.0.113.{40 + sum(map(ord, last)) % 200}",
+                    "administratorAccount": account, "isNotebookInstanceCompute": False}
+        if ctype == "HDInsight":
+            return {"sshPort": inner.get("sshPort", 22), "address": f"{last.lower()}-ssh.azurehdinsight.net",
+                    "administratorAccount": account}
+        if ctype == "Kubernetes":
+            return {"namespace": inner.get("namespace") or "default",
+                    "defaultInstanceType": inner.get("defaultInstanceType"),
+                    "instanceTypes": copy.deepcopy(inner.get("instanceTypes")),
+                    "relayConnectionString": None, "serviceBusConnectionString": None,
+                    "extensionPrincipalId": str(uuid.uuid4()), "extensionInstanceReleaseTrain": "stable",
+                    "vcName": None}
+        if ctype == "Databricks":
+            return {"databricksAccessToken": None,
+                    "workspaceUrl": f"adb-{sum(map(ord, last)) * 7919}.{sum(map(ord, last)) % 20}"
+                                    ".azuredatabricks.net"}
+        if ctype == "SynapseSpark":
+            return {"autoScaleProperties": {"minNodeCount": 3, "enabled": True, "maxNodeCount": 10},
+                    "autoPauseProperties": {"delayInMinutes": 15, "enabled": True}, "sparkVersion": "3.3",
+                    "nodeCount": 3, "nodeSize": "Medium", "nodeSizeFamily": "MemoryOptimized",
+                    "subscriptionId": m.group("sub"), "resourceGroup": m.group("rg"), "workspaceName": parts[1],
+                    "poolName": last}
+        if ctype == "DataLakeAnalytics":
+            return {"dataLakeStoreAccountName": f"{last.lower()}store"}
+        if ctype == "AKS":
+            return {"clusterFqdn": f"{last.lower()}-dns-{secrets.token_hex(4)}.hcp.{location}.azmk8s.io",
+                    "agentCount": 3, "agentVmSize": "Standard_D3_v2", "clusterPurpose": "FastProd",
+                    "sslConfiguration": {"status": "Disabled"}, "loadBalancerType": "PublicIp",
+                    "systemServices": []}
+        return None
+
+    def secrets_of(self, name: str) -> dict[str, Any]:
+        """The credentials an attach of ``name`` gave Azure (kept apart from what Azure returns)."""
+        return dict(self.received_secrets.get(name.lower()) or {})
+
     # -- DELETE and actions --------------------------------------------------------------------------
     def _delete(self, entry: dict, key: tuple, name: str, res: dict | None, g: dict, req: Request) -> Response:
         how = req.query.get("underlyingResourceAction")
@@ -623,6 +769,8 @@ class ArmStandIn(HttpsServer):
         if res is None:
             return Response(204)
         p = res["properties"]
+        if how == "Delete" and p.get("isAttachedCompute") and p.get("resourceId"):
+            self.deleted_resources.append(p["resourceId"])
         previous_state = p["provisioningState"]
         p["provisioningState"] = "Deleting"
         if p["computeType"] == "ComputeInstance":

@@ -53,6 +53,21 @@ def arm_error(status: int, code: str, message: str, headers: dict[str, str] | No
     return Response(status, {"error": {"code": code, "message": message}}, headers or {})
 
 
+def _b64(data: bytes) -> str:
+    import base64
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def sign_jwt(key: bytes, claims: dict[str, Any]) -> str:
+    """An HS256 JSON Web Token of ``claims``."""
+    import hashlib
+    import hmac
+    head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    body = _b64(json.dumps(claims, separators=(",", ":")).encode())
+    sig = _b64(hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest())
+    return f"{head}.{body}.{sig}"
+
+
 def make_tls(folder: str) -> tuple[str, str, str]:
     """A certificate authority and a server certificate for 127.0.0.1 and localhost it signed.
 
@@ -176,6 +191,12 @@ class HttpsServer:
         self.tokens: dict[str, str] = {}
         #: When set, (status, body) the token endpoint answers instead of a token.
         self.token_error: tuple[int, Any] | None = None
+        #: Seconds the tokens it issues last.
+        self.token_lifetime = 3600.0
+        #: When set, tokens are JWTs signed with this key (HS256) carrying ``identity`` as claims, as
+        #: Azure AD's are signed, so a server given the key can check that they came from here.
+        self.signing_key: bytes | None = None
+        self.identity: dict[str, Any] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -212,6 +233,15 @@ class HttpsServer:
         return f"https://127.0.0.1:{self.port}"
 
     @property
+    def cert_path(self) -> str:
+        """The server certificate (for 127.0.0.1 and localhost), which other test servers may use too."""
+        return self._cert
+
+    @property
+    def key_path(self) -> str:
+        return self._key
+
+    @property
     def msi_endpoint(self) -> str:
         return self.base_url + MSI_PATH
 
@@ -245,12 +275,24 @@ class HttpsServer:
                                   "error_description": "api-version 2017-09-01 and resource are required"})
         if self.token_error is not None:
             return Response(*self.token_error)
-        token = "standin." + secrets.token_urlsafe(24)
         resource = req.query["resource"]
+        token, expires_on = self.issue_token(resource)
+        return Response(200, {"access_token": token, "expires_on": expires_on,
+                              "resource": resource, "token_type": "Bearer"})
+
+    def issue_token(self, resource: str, lifetime: float | None = None) -> tuple[str, int]:
+        """A token for ``resource`` (its audience), as the managed-identity endpoint issues it."""
+        expires_on = int(time.time() + (self.token_lifetime if lifetime is None else lifetime))
+        if self.signing_key:
+            token = sign_jwt(self.signing_key, {**self.identity, "aud": resource, "exp": expires_on,
+                                                "iat": int(time.time()), "nbf": int(time.time()) - 60,
+                                                "iss": "https://sts.windows.net/standin/",
+                                                "jti": secrets.token_urlsafe(8)})
+        else:
+            token = "standin." + secrets.token_urlsafe(24)
         with self.lock:
             self.tokens[token] = resource
-        return Response(200, {"access_token": token, "expires_on": int(time.time()) + 3600,
-                              "resource": resource, "token_type": "Bearer"})
+        return token, expires_on
 
     def audience_of(self, req: Request) -> str | None:
         """The resource the request's bearer token was issued for, or None without a valid one."""

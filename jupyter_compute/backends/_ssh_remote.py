@@ -1,0 +1,275 @@
+"""The remote half of an ``ssh`` target: probe the machine, start, watch, signal and stop its ipykernel.
+
+Sent as source over SSH and run as ``PYTHON - COMMAND JSON`` by whatever Python the remote has,
+so it needs nothing of jupyter_compute and must stay standard-library only and valid on Python
+3.8. Every command prints JSON lines on stdout. The kernel is started in a session of its own,
+bound to 127.0.0.1, so it outlives the SSH connection that started it and is reached only
+through the tunnel.
+"""
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+PREFIX = "kernel-jc-"
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def ipykernel_version():
+    try:
+        import importlib.util
+        if importlib.util.find_spec("ipykernel") is None:
+            return None
+    except (ImportError, ValueError):
+        return None
+    try:
+        from importlib.metadata import version
+        return version("ipykernel")
+    except Exception:
+        return "unknown"
+
+
+def memory_gb():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2.0 ** 20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2.0 ** 30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def gpus():
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        out = subprocess.run([exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=5, check=True)
+    except (subprocess.SubprocessError, OSError):
+        return []
+    found = []
+    for line in out.stdout.decode(errors="replace").strip().splitlines():
+        name, _, mem = line.partition(",")
+        try:
+            found.append({"name": name.strip(), "memory_mb": int(mem.strip() or 0)})
+        except ValueError:
+            found.append({"name": name.strip(), "memory_mb": None})
+    return found
+
+
+def facts():
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count()
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        load = None
+    gpu_list = gpus()
+    return {"hostname": socket.gethostname(), "platform": platform.platform(), "python": sys.executable,
+            "python_version": platform.python_version(), "ipykernel": ipykernel_version(), "vcpus": cpus,
+            "memory_gb": memory_gb(), "gpus": len(gpu_list), "gpu_list": gpu_list, "load": load}
+
+
+def runtime_dir():
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+        path = jupyter_runtime_dir()
+    except Exception:
+        path = os.path.join(os.path.expanduser("~"), ".local", "share", "jupyter", "runtime")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def free_ports(n):
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def alive(pid, conn_file):
+    """Whether ``pid`` is still the kernel started with ``conn_file`` (a reused pid is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    proc = "/proc/%d" % pid
+    if os.path.isdir("/proc/self"):
+        try:
+            with open(proc + "/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(proc + "/stat") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+        except OSError:
+            return False
+        return conn_file.encode() in cmdline and state != "Z"
+    return True
+
+
+def launch(arg):
+    version = ipykernel_version()
+    if version is None:
+        emit({"error": "no_ipykernel", "python": sys.executable, "python_version": platform.python_version()})
+        return 0
+    rdir = runtime_dir()
+    ident = arg.get("id") or uuid.uuid4().hex[:12]
+    conn_file = os.path.join(rdir, PREFIX + ident + ".json")
+    log_file = os.path.join(rdir, PREFIX + ident + ".log")
+    shell, iopub, stdin, control, hb = free_ports(5)
+    conn = {"shell_port": shell, "iopub_port": iopub, "stdin_port": stdin, "control_port": control,
+            "hb_port": hb, "ip": "127.0.0.1", "key": uuid.uuid4().hex + uuid.uuid4().hex, "transport": "tcp",
+            "signature_scheme": "hmac-sha256", "kernel_name": ""}
+    fd = os.open(conn_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(conn, f)
+    env = dict(os.environ)
+    # Without a parent to poll, the kernel lives until it is told to stop.
+    for k in ("JPY_PARENT_PID", "JPY_INTERRUPT_EVENT"):
+        env.pop(k, None)
+    env.update(arg.get("env") or {})
+    log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "ipykernel_launcher", "-f", conn_file],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                                cwd=os.path.expanduser("~"), close_fds=True, start_new_session=True)
+    finally:
+        os.close(log)
+    emit({"pid": proc.pid, "connection": conn, "conn_file": conn_file, "log_file": log_file,
+          "facts": facts()})
+    return 0
+
+
+def adopt(arg):
+    pid, conn_file = int(arg["pid"]), arg["conn_file"]
+    if not alive(pid, conn_file):
+        emit({"alive": False})
+        return 0
+    try:
+        with open(conn_file) as f:
+            conn = json.load(f)
+    except (OSError, ValueError):
+        emit({"alive": False})
+        return 0
+    emit({"alive": True, "pid": pid, "connection": conn, "conn_file": conn_file,
+          "log_file": arg.get("log_file"), "facts": facts()})
+    return 0
+
+
+def watch(arg):
+    """Say "alive" once, then a beat a second while the kernel lives, and "exited" when it is gone."""
+    pid, conn_file = int(arg["pid"]), arg["conn_file"]
+    interval = float(arg.get("interval", 0.5))
+    beat = time.monotonic()
+    try:
+        emit({"alive": alive(pid, conn_file)})
+        while alive(pid, conn_file):
+            time.sleep(interval)
+            if time.monotonic() - beat >= 1.0:
+                # Writing is how this notices that the SSH session behind it is gone.
+                beat = time.monotonic()
+                emit({"beat": True})
+        emit({"exited": True})
+    except (BrokenPipeError, OSError):
+        pass
+    return 0
+
+
+def send_signal(arg):
+    pid, conn_file = int(arg["pid"]), arg["conn_file"]
+    if not alive(pid, conn_file):
+        emit({"ok": False, "alive": False})
+        return 0
+    sig = getattr(signal, arg.get("signal", "SIGINT"))
+    try:
+        os.killpg(pid, sig)
+    except OSError:
+        os.kill(pid, sig)
+    emit({"ok": True})
+    return 0
+
+
+def stop(arg):
+    pid, conn_file = int(arg["pid"]), arg["conn_file"]
+    was = alive(pid, conn_file)
+    if was:
+        for sig, grace in ((signal.SIGTERM, float(arg.get("grace", 5))), (signal.SIGKILL, 3.0)):
+            try:
+                os.killpg(pid, sig)
+            except OSError:
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and alive(pid, conn_file):
+                time.sleep(0.05)
+            if not alive(pid, conn_file):
+                break
+    for path in (conn_file, arg.get("log_file")):
+        if path and os.path.basename(path).startswith(PREFIX):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+    emit({"ok": not alive(pid, conn_file), "was_running": was})
+    return 0
+
+
+def tail(arg):
+    path, n = arg.get("log_file"), int(arg.get("bytes", 4000))
+    text = ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - n))
+            text = f.read().decode(errors="replace")
+    except (OSError, TypeError):
+        pass
+    emit({"log": text})
+    return 0
+
+
+def probe(arg):
+    emit({"facts": facts()})
+    return 0
+
+
+COMMANDS = {"probe": probe, "launch": launch, "adopt": adopt, "watch": watch, "signal": send_signal,
+            "stop": stop, "tail": tail}
+
+
+def main(argv):
+    if len(argv) < 2 or argv[1] not in COMMANDS:
+        emit({"error": "usage", "commands": sorted(COMMANDS)})
+        return 2
+    arg = json.loads(argv[2]) if len(argv) > 2 else {}
+    return COMMANDS[argv[1]](arg)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

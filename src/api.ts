@@ -1,0 +1,438 @@
+/**
+ * A typed client of the jupyter_compute REST API: one method per endpoint, and one error type
+ * that carries the server's `{message, reason, field}` and the HTTP status.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+import type { JSONSchema7 } from 'json-schema';
+
+/** The path of the API under the server's base URL. */
+export const API_PREFIX = 'jupyter-compute';
+
+/** Every state a target reports, normalised across backends. */
+export type TargetState =
+  | 'creating'
+  | 'starting'
+  | 'running'
+  | 'stopping'
+  | 'stopped'
+  | 'restarting'
+  | 'deleting'
+  | 'failed'
+  | 'unknown';
+
+export type OperationStatus = 'running' | 'succeeded' | 'failed';
+
+export interface IWorkspace {
+  id: string;
+  kind: string;
+  description: string;
+  default: boolean;
+  properties: Record<string, unknown>;
+}
+
+/** `GET /workspaces`: the workspaces, and the compute instance this server runs on, if any. */
+export interface IWorkspaceListing {
+  workspaces: IWorkspace[];
+  /** Set on an Azure ML compute instance: the sidebar pins it. */
+  this_instance?: {
+    name: string;
+    workspace: string | null;
+    url?: string | null;
+    [field: string]: unknown;
+  } | null;
+}
+
+/** The body of `POST /workspaces`: an Azure ML workspace to add. */
+export interface IAddWorkspaceRequest {
+  subscription_id: string;
+  resource_group: string;
+  workspace_name: string;
+  alias?: string;
+  location?: string;
+}
+
+/** A kind of compute a workspace offers, as `GET …/kinds` describes it. */
+export interface IKind {
+  name: string;
+  /** The sidebar group the kind's targets are shown in. */
+  family: string;
+  description: string;
+  /** Created (and deleted) here when true; attached (and detached) otherwise. */
+  managed: boolean;
+  operations: string[];
+  create_schema: JSONSchema7 | null;
+  attach_schema?: JSONSchema7 | null;
+  update_fields?: string[];
+  examples?: Record<string, unknown>[];
+}
+
+export interface ISize {
+  name: string;
+  vcpus?: number | null;
+  memory_gb?: number | null;
+  gpus?: number | null;
+  low_priority?: boolean | null;
+  price_per_hour?: number | null;
+  /** Cores (or instances) of this size the quota still allows, where the backend knows. */
+  quota_available?: number | null;
+  compute_types?: string[];
+}
+
+export interface INodeCounts {
+  current?: number | null;
+  min?: number | null;
+  max?: number | null;
+  idle?: number | null;
+  running?: number | null;
+  preparing?: number | null;
+  unusable?: number | null;
+  leaving?: number | null;
+  preempted?: number | null;
+}
+
+export interface IErrorDetail {
+  message: string;
+  code?: string | null;
+  at?: string | null;
+}
+
+export interface ITarget {
+  name: string;
+  workspace: string;
+  kind: string;
+  managed: boolean;
+  state: TargetState;
+  provider_state?: string | null;
+  size?: ISize | null;
+  nodes?: INodeCounts | null;
+  created: string;
+  modified: string;
+  idle_shutdown_at?: string | null;
+  errors: IErrorDetail[];
+  properties: Record<string, unknown>;
+}
+
+export interface INode {
+  id: string;
+  state: string;
+  address?: string | null;
+  port?: number | null;
+  properties: Record<string, unknown>;
+}
+
+export interface IUsage {
+  name: string;
+  unit: string;
+  current: number;
+  limit?: number | null;
+}
+
+export interface IOperation {
+  id: string;
+  target: string;
+  workspace: string;
+  action: string;
+  status: OperationStatus;
+  progress: string;
+  error: { message?: string; reason?: string; field?: string | null } | null;
+  started: string;
+  ended: string | null;
+}
+
+/** The body of `POST …/targets`: name, kind and the kind's spec fields, flat. */
+export interface ITargetRequest {
+  name: string;
+  kind: string;
+  [field: string]: unknown;
+}
+
+/**
+ * An error answered by the server (or a failure to reach it, with `status` 0).
+ *
+ * `field` is a JSON pointer into the request body when one field is at fault.
+ */
+export class ComputeApiError extends Error {
+  constructor(options: {
+    message: string;
+    status: number;
+    reason?: string;
+    field?: string | null;
+  }) {
+    super(options.message);
+    this.name = 'ComputeApiError';
+    this.status = options.status;
+    this.reason = options.reason ?? 'error';
+    this.field = options.field ?? null;
+  }
+
+  /** The HTTP status; 0 when the server could not be reached. */
+  readonly status: number;
+  readonly reason: string;
+  readonly field: string | null;
+
+  /** True when the server could not be reached at all. */
+  get isNetworkError(): boolean {
+    return this.status === 0;
+  }
+}
+
+type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE';
+
+/** The REST API of jupyter_compute. */
+export class ComputeApi {
+  constructor(options: { serverSettings?: ServerConnection.ISettings } = {}) {
+    this.serverSettings =
+      options.serverSettings ?? ServerConnection.makeSettings();
+  }
+
+  readonly serverSettings: ServerConnection.ISettings;
+
+  /** `GET /workspaces` */
+  async listWorkspaces(): Promise<IWorkspaceListing> {
+    const body = await this._request<IWorkspaceListing>('GET', ['workspaces']);
+    return {
+      workspaces: body.workspaces,
+      this_instance: body.this_instance ?? null
+    };
+  }
+
+  /** `POST /workspaces`: add an Azure ML workspace. */
+  addWorkspace(request: IAddWorkspaceRequest): Promise<IWorkspace> {
+    return this._request<IWorkspace>('POST', ['workspaces'], request);
+  }
+
+  /** `DELETE /workspaces/{ws}`: forget a workspace that was added. */
+  async removeWorkspace(workspace: string): Promise<void> {
+    await this._request<null>('DELETE', ['workspaces', workspace]);
+  }
+
+  /** `GET /workspaces/{ws}/kinds` */
+  async listKinds(workspace: string): Promise<IKind[]> {
+    const body = await this._request<{ kinds: IKind[] }>('GET', [
+      'workspaces',
+      workspace,
+      'kinds'
+    ]);
+    return body.kinds;
+  }
+
+  /** `GET /workspaces/{ws}/targets` */
+  async listTargets(workspace: string): Promise<ITarget[]> {
+    const body = await this._request<{ targets: ITarget[] }>('GET', [
+      'workspaces',
+      workspace,
+      'targets'
+    ]);
+    return body.targets;
+  }
+
+  /**
+   * `POST /workspaces/{ws}/targets`: creates a target of a managed kind, or attaches one of
+   * an unmanaged kind. Answers the long operation that does it.
+   */
+  async createTarget(
+    workspace: string,
+    request: ITargetRequest
+  ): Promise<IOperation> {
+    const body = await this._request<{ operation: IOperation }>(
+      'POST',
+      ['workspaces', workspace, 'targets'],
+      request
+    );
+    return body.operation;
+  }
+
+  /** `GET /workspaces/{ws}/targets/{name}` */
+  getTarget(workspace: string, name: string): Promise<ITarget> {
+    return this._request<ITarget>('GET', [
+      'workspaces',
+      workspace,
+      'targets',
+      name
+    ]);
+  }
+
+  /** `PATCH /workspaces/{ws}/targets/{name}`: only the fields to change. */
+  updateTarget(
+    workspace: string,
+    name: string,
+    changes: Record<string, unknown>
+  ): Promise<ITarget> {
+    return this._request<ITarget>(
+      'PATCH',
+      ['workspaces', workspace, 'targets', name],
+      changes
+    );
+  }
+
+  /** `DELETE /workspaces/{ws}/targets/{name}`: deletes a managed target, detaches an attached one. */
+  async deleteTarget(workspace: string, name: string): Promise<IOperation> {
+    const body = await this._request<{ operation: IOperation }>('DELETE', [
+      'workspaces',
+      workspace,
+      'targets',
+      name
+    ]);
+    return body.operation;
+  }
+
+  /** `POST /workspaces/{ws}/targets/{name}/start` */
+  startTarget(workspace: string, name: string): Promise<IOperation> {
+    return this._action(workspace, name, 'start');
+  }
+
+  /** `POST /workspaces/{ws}/targets/{name}/stop` */
+  stopTarget(workspace: string, name: string): Promise<IOperation> {
+    return this._action(workspace, name, 'stop');
+  }
+
+  /** `POST /workspaces/{ws}/targets/{name}/restart` */
+  restartTarget(workspace: string, name: string): Promise<IOperation> {
+    return this._action(workspace, name, 'restart');
+  }
+
+  /** `GET /workspaces/{ws}/targets/{name}/nodes` */
+  async listNodes(workspace: string, name: string): Promise<INode[]> {
+    const body = await this._request<{ nodes: INode[] }>('GET', [
+      'workspaces',
+      workspace,
+      'targets',
+      name,
+      'nodes'
+    ]);
+    return body.nodes;
+  }
+
+  /** `GET /workspaces/{ws}/sizes` */
+  async listSizes(workspace: string): Promise<ISize[]> {
+    const body = await this._request<{ sizes: ISize[] }>('GET', [
+      'workspaces',
+      workspace,
+      'sizes'
+    ]);
+    return body.sizes;
+  }
+
+  /** `GET /workspaces/{ws}/usage` */
+  async listUsage(workspace: string): Promise<IUsage[]> {
+    const body = await this._request<{ usage: IUsage[] }>('GET', [
+      'workspaces',
+      workspace,
+      'usage'
+    ]);
+    return body.usage;
+  }
+
+  /** `GET /operations/{id}` */
+  getOperation(id: string): Promise<IOperation> {
+    return this._request<IOperation>('GET', ['operations', id]);
+  }
+
+  /** `GET /openapi.json` */
+  getOpenApi(): Promise<Record<string, unknown>> {
+    return this._request<Record<string, unknown>>('GET', ['openapi.json']);
+  }
+
+  /**
+   * When the Jupyter server started (its own `GET /api/status`). It changes when the server
+   * restarts, which tells a client that events may have been missed.
+   */
+  async serverStarted(): Promise<string> {
+    const body = await this._request<{ started?: string }>(
+      'GET',
+      ['api', 'status'],
+      undefined,
+      ''
+    );
+    return String(body.started ?? '');
+  }
+
+  private async _action(
+    workspace: string,
+    name: string,
+    action: 'start' | 'stop' | 'restart'
+  ): Promise<IOperation> {
+    const body = await this._request<{ operation: IOperation }>('POST', [
+      'workspaces',
+      workspace,
+      'targets',
+      name,
+      action
+    ]);
+    return body.operation;
+  }
+
+  private async _request<T>(
+    method: Method,
+    parts: string[],
+    body?: unknown,
+    prefix: string = API_PREFIX
+  ): Promise<T> {
+    const url = URLExt.join(
+      this.serverSettings.baseUrl,
+      prefix,
+      ...parts.map(encodeURIComponent)
+    );
+    const init: RequestInit = { method };
+    if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      init.headers = { 'Content-Type': 'application/json' };
+    }
+    let response: Response;
+    try {
+      response = await ServerConnection.makeRequest(
+        url,
+        init,
+        this.serverSettings
+      );
+    } catch (error) {
+      throw new ComputeApiError({
+        message: `Could not reach the Jupyter server: ${
+          (error as Error)?.message ?? String(error)
+        }`,
+        status: 0,
+        reason: 'network_error'
+      });
+    }
+    const text = await response.text();
+    let data: unknown = undefined;
+    if (text.length > 0) {
+      try {
+        data = JSON.parse(text);
+      } catch {
+        data = undefined;
+      }
+    }
+    if (!response.ok) {
+      const err = (data ?? {}) as {
+        message?: unknown;
+        reason?: unknown;
+        field?: unknown;
+      };
+      const message =
+        typeof err.message === 'string' && err.message
+          ? err.message
+          : `${method} ${parts.join('/')} failed: ${response.status} ${
+              response.statusText
+            }`.trim();
+      throw new ComputeApiError({
+        message,
+        status: response.status,
+        reason: typeof err.reason === 'string' ? err.reason : 'http_error',
+        field: typeof err.field === 'string' ? err.field : null
+      });
+    }
+    if (response.status === 204) {
+      return null as T;
+    }
+    if (data === undefined) {
+      throw new ComputeApiError({
+        message: `${method} ${parts.join('/')} answered a body that is not JSON`,
+        status: response.status,
+        reason: 'bad_response'
+      });
+    }
+    return data as T;
+  }
+}

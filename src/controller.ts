@@ -1,0 +1,217 @@
+/**
+ * What the sidebar's buttons and the commands do: confirm destructive actions as the settings
+ * ask, run them through the model, open the dialogs and the details view, and tell the user
+ * when something fails.
+ */
+import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
+import { IDisposable } from '@lumino/disposable';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { ComputeApiError } from './api';
+import {
+  CreateMode,
+  kindsFor,
+  showCreateDialog
+} from './components/CreateDialog';
+import { showAddWorkspaceDialog } from './components/WorkspaceDialog';
+import { ComputeModel, IOperationFailure } from './model';
+import { TargetAction, actionLabel, canRun } from './state';
+
+/** The user settings of `schema/plugin.json`. */
+export interface IComputeSettings {
+  confirmDelete: boolean;
+  confirmStop: boolean;
+  defaultWorkspace: string;
+  collapsedGroups: string[];
+  offerRestore: boolean;
+}
+
+export const DEFAULT_SETTINGS: IComputeSettings = {
+  confirmDelete: true,
+  confirmStop: true,
+  defaultWorkspace: '',
+  collapsedGroups: [],
+  offerRestore: true
+};
+
+export class ComputeController implements IDisposable {
+  constructor(options: ComputeController.IOptions) {
+    this.model = options.model;
+    this._openDetails = options.openDetails;
+    this.model.operationFailed.connect(this._onOperationFailed, this);
+  }
+
+  readonly model: ComputeModel;
+
+  get settings(): IComputeSettings {
+    return this._settings;
+  }
+
+  set settings(value: IComputeSettings) {
+    this._settings = value;
+    this._settingsChanged.emit(value);
+  }
+
+  get settingsChanged(): ISignal<this, IComputeSettings> {
+    return this._settingsChanged;
+  }
+
+  get isDisposed(): boolean {
+    return this._isDisposed;
+  }
+
+  /** Whether `action` can be taken on the target now. */
+  canRun(name: string | null, action: TargetAction): boolean {
+    if (!name || this.model.isBusy(name)) {
+      return false;
+    }
+    const target = this.model.targets.get(name);
+    return !!target && canRun(target, this.model.kindOf(target), action);
+  }
+
+  /**
+   * Start, stop, restart or delete a target, asking first where the settings say so.
+   * Resolves with false when the user declined or the server refused.
+   */
+  async run(name: string, action: TargetAction): Promise<boolean> {
+    const target = this.model.targets.get(name);
+    if (!target) {
+      return false;
+    }
+    const label = actionLabel(target, action);
+    const ask =
+      (action === 'delete' && this._settings.confirmDelete) ||
+      ((action === 'stop' || action === 'restart') &&
+        this._settings.confirmStop);
+    if (ask) {
+      const result = await showDialog({
+        title: `${label} '${name}'?`,
+        body: confirmationText(action, name, target.managed),
+        buttons: [
+          Dialog.cancelButton(),
+          action === 'delete' || action === 'stop'
+            ? Dialog.warnButton({ label, ariaLabel: `${label} ${name}` })
+            : Dialog.okButton({ label, ariaLabel: `${label} ${name}` })
+        ],
+        defaultButton: 0
+      });
+      if (!result.button.accept) {
+        return false;
+      }
+    }
+    try {
+      await this.model.run(name, action);
+      return true;
+    } catch (error) {
+      Notification.error(`${label} '${name}' failed: ${messageOf(error)}`, {
+        autoClose: 8000
+      });
+      return false;
+    }
+  }
+
+  /** Open the create (or attach) dialog; selects the new target once it exists. */
+  async create(mode: CreateMode, kind?: string): Promise<string | null> {
+    const name = await showCreateDialog(this.model, mode, kind);
+    if (name) {
+      this.model.selected = name;
+    }
+    return name;
+  }
+
+  /** Whether the workspace has a kind the dialog could offer. */
+  canCreate(mode: CreateMode): boolean {
+    return kindsFor(this.model, mode).length > 0;
+  }
+
+  /** Add an Azure ML workspace through its dialog; the panel then shows it. */
+  addWorkspace(): Promise<string | null> {
+    return showAddWorkspaceDialog(this.model);
+  }
+
+  /** Forget an added workspace, after asking. */
+  async removeWorkspace(id: string): Promise<boolean> {
+    const result = await showDialog({
+      title: `Remove workspace '${id}'?`,
+      body: `'${id}' is removed from this list. Its compute in Azure is left as it is.`,
+      buttons: [
+        Dialog.cancelButton(),
+        Dialog.warnButton({ label: 'Remove', ariaLabel: `Remove ${id}` })
+      ],
+      defaultButton: 0
+    });
+    if (!result.button.accept) {
+      return false;
+    }
+    try {
+      await this.model.removeWorkspace(id);
+      return true;
+    } catch (error) {
+      Notification.error(`Removing '${id}' failed: ${messageOf(error)}`, {
+        autoClose: 8000
+      });
+      return false;
+    }
+  }
+
+  openDetails(name: string): void {
+    this._openDetails(name);
+  }
+
+  dispose(): void {
+    if (this._isDisposed) {
+      return;
+    }
+    this._isDisposed = true;
+    Signal.clearData(this);
+  }
+
+  private _onOperationFailed(_: ComputeModel, failure: IOperationFailure) {
+    Notification.error(
+      `${capitalise(failure.action)} of '${failure.target}' failed: ${failure.message}`,
+      { autoClose: 10000 }
+    );
+  }
+
+  private _settings: IComputeSettings = { ...DEFAULT_SETTINGS };
+  private _settingsChanged = new Signal<this, IComputeSettings>(this);
+  private _openDetails: (name: string) => void;
+  private _isDisposed = false;
+}
+
+export namespace ComputeController {
+  export interface IOptions {
+    model: ComputeModel;
+    openDetails: (name: string) => void;
+  }
+}
+
+export function messageOf(error: unknown): string {
+  if (error instanceof ComputeApiError || error instanceof Error) {
+    return error.message;
+  }
+  return String(error);
+}
+
+function confirmationText(
+  action: TargetAction,
+  name: string,
+  managed: boolean
+): string {
+  switch (action) {
+    case 'delete':
+      return managed
+        ? `'${name}' will be stopped and removed. This cannot be undone.`
+        : `'${name}' will be detached from this workspace. The compute itself is left as it is.`;
+    case 'stop':
+      return `'${name}' will be stopped. Variables held in its kernel are lost.`;
+    case 'restart':
+      return `'${name}' will be restarted. Variables held in its kernel are lost.`;
+    default:
+      return '';
+  }
+}
+
+function capitalise(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}

@@ -1,0 +1,872 @@
+/**
+ * The sidebar's model: the workspaces, the kinds and targets of the chosen workspace grouped by
+ * family, and the operations running on them, kept current by the server's events.
+ */
+import { IDisposable } from '@lumino/disposable';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import {
+  ComputeApi,
+  ComputeApiError,
+  IKind,
+  IAddWorkspaceRequest,
+  IOperation,
+  ITarget,
+  IWorkspaceListing,
+  ITargetRequest,
+  IWorkspace,
+  OperationStatus,
+  TargetState
+} from './api';
+import { TargetAction } from './state';
+
+/** Every event jupyter_compute emits has a schema id under this prefix. */
+export const EVENT_PREFIX = 'https://events.jupyter.org/jupyter_compute/';
+export const TARGET_EVENT = `${EVENT_PREFIX}target/v1`;
+export const OPERATION_EVENT = `${EVENT_PREFIX}operation/v1`;
+
+/** The order families are shown in; families not listed follow, alphabetically. */
+export const FAMILY_ORDER: readonly string[] = [
+  'This machine',
+  'Local kernels',
+  'Clusters',
+  'Remote machines',
+  'Compute instances',
+  'Compute clusters',
+  'Attached compute'
+];
+
+/** The family of targets whose kind the workspace no longer reports. */
+export const OTHER_FAMILY = 'Other';
+
+/** An event as Jupyter's event bus delivers it: the schema id plus the event's own fields. */
+export interface IEventEmission {
+  schema_id: string;
+  [field: string]: unknown;
+}
+
+/** What the sidebar knows of an operation running on a target. */
+export interface ITargetOperation {
+  id: string | null;
+  action: string;
+  status: OperationStatus;
+  progress: string;
+}
+
+export interface ITargetGroup {
+  family: string;
+  /** The kinds in this family, for the create button of an empty group. */
+  kinds: IKind[];
+  targets: ITarget[];
+}
+
+export interface IOperationFailure {
+  workspace: string;
+  target: string;
+  action: string;
+  message: string;
+}
+
+export type ModelStatus = 'loading' | 'ready' | 'error' | 'offline';
+
+/** How long to wait before trying the server again, growing while it stays away. */
+const RECONNECT_DELAYS_MS = [1000, 2000, 4000, 8000, 15000];
+
+/**
+ * After the server came back, the list is fetched again now and then a few times more:
+ * JupyterLab's event socket reconnects with a back-off of its own, and events sent before it
+ * is back are not delivered.
+ */
+const RESYNC_DELAYS_MS = [3000, 10000, 30000];
+
+/** The state the server gives a target when it accepts each action. */
+const TRANSITION: Record<TargetAction, TargetState> = {
+  start: 'starting',
+  stop: 'stopping',
+  restart: 'restarting',
+  delete: 'deleting'
+};
+
+/** How often the panel asks whether the server restarted, while the page is visible. */
+const HEARTBEAT_MS = 5000;
+
+export class ComputeModel implements IDisposable {
+  constructor(options: ComputeModel.IOptions) {
+    this.api = options.api;
+    this._workspace = options.workspace ?? 'local';
+    this._events = options.events ?? null;
+    this._events?.connect(this._onEvent, this);
+    this._reconnectDelays = options.reconnectDelaysMs ?? RECONNECT_DELAYS_MS;
+    this._resyncDelays = options.resyncDelaysMs ?? RESYNC_DELAYS_MS;
+    for (const family of options.collapsed ?? []) {
+      this._collapsed.add(family);
+    }
+  }
+
+  readonly api: ComputeApi;
+
+  /** Emitted whenever anything the sidebar shows has changed. */
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /** Emitted when a long operation fails, wherever it was started. */
+  get operationFailed(): ISignal<this, IOperationFailure> {
+    return this._operationFailed;
+  }
+
+  get isDisposed(): boolean {
+    return this._isDisposed;
+  }
+
+  get status(): ModelStatus {
+    return this._status;
+  }
+
+  /** The error that put the model in the `error` or `offline` status. */
+  get error(): ComputeApiError | null {
+    return this._error;
+  }
+
+  get workspaces(): readonly IWorkspace[] {
+    return this._workspaces;
+  }
+
+  /** The Azure ML compute instance this server runs on, if it runs on one. */
+  get thisInstance(): IWorkspaceListing['this_instance'] {
+    return this._thisInstance;
+  }
+
+  /** Add an Azure ML workspace and show it. Rejects with the server's error, field included. */
+  async addWorkspace(request: IAddWorkspaceRequest): Promise<IWorkspace> {
+    const added = await this.api.addWorkspace(request);
+    await this.refresh(added.id);
+    return added;
+  }
+
+  /** Forget an added workspace; the panel goes back to the default one. */
+  async removeWorkspace(id: string): Promise<void> {
+    await this.api.removeWorkspace(id);
+    const fallback = this._workspaces.find(w => w.default && w.id !== id);
+    await this.refresh(fallback?.id ?? 'local');
+  }
+
+  get workspace(): string {
+    return this._workspace;
+  }
+
+  get kinds(): ReadonlyMap<string, IKind> {
+    return this._kinds;
+  }
+
+  get targets(): ReadonlyMap<string, ITarget> {
+    return this._targets;
+  }
+
+  /** The selected target's name, which the start/stop commands act on. */
+  get selected(): string | null {
+    return this._selected;
+  }
+
+  set selected(name: string | null) {
+    if (name === this._selected) {
+      return;
+    }
+    this._selected = name;
+    this._emit();
+  }
+
+  /** Text that target names must contain to be listed; empty lists all. */
+  get filter(): string {
+    return this._filter;
+  }
+
+  set filter(value: string) {
+    if (value === this._filter) {
+      return;
+    }
+    this._filter = value;
+    this._groups = null;
+    this._emit();
+  }
+
+  isCollapsed(family: string): boolean {
+    return this._collapsed.has(family);
+  }
+
+  setCollapsed(family: string, collapsed: boolean): void {
+    if (collapsed === this._collapsed.has(family)) {
+      return;
+    }
+    if (collapsed) {
+      this._collapsed.add(family);
+    } else {
+      this._collapsed.delete(family);
+    }
+    this._emit();
+  }
+
+  kindOf(target: ITarget): IKind | undefined {
+    return this._kinds.get(target.kind);
+  }
+
+  familyOf(target: ITarget): string {
+    return this._kinds.get(target.kind)?.family ?? OTHER_FAMILY;
+  }
+
+  /** The operation running on a target, if one is. */
+  operation(name: string): ITargetOperation | undefined {
+    return this._operations.get(name);
+  }
+
+  /** Whether a request from this sidebar is on its way for the target. */
+  isBusy(name: string): boolean {
+    return this._busy.has(name);
+  }
+
+  /** The targets grouped by family, in display order, filtered by `filter`. */
+  get groups(): readonly ITargetGroup[] {
+    if (!this._groups) {
+      this._groups = this._computeGroups();
+    }
+    return this._groups;
+  }
+
+  /**
+   * Load the workspaces, then the kinds and targets of `workspace` (by default the current
+   * one). A workspace the server does not know gives way to the server's default.
+   */
+  async refresh(workspace?: string): Promise<void> {
+    if (workspace && workspace !== this._workspace) {
+      this._switchTo(workspace);
+    }
+    const generation = this._generation;
+    if (this._status !== 'ready') {
+      this._setStatus('loading', null);
+    }
+    try {
+      const listing = await this.api.listWorkspaces();
+      if (generation !== this._generation || this._isDisposed) {
+        return;
+      }
+      const workspaces = listing.workspaces;
+      this._workspaces = workspaces;
+      this._thisInstance = listing.this_instance ?? null;
+      if (
+        workspaces.length > 0 &&
+        !workspaces.some(w => w.id === this._workspace)
+      ) {
+        const fallback = workspaces.find(w => w.default) ?? workspaces[0];
+        this._switchTo(fallback.id);
+      }
+      await this._loadWorkspace();
+    } catch (error) {
+      this._handleFailure(error);
+    }
+  }
+
+  /** Show another workspace. */
+  async setWorkspace(id: string): Promise<void> {
+    if (id === this._workspace) {
+      return;
+    }
+    this._switchTo(id);
+    this._setStatus('loading', null);
+    try {
+      await this._loadWorkspace();
+    } catch (error) {
+      this._handleFailure(error);
+    }
+  }
+
+  /**
+   * Fetch one target again; a 404 removes it. Calls for the same target while one is on its
+   * way are folded into one more fetch after it.
+   */
+  refreshTarget(name: string): Promise<void> {
+    const generation = this._generation;
+    const workspace = this._workspace;
+    const key = `${generation}/${name}`;
+    const running = this._fetching.get(key);
+    if (running) {
+      this._fetchAgain.add(key);
+      return running;
+    }
+    const task = (async () => {
+      try {
+        do {
+          this._fetchAgain.delete(key);
+          const stamp = ++this._clock;
+          try {
+            const target = await this.api.getTarget(workspace, name);
+            if (generation === this._generation) {
+              this._apply(target, stamp);
+            }
+          } catch (error) {
+            if (generation !== this._generation) {
+              return;
+            }
+            if (error instanceof ComputeApiError && error.status === 404) {
+              this._remove(name, stamp);
+            } else {
+              this._handleFailure(error);
+              return;
+            }
+          }
+        } while (
+          this._fetchAgain.has(key) &&
+          generation === this._generation &&
+          !this._isDisposed
+        );
+      } finally {
+        this._fetching.delete(key);
+        this._fetchAgain.delete(key);
+      }
+    })();
+    this._fetching.set(key, task);
+    return task;
+  }
+
+  /** Create (or attach) a target. Rejects with the server's error, `field` included. */
+  async createTarget(request: ITargetRequest): Promise<IOperation> {
+    const workspace = this._workspace;
+    const operation = await this.api.createTarget(workspace, request);
+    if (workspace === this._workspace) {
+      this._trackOperation(operation);
+      void this.refreshTarget(request.name);
+    }
+    return operation;
+  }
+
+  /** Start, stop, restart or delete (detach) a target. */
+  async run(name: string, action: TargetAction): Promise<IOperation> {
+    const workspace = this._workspace;
+    this._busy.add(name);
+    this._emit();
+    try {
+      let operation: IOperation;
+      switch (action) {
+        case 'start':
+          operation = await this.api.startTarget(workspace, name);
+          break;
+        case 'stop':
+          operation = await this.api.stopTarget(workspace, name);
+          break;
+        case 'restart':
+          operation = await this.api.restartTarget(workspace, name);
+          break;
+        case 'delete':
+          operation = await this.api.deleteTarget(workspace, name);
+          break;
+      }
+      if (workspace === this._workspace) {
+        this._trackOperation(operation);
+        // The server marks the target before it answers: show that at once.
+        this._patchState(name, TRANSITION[action]);
+        if (action !== 'delete') {
+          // Its removal comes as an event; anything else is fetched.
+          void this.refreshTarget(name);
+        }
+      }
+      return operation;
+    } catch (error) {
+      if (
+        error instanceof ComputeApiError &&
+        error.status === 404 &&
+        workspace === this._workspace
+      ) {
+        void this.refreshTarget(name);
+      }
+      throw error;
+    } finally {
+      this._busy.delete(name);
+      this._emit();
+    }
+  }
+
+  /**
+   * Wait until a target reaches one of `states` (resolves with it), or is removed or the
+   * timeout passes (resolves with null).
+   */
+  waitForState(
+    name: string,
+    states: readonly string[],
+    timeoutMs: number
+  ): Promise<ITarget | null> {
+    return new Promise(resolve => {
+      const check = (): boolean => {
+        const target = this._targets.get(name);
+        if (target && states.includes(target.state)) {
+          finish(target);
+          return true;
+        }
+        return false;
+      };
+      const onChange = () => {
+        check();
+      };
+      const timer = setTimeout(() => finish(null), timeoutMs);
+      const finish = (value: ITarget | null) => {
+        clearTimeout(timer);
+        this._changed.disconnect(onChange);
+        resolve(value);
+      };
+      if (!check()) {
+        this._changed.connect(onChange);
+      }
+    });
+  }
+
+  /**
+   * Notice server restarts: one cheap status request every few seconds while the page is
+   * visible (never one per target). A restart means events were missed, so the list is
+   * fetched again.
+   */
+  watchServer(intervalMs: number = HEARTBEAT_MS): void {
+    if (this._heartbeatTimer !== null || this._isDisposed) {
+      return;
+    }
+    const beat = async () => {
+      this._heartbeatTimer = null;
+      if (this._isDisposed) {
+        return;
+      }
+      const visible =
+        typeof document === 'undefined' ||
+        document.visibilityState !== 'hidden';
+      if (visible && this._status !== 'offline') {
+        try {
+          const started = await this.api.serverStarted();
+          if (this._serverStarted && started !== this._serverStarted) {
+            this._resync();
+          }
+          this._serverStarted = started;
+        } catch (error) {
+          this._handleFailure(error);
+        }
+      }
+      if (!this._isDisposed) {
+        this._heartbeatTimer = setTimeout(() => void beat(), intervalMs);
+      }
+    };
+    void beat();
+  }
+
+  /** The connection to the server was lost: show it, and try again until it answers. */
+  connectionLost(error?: Error): void {
+    if (this._isDisposed) {
+      return;
+    }
+    const apiError =
+      error instanceof ComputeApiError
+        ? error
+        : new ComputeApiError({
+            message: error?.message || 'The Jupyter server cannot be reached.',
+            status: 0,
+            reason: 'network_error'
+          });
+    this._setStatus('offline', apiError);
+    this._scheduleReconnect();
+  }
+
+  /** Handle one event of Jupyter's event bus; events of other extensions are ignored. */
+  handleEvent(event: IEventEmission): void {
+    if (
+      this._isDisposed ||
+      typeof event?.schema_id !== 'string' ||
+      !event.schema_id.startsWith(EVENT_PREFIX)
+    ) {
+      return;
+    }
+    if (this._status === 'offline') {
+      // Events flow again, so the server is back: what happened meanwhile is unknown.
+      this._reconnectNow();
+      return;
+    }
+    if (event.workspace !== this._workspace) {
+      return;
+    }
+    if (event.schema_id === OPERATION_EVENT) {
+      this._onOperationEvent(event);
+    } else if (typeof event.name === 'string') {
+      if (event.change === 'removed') {
+        // Nothing left to fetch. A fetch already on its way started earlier, so it cannot
+        // bring the target back; a new target of the same name comes with its own event.
+        this._remove(event.name, ++this._clock);
+      } else if (
+        event.state === 'deleting' &&
+        this._patchState(event.name, 'deleting')
+      ) {
+        // A target being deleted has nothing new to fetch but its removal, which comes as an
+        // event of its own.
+      } else {
+        void this.refreshTarget(event.name);
+      }
+    }
+  }
+
+  dispose(): void {
+    if (this._isDisposed) {
+      return;
+    }
+    this._isDisposed = true;
+    this._events?.disconnect(this._onEvent, this);
+    for (const timer of [
+      this._reconnectTimer,
+      this._heartbeatTimer,
+      ...this._resyncTimers
+    ]) {
+      if (timer !== null) {
+        clearTimeout(timer);
+      }
+    }
+    this._reconnectTimer = null;
+    this._heartbeatTimer = null;
+    this._resyncTimers = [];
+    Signal.clearData(this);
+  }
+
+  private _onEvent(_sender: unknown, event: IEventEmission): void {
+    this.handleEvent(event);
+  }
+
+  private _onOperationEvent(event: IEventEmission): void {
+    const name = event.target;
+    if (typeof name !== 'string') {
+      return;
+    }
+    const status = event.status as OperationStatus;
+    const action = String(event.action ?? '');
+    if (status === 'running') {
+      this._operations.set(name, {
+        id: typeof event.id === 'string' ? event.id : null,
+        action,
+        status,
+        progress: typeof event.progress === 'string' ? event.progress : ''
+      });
+      this._emit();
+    } else {
+      const known = this._operations.get(name);
+      if (
+        !known ||
+        known.id === null ||
+        known.id === event.id ||
+        typeof event.id !== 'string'
+      ) {
+        this._operations.delete(name);
+      }
+      if (status === 'failed') {
+        this._operationFailed.emit({
+          workspace: this._workspace,
+          target: name,
+          action,
+          message:
+            typeof event.error === 'string' && event.error
+              ? event.error
+              : `${action} of '${name}' failed`
+        });
+      }
+      this._emit();
+    }
+    const removed =
+      status === 'succeeded' && (action === 'delete' || action === 'detach');
+    if (removed) {
+      this._remove(name, ++this._clock);
+    } else {
+      void this.refreshTarget(name);
+    }
+  }
+
+  private _trackOperation(operation: IOperation): void {
+    if (operation.status !== 'running') {
+      return;
+    }
+    const known = this._operations.get(operation.target);
+    // An event about this operation may have arrived before the response did.
+    if (known && known.id === operation.id) {
+      return;
+    }
+    this._operations.set(operation.target, {
+      id: operation.id,
+      action: operation.action,
+      status: operation.status,
+      progress: operation.progress
+    });
+    this._emit();
+  }
+
+  private _switchTo(id: string): void {
+    this._generation++;
+    this._workspace = id;
+    this._kinds = new Map();
+    this._targets = new Map();
+    this._stamps = new Map();
+    this._operations = new Map();
+    this._fetchAgain.clear();
+    this._selected = null;
+    this._groups = null;
+    this._emit();
+  }
+
+  private async _loadWorkspace(): Promise<void> {
+    const generation = this._generation;
+    const workspace = this._workspace;
+    const stamp = ++this._clock;
+    const [kinds, targets] = await Promise.all([
+      this.api.listKinds(workspace),
+      this.api.listTargets(workspace)
+    ]);
+    if (generation !== this._generation || this._isDisposed) {
+      return;
+    }
+    this._kinds = new Map(kinds.map(k => [k.name, k]));
+    const seen = new Set<string>();
+    for (const target of targets) {
+      seen.add(target.name);
+      this._apply(target, stamp, false);
+    }
+    for (const name of Array.from(this._targets.keys())) {
+      if (!seen.has(name)) {
+        this._remove(name, stamp, false);
+      }
+    }
+    this._groups = null;
+    this._setStatus('ready', null);
+  }
+
+  /** Keep a target unless what we hold was fetched after this copy was asked for. */
+  private _apply(target: ITarget, stamp: number, emit = true): void {
+    if ((this._stamps.get(target.name) ?? -1) > stamp) {
+      return;
+    }
+    this._stamps.set(target.name, stamp);
+    this._targets.set(target.name, target);
+    this._groups = null;
+    if (emit) {
+      this._emit();
+    }
+  }
+
+  /** Set a known target's state from what an event or answer said; false if unknown. */
+  private _patchState(name: string, state: TargetState): boolean {
+    const target = this._targets.get(name);
+    if (!target) {
+      return false;
+    }
+    if (target.state !== state) {
+      this._apply({ ...target, state }, ++this._clock);
+    }
+    return true;
+  }
+
+  private _remove(name: string, stamp: number, emit = true): void {
+    if ((this._stamps.get(name) ?? -1) > stamp) {
+      return;
+    }
+    // The stamp stays as a tombstone, so an older listing cannot bring the target back.
+    this._stamps.set(name, stamp);
+    const had = this._targets.delete(name);
+    this._operations.delete(name);
+    if (this._selected === name) {
+      this._selected = null;
+    }
+    if (had) {
+      this._groups = null;
+      if (emit) {
+        this._emit();
+      }
+    }
+  }
+
+  private _computeGroups(): ITargetGroup[] {
+    const byFamily = new Map<string, ITargetGroup>();
+    const group = (family: string): ITargetGroup => {
+      let g = byFamily.get(family);
+      if (!g) {
+        g = { family, kinds: [], targets: [] };
+        byFamily.set(family, g);
+      }
+      return g;
+    };
+    for (const kind of this._kinds.values()) {
+      group(kind.family).kinds.push(kind);
+    }
+    const needle = this._filter.trim().toLowerCase();
+    for (const target of this._targets.values()) {
+      if (needle && !target.name.toLowerCase().includes(needle)) {
+        continue;
+      }
+      group(this.familyOf(target)).targets.push(target);
+    }
+    const collator = new Intl.Collator(undefined, {
+      numeric: true,
+      sensitivity: 'base'
+    });
+    const rank = (family: string): number => {
+      const i = FAMILY_ORDER.indexOf(family);
+      return i === -1 ? FAMILY_ORDER.length : i;
+    };
+    const groups = Array.from(byFamily.values()).filter(
+      g => !needle || g.targets.length > 0
+    );
+    groups.sort(
+      (a, b) =>
+        rank(a.family) - rank(b.family) || collator.compare(a.family, b.family)
+    );
+    for (const g of groups) {
+      g.targets.sort((a, b) => collator.compare(a.name, b.name));
+    }
+    return groups;
+  }
+
+  private _handleFailure(error: unknown): void {
+    if (this._isDisposed) {
+      return;
+    }
+    if (error instanceof ComputeApiError && error.isNetworkError) {
+      this.connectionLost(error);
+      return;
+    }
+    const apiError =
+      error instanceof ComputeApiError
+        ? error
+        : new ComputeApiError({
+            message: (error as Error)?.message ?? String(error),
+            status: 0,
+            reason: 'client_error'
+          });
+    if (this._status === 'ready') {
+      // The list is still good; one failed fetch is not worth hiding it.
+      this._error = apiError;
+      this._emit();
+    } else {
+      this._setStatus('error', apiError);
+    }
+  }
+
+  private _scheduleReconnect(): void {
+    if (this._reconnectTimer !== null || this._isDisposed) {
+      return;
+    }
+    const delays = this._reconnectDelays;
+    const delay = delays[Math.min(this._reconnectAttempt, delays.length - 1)];
+    this._reconnectAttempt++;
+    this._reconnectTimer = setTimeout(() => {
+      this._reconnectTimer = null;
+      void this._tryReconnect();
+    }, delay);
+  }
+
+  private _reconnectNow(): void {
+    if (this._reconnectTimer !== null) {
+      clearTimeout(this._reconnectTimer);
+      this._reconnectTimer = null;
+    }
+    void this._tryReconnect();
+  }
+
+  private async _tryReconnect(): Promise<void> {
+    if (this._reconnecting || this._isDisposed) {
+      return;
+    }
+    this._reconnecting = true;
+    try {
+      const listing = await this.api.listWorkspaces();
+      if (this._isDisposed) {
+        return;
+      }
+      this._workspaces = listing.workspaces;
+      this._thisInstance = listing.this_instance ?? null;
+      this._reconnectAttempt = 0;
+      // The server may have restarted: everything is fetched again, in a fresh generation.
+      this._generation++;
+      await this._loadWorkspace();
+      this._scheduleResync();
+    } catch (error) {
+      if (error instanceof ComputeApiError && error.isNetworkError) {
+        this._scheduleReconnect();
+      } else {
+        this._handleFailure(error);
+      }
+    } finally {
+      this._reconnecting = false;
+    }
+  }
+
+  /** Fetch everything again now, and a few times more while events catch up. */
+  private _resync(): void {
+    void this._tryReconnect();
+  }
+
+  private _scheduleResync(): void {
+    for (const timer of this._resyncTimers) {
+      clearTimeout(timer);
+    }
+    this._resyncTimers = this._resyncDelays.map(delay =>
+      setTimeout(() => {
+        if (!this._isDisposed && this._status === 'ready') {
+          void this.refresh();
+        }
+      }, delay)
+    );
+  }
+
+  private _setStatus(status: ModelStatus, error: ComputeApiError | null): void {
+    this._status = status;
+    this._error = error;
+    this._emit();
+  }
+
+  private _emit(): void {
+    if (!this._isDisposed) {
+      this._changed.emit();
+    }
+  }
+
+  private _changed = new Signal<this, void>(this);
+  private _operationFailed = new Signal<this, IOperationFailure>(this);
+  private _events: ISignal<unknown, IEventEmission> | null;
+  private _isDisposed = false;
+  private _status: ModelStatus = 'loading';
+  private _error: ComputeApiError | null = null;
+  private _workspaces: IWorkspace[] = [];
+  private _thisInstance: IWorkspaceListing['this_instance'] = null;
+  private _workspace: string;
+  private _kinds = new Map<string, IKind>();
+  private _targets = new Map<string, ITarget>();
+  private _operations = new Map<string, ITargetOperation>();
+  private _busy = new Set<string>();
+  private _stamps = new Map<string, number>();
+  private _clock = 0;
+  private _generation = 0;
+  private _fetching = new Map<string, Promise<void>>();
+  private _fetchAgain = new Set<string>();
+  private _groups: ITargetGroup[] | null = null;
+  private _collapsed = new Set<string>();
+  private _selected: string | null = null;
+  private _filter = '';
+  private _reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  private _reconnectAttempt = 0;
+  private _reconnecting = false;
+  private _reconnectDelays: readonly number[];
+  private _resyncDelays: readonly number[];
+  private _resyncTimers: ReturnType<typeof setTimeout>[] = [];
+  private _heartbeatTimer: ReturnType<typeof setTimeout> | null = null;
+  private _serverStarted = '';
+}
+
+export namespace ComputeModel {
+  export interface IOptions {
+    api: ComputeApi;
+    /** JupyterLab's event stream (`serviceManager.events.stream`). */
+    events?: ISignal<unknown, IEventEmission>;
+    /** The workspace shown first. */
+    workspace?: string;
+    /** Families whose group starts collapsed. */
+    collapsed?: readonly string[];
+    /** Waits between attempts to reach a server that went away. */
+    reconnectDelaysMs?: readonly number[];
+    /** When to fetch the list again after the server came back. */
+    resyncDelaysMs?: readonly number[];
+  }
+}

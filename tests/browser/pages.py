@@ -1,0 +1,134 @@
+"""What the browser tests do on JupyterLab's page, named the way a user would say it."""
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Locator, Page, expect
+
+from .conftest import LabServer
+
+PICKER = "select[aria-label='Compute target for this notebook']"
+
+_workspaces = 0
+
+
+class LabPage:
+    def __init__(self, page: Page, lab: LabServer):
+        self.page = page
+        self.lab = lab
+
+    # -- JupyterLab ---------------------------------------------------------------------------------
+    def open(self, workspace: str | None = None) -> "LabPage":
+        """Open JupyterLab in a workspace of its own, so no test sees another's layout."""
+        global _workspaces
+        if workspace is None:
+            _workspaces += 1
+            workspace = f"test-{_workspaces}"
+        self.page.goto(f"{self.lab.url}/lab/workspaces/{workspace}?token={self.lab.token}")
+        self.wait_restored()
+        self.page.wait_for_selector("#jupyter-compute-panel", state="attached", timeout=60_000)
+        return self
+
+    def wait_restored(self) -> None:
+        """Wait until JupyterLab has started and restored its layout."""
+        self.page.wait_for_function("() => window.jupyterapp && window.jupyterapp.started", timeout=60_000)
+        self.page.evaluate("async () => { await window.jupyterapp.restored; }")
+
+    def command(self, command: str, args: dict | None = None, wait: bool = True) -> None:
+        """Run a JupyterLab command (its result stays in the page). A command that asks
+        something in a dialog is not waited for: it ends only once the dialog is answered."""
+        script = ("async ([id, args]) => { await window.jupyterapp.commands.execute(id, args); }" if wait
+                  else "([id, args]) => { void window.jupyterapp.commands.execute(id, args); }")
+        self.page.evaluate(script, [command, args or {}])
+
+    def set_theme(self, theme: str) -> None:
+        self.command("apputils:change-theme", {"theme": theme})
+        self.page.wait_for_function("(t) => document.body.dataset.jpThemeName === t", arg=theme)
+
+    # -- the Compute panel ------------------------------------------------------------------------
+    @property
+    def panel(self) -> Locator:
+        return self.page.locator("#jupyter-compute-panel")
+
+    def open_compute(self) -> "LabPage":
+        # The command shows the panel whatever the restored layout; a click on its tab would
+        # hide a panel that is already shown.
+        self.command("jupyter-compute:open")
+        expect(self.panel).to_be_visible()
+        expect(self.row("this-machine")).to_be_visible(timeout=30_000)
+        return self
+
+    def row(self, name: str) -> Locator:
+        return self.page.locator(f".jp-ComputeRow[data-name='{name}']")
+
+    def badge(self, name: str) -> Locator:
+        return self.row(name).locator(".jp-ComputeBadge")
+
+    def expect_state(self, name: str, state: str, timeout: float = 90_000) -> None:
+        expect(self.badge(name)).to_have_attribute("data-state", state, timeout=timeout)
+
+    def row_action(self, name: str, action: str) -> Locator:
+        return self.row(name).locator(f"button[data-action='{action}']")
+
+    def dialog_button(self, label: str) -> Locator:
+        return self.page.locator(".jp-Dialog").get_by_role("button", name=re.compile(f"^{re.escape(label)}"))
+
+    # -- the create dialog ----------------------------------------------------------------------------
+    @property
+    def create_dialog(self) -> Locator:
+        return self.page.locator(".jp-ComputeModal [role='dialog']")
+
+    def field(self, name: str) -> Locator:
+        return self.create_dialog.locator(f".jp-ComputeForm-field[data-field='{name}']")
+
+    def field_input(self, name: str) -> Locator:
+        return self.field(name).locator("input, select, textarea").first
+
+    def field_error(self, name: str) -> Locator:
+        return self.field(name).locator(".jp-ComputeForm-error")
+
+    # -- notebooks ------------------------------------------------------------------------------------
+    def write_notebook(self, path: str, sources: list[str], metadata: dict | None = None) -> None:
+        cells = [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": s}
+                 for s in sources]
+        nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                          "language": "python"}, **(metadata or {})},
+              "nbformat": 4, "nbformat_minor": 5}
+        code, body = self.lab.request("PUT", f"api/contents/{path}", {"type": "notebook", "format": "json",
+                                                                      "content": nb})
+        assert code in (200, 201), body
+
+    def read_notebook(self, path: str) -> dict:
+        code, body = self.lab.request("GET", f"api/contents/{path}?content=1")
+        assert code == 200, body
+        return body["content"]
+
+    def open_notebook(self, path: str) -> None:
+        self.command("docmanager:open", {"path": path})
+        self.wait_kernel_idle()
+
+    def wait_kernel_idle(self, timeout: float = 60_000) -> None:
+        self.page.wait_for_function(
+            """() => {
+                const w = window.jupyterapp.shell.currentWidget;
+                const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+                return !!k && k.connectionStatus === 'connected' && k.status === 'idle';
+            }""", timeout=timeout)
+
+    def restart_kernel(self) -> None:
+        """Restart the current notebook's kernel, as Kernel > Restart does once confirmed."""
+        self.page.evaluate("async () => { await window.jupyterapp.shell.currentWidget.sessionContext.restartKernel(); }")
+
+    @property
+    def picker(self) -> Locator:
+        return self.page.locator(f".jp-NotebookPanel:not(.lm-mod-hidden) {PICKER}").first
+
+    def run_all(self) -> None:
+        self.command("notebook:run-all-cells")
+
+    def output_of(self, index: int) -> Locator:
+        return self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell").nth(index).locator(
+            ".jp-OutputArea-output")
+
+    def save(self) -> None:
+        self.command("docmanager:save")

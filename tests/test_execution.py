@@ -1,0 +1,354 @@
+"""The kernel route on real kernels: live messages, stdin, interrupt, timeout, death, and moving variables."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from jupyter_client.manager import KernelManager
+
+from jupyter_compute.errors import InvalidRequest
+from jupyter_compute.execution import (Capabilities, ExecutionError, ExecutionTimeout, MissingCapability, RemoteError,
+                                       TransferError, route_for)
+from jupyter_compute.execution.kernel import KernelRoute
+from jupyter_compute.execution.loop import LoopThread
+from jupyter_compute.execution import _helper
+from jupyter_compute.execution.transfer import Payload, Transport, VariableMover, bootstrap_code
+
+
+def start_kernel() -> KernelManager:
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel()
+    return km
+
+
+@pytest.fixture(scope="module")
+def km():
+    km = start_kernel()
+    yield km
+    km.shutdown_kernel(now=True)
+
+
+def route_of(km: KernelManager, **kw) -> KernelRoute:
+    return KernelRoute(km.get_connection_info(session=False), km.provisioner.pid, target="k", **kw)
+
+
+def run(coro, timeout: float = 120):
+    """Run a coroutine on a fresh loop, failing instead of hanging."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def test_messages_arrive_live_in_order_with_the_result(km):
+    async def body():
+        async with route_of(km) as route:
+            seen: list[tuple[float, str, dict]] = []
+            t0 = time.monotonic()
+            r = await route.execute(
+                "import time\nprint('one', flush=True)\ntime.sleep(1.5)\nprint('two')\n"
+                "from IPython.display import display, HTML\ndisplay(HTML('<b>x</b>'))\n40 + 2",
+                on_message=lambda m: seen.append((time.monotonic() - t0, m["msg_type"], m["content"])))
+            return r, seen
+
+    r, seen = run(body())
+    assert r.status == "ok" and r.result == {"text/plain": "42"}
+    streams = [(t, c["text"]) for t, kind, c in seen if kind == "stream"]
+    assert [s for _, s in streams] == ["one\n", "two\n"]
+    assert streams[1][0] - streams[0][0] > 1.0  # the first line was relayed before the sleep ended
+    kinds = [k for _, k, _ in seen]
+    assert kinds.index("display_data") < kinds.index("execute_result") < len(kinds) - 1
+    assert any(c.get("data", {}).get("text/html") == "<b>x</b>" for _, k, c in seen if k == "display_data")
+    assert kinds[-1] == "status"  # idle: everything the cell published came before the return
+
+
+def test_remote_error_keeps_type_message_and_traceback(km):
+    async def body():
+        async with route_of(km) as route:
+            return await route.execute("def f():\n    raise KeyError('nope')\nf()")
+
+    r = run(body())
+    assert (r.status, r.ename, r.evalue) == ("error", "KeyError", "'nope'")
+    with pytest.raises(KeyError) as info:
+        r.raise_for_error()
+    err = info.value
+    assert isinstance(err, RemoteError) and type(err).__name__ == "KeyError"
+    assert any("f()" in line for line in err._render_traceback_())
+
+
+def test_stdin_is_answered_and_a_refusal_interrupts(km):
+    async def body():
+        async with route_of(km) as route:
+            prompts = []
+
+            async def answer(prompt, password):
+                prompts.append((prompt, password))
+                return "alice"
+
+            out = []
+            r = await route.execute("name = input('who? ')\nprint('hi', name)", stdin=answer,
+                                    on_message=lambda m: out.append(m["content"].get("text")))
+
+            def refuse(prompt, password):
+                raise RuntimeError("nobody is there")
+
+            with pytest.raises(RuntimeError, match="nobody"):
+                await route.execute("input('again? ')", stdin=refuse)
+            # Without a stdin handler the kernel refuses input() itself.
+            r2 = await route.execute("input('x')")
+            return prompts, out, r, r2
+
+    prompts, out, r, r2 = run(body())
+    assert r.status == "ok" and prompts == [("who? ", False)] and "hi alice\n" in out
+    assert r2.status == "error" and r2.ename == "StdinNotImplementedError"
+
+
+def test_timeout_interrupts_the_target(km):
+    async def body():
+        async with route_of(km) as route:
+            t0 = time.monotonic()
+            with pytest.raises(ExecutionTimeout):
+                await route.execute("import time; time.sleep(60)", timeout=1.5)
+            elapsed = time.monotonic() - t0
+            # The target is free again: it was interrupted, not left sleeping.
+            r = await route.execute("'free'", timeout=10)
+            return elapsed, r
+
+    elapsed, r = run(body())
+    assert elapsed < 10 and r.result == {"text/plain": "'free'"}
+
+
+def test_cancelling_an_execution_interrupts_the_target(km):
+    async def body():
+        async with route_of(km) as route:
+            task = asyncio.ensure_future(route.execute("import time; time.sleep(60)"))
+            await asyncio.sleep(1.0)
+            t0 = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            r = await route.execute("'after'", timeout=10)
+            return time.monotonic() - t0, r
+
+    elapsed, r = run(body())
+    assert elapsed < 10 and r.status == "ok"
+
+
+def test_interrupt_message_is_used_without_a_pid(km):
+    """Without a pid (as for a remote kernel) the control channel carries the interrupt."""
+    async def body():
+        route = KernelRoute(km.get_connection_info(session=False), None, target="k")
+        async with route:
+            task = asyncio.ensure_future(route.execute("import time; time.sleep(60)"))
+            await asyncio.sleep(1.0)
+            t0 = time.monotonic()
+            await route.interrupt()
+            r = await asyncio.wait_for(task, 10)
+            return time.monotonic() - t0, r
+
+    elapsed, r = run(body())
+    assert r.status == "error" and r.ename == "KeyboardInterrupt" and elapsed < 10
+
+
+def test_push_and_pull_large_arrays_and_functions(km):
+    a = np.random.default_rng(0).random(50 * 2**20 // 8)
+
+    async def body():
+        async with route_of(km) as route:
+            up = await route.push({"a": a, "f": lambda x: x * 2})
+            r = await route.execute("b = f(a)\ng = lambda x: f(x) + 1\nwritable = a.flags.writeable")
+            values, down = await route.pull(["b", "g", "writable"])
+            return up, r, values, down
+
+    up, r, values, down = run(body())
+    assert r.status == "ok"
+    assert np.array_equal(values["b"], a * 2) and values["b"].flags.writeable
+    assert values["g"](1) == 3 and values["writable"] is True
+    assert up.names == ["a", "f"] and up.nbytes >= a.nbytes
+    assert down.nbytes >= a.nbytes and "MB" in str(down)
+
+
+def test_transfer_errors_name_the_variable(km):
+    with pytest.raises(TransferError) as info:
+        Payload.from_values({"ok": 1, "lock": threading.Lock()})
+    assert info.value.variable == "lock" and "'lock'" in info.value.message
+
+    async def body():
+        async with route_of(km) as route:
+            with pytest.raises(TransferError) as missing:
+                await route.pull(["never_defined_anywhere"])
+            await route.execute("gen = (i for i in range(3))")
+            with pytest.raises(TransferError) as unpicklable:
+                await route.pull(["gen"])
+            # A failed pull leaves the kernel usable.
+            r = await route.execute("1 + 1")
+            return missing.value, unpicklable.value, r
+
+    missing, unpicklable, r = run(body())
+    assert missing.variable == "never_defined_anywhere" and "not defined" in missing.message
+    assert unpicklable.variable == "gen" and "generator" in unpicklable.message
+    assert r.status == "ok"
+
+
+def test_push_is_all_or_nothing(km):
+    class Unloadable:
+        def __reduce__(self):
+            return (_raise_on_load, ())
+
+    async def body():
+        async with route_of(km) as route:
+            await route.execute("for _n in ('p1', 'p2'):\n    globals().pop(_n, None)")
+            with pytest.raises(TransferError) as info:
+                await route.push({"p1": 1, "p2": Unloadable()})
+            r = await route.execute("'p1' in globals()")
+            return info.value, r
+
+    err, r = run(body())
+    assert err.variable == "p2" and "could not load" in err.message
+    assert r.result == {"text/plain": "False"}
+
+
+def _raise_on_load():
+    raise RuntimeError("refuses to load")
+
+
+def test_the_helper_moves_no_data_in_the_code_it_sends():
+    code = bootstrap_code("127.0.0.1", 5555, "t" * 32)
+    compile(code, "<bootstrap>", "exec")
+    assert "5555" in code and len(code) < 20_000
+
+
+class ThreadTransport(Transport):
+    """The transfer protocol's other end in a thread of this process, over two ``ChunkedStream``s
+    wired back to back: the seam a route without a socket (a comm) plugs into."""
+
+    def __init__(self, namespace: dict, chunk: int = 1000):
+        self.namespace = namespace
+        self.chunk = chunk
+        self.messages = 0
+
+    def _to(self, stream: _helper.ChunkedStream):
+        def send(buffer) -> None:
+            self.messages += 1
+            assert len(buffer) <= max(self.chunk, 256 * 2**10)
+            stream.feed([bytes(buffer)])
+        return send
+
+    @contextlib.asynccontextmanager
+    async def connect(self, run_silent, where):
+        here = _helper.ChunkedStream(None, self.chunk, "the thread", timeout=10)
+        there = _helper.ChunkedStream(None, self.chunk, "the notebook", timeout=10)
+        here.send_chunk, there.send_chunk = self._to(there), self._to(here)
+        token = "t" * 32
+        failures: list[BaseException] = []
+
+        def serve():
+            try:
+                _helper.serve(there, token, self.namespace)
+                there.flush()
+            except BaseException as e:
+                failures.append(e)
+                here.finish(_helper.describe_error(e))
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            assert _helper.check_token(await asyncio.to_thread(_helper.recv_frame, here, 256), token)
+            yield here
+        finally:
+            there.finish()
+            await asyncio.to_thread(thread.join, 10)
+        assert not failures, failures
+
+
+def test_a_transport_carries_push_and_pull_over_chunked_streams():
+    remote: dict = {}
+    transport = ThreadTransport(remote)
+    mover = VariableMover(run_silent=None, transport=transport, target="thread")
+    big = np.arange(100_000, dtype=np.float64)
+
+    async def body():
+        pushed = await mover.push({"big": big, "double": lambda v: v * 2})
+        remote["made_there"] = remote["double"](remote["big"])
+        values, pulled = await mover.pull(["made_there"])
+        with pytest.raises(TransferError) as missing:
+            await mover.pull(["never_defined"])
+        return pushed, values, pulled, missing.value
+
+    pushed, values, pulled, missing = run(body())
+    assert pushed.names == ["big", "double"] and pushed.nbytes >= big.nbytes
+    assert remote["big"] is not big and np.array_equal(remote["big"], big)
+    assert np.array_equal(values["made_there"], big * 2) and pulled.nbytes >= big.nbytes
+    # 800 KB in chunks of at most 1000 bytes: the stream cut it up, small writes were gathered.
+    assert transport.messages > 1600
+    assert missing.variable == "never_defined" and "not defined on thread" in missing.message
+    assert mover.remote_info["python"][:2] == list(sys.version_info[:2])
+
+
+def test_kernel_death_ends_an_execution():
+    km = start_kernel()
+    try:
+        async def body():
+            async with route_of(km) as route:
+                task = asyncio.ensure_future(route.execute("import time; time.sleep(60)"))
+                await asyncio.sleep(1.0)
+                os.kill(km.provisioner.pid, signal.SIGKILL)
+                with pytest.raises(ExecutionError, match="stopped"):
+                    await asyncio.wait_for(task, 15)
+                with pytest.raises(ExecutionError):
+                    await route.execute("1")
+        run(body())
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+def test_open_fails_clearly_when_nothing_answers():
+    info = {"ip": "127.0.0.1", "transport": "tcp", "key": "k", "signature_scheme": "hmac-sha256",
+            "shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
+
+    async def body():
+        with pytest.raises(ExecutionError, match="did not answer"):
+            await KernelRoute(info).open(timeout=2)
+    run(body())
+
+
+def test_capabilities_and_route_selection():
+    caps = Capabilities(persistent_namespace=True, rich_output=True)
+    caps.require("persistent_namespace", "kernel")
+    with pytest.raises(MissingCapability) as info:
+        caps.require("stdin", "dask-job", "input() needs it")
+    assert info.value.capability == "stdin" and "stdin" in info.value.message and "input()" in info.value.message
+    assert KernelRoute.capabilities.as_dict() == {"persistent_namespace": True, "stdin": True, "interrupt": True,
+                                                  "rich_output": True, "variables": True, "nodes": False}
+    with pytest.raises(MissingCapability) as info:
+        KernelRoute.capabilities.require("nodes", "kernel", "--nodes needs it")
+    assert "several nodes" in info.value.message
+    with pytest.raises(InvalidRequest, match="no route"):
+        route_for({"route": "carrier-pigeon"}, "t")
+    with pytest.raises(InvalidRequest, match="lacks"):
+        route_for({"route": "kernel", "connection": {"ip": "127.0.0.1"}}, "t")
+
+
+def test_loop_thread_interrupt_cancels_and_waits_for_cleanup():
+    loop = LoopThread.get()
+    cleaned = threading.Event()
+
+    async def slow(bridge):
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await asyncio.sleep(0.2)  # cleanup that must finish before the caller gives up
+            cleaned.set()
+
+    timer = threading.Timer(0.5, lambda: signal.pthread_kill(threading.main_thread().ident, signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(slow)
+    assert cleaned.is_set() and time.monotonic() - t0 < 10
+    # The loop survives and serves calls handed back to the caller's thread.
+    assert loop.run(lambda bridge: bridge.call(lambda: threading.current_thread() is threading.main_thread())) is True
