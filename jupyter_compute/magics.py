@@ -287,6 +287,8 @@ def _cell_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=_node_count, metavar="N",
                    help="Run the cell on N nodes at once, each with its rank and world_size, where TARGET "
                         "can (a Dask cluster)")
+    p.add_argument("--environment", metavar="ENV",
+                   help="Environment a cell sent as an Azure ML job runs in (NAME, NAME:VERSION or NAME@latest)")
     p.add_argument("--start", action="store_true", help="Start TARGET first if it is stopped")
     p.add_argument("--timeout", type=float, metavar="S", help="Bound the whole cell; interrupt TARGET when it fires")
     p.add_argument("--workspace", "-w", help="Workspace of TARGET (default: the configured one)")
@@ -580,7 +582,14 @@ class ComputeMagics(Magics):
             options["nodes"] = opts.nodes
         elif opts.nodes is not None and opts.nodes > 1:
             route.capabilities.require("nodes", route.name, f"--nodes {opts.nodes} needs it")
-        route.check_options(**options)
+        accepts = getattr(route, "execute_options", ())
+        if opts.environment is not None:
+            if "environment" not in accepts:
+                raise cli.UsageError(f"--environment does not apply to '{target.name}' ({route.name} route)")
+            options["environment"] = opts.environment
+        if pull and "pull" in accepts:
+            options["pull"] = pull  # a batch job must know before it runs what to write back
+        route.check_options(**{k: v for k, v in options.items() if k == "nodes"})
         if payload is not None:
             phase[0] = "pushing variables"
             self._report(out, await route.push(payload))

@@ -369,7 +369,8 @@ def test_input_in_a_job_fails_clearly(arm, tmp_path):
     async def body(route, ws, backend):
         return route.capabilities, await route.execute("input('name? ')")
     caps, result = on_route(arm, tmp_path, body)
-    assert caps.as_dict() == {"persistent_namespace": False, "stdin": False, "interrupt": True, "rich_output": False}
+    assert caps.as_dict() == {"persistent_namespace": False, "stdin": False, "interrupt": True, "rich_output": False,
+                              "variables": True, "nodes": True}
     assert result.ename == "EOFError" and "--push" in result.evalue
 
 

@@ -26,12 +26,6 @@ NETGUARD = Path(__file__).parent / "standins" / "netguard"
 CLUSTER = "cpu-cluster"
 
 
-def _magics_pass_batch_options() -> bool:
-    """Whether ``%%compute`` hands --pull (with --nodes and --environment) to batch routes."""
-    from jupyter_compute import magics
-
-    return "--environment" in magics._cell_parser().format_help()
-
 
 @pytest.fixture
 def arm(jobs_arm):
@@ -102,8 +96,6 @@ def test_cells_run_as_jobs_and_a_failure_stops_with_azures_message(project, arm)
     assert arm.job(arm.job_bodies[1]["name"])["properties"]["status"] == "Failed"
 
 
-@pytest.mark.skipif(not _magics_pass_batch_options(),
-                    reason="%%compute does not yet hand --pull, --nodes and --environment to batch routes")
 def test_a_pulled_variable_comes_back_to_the_notebook(project, arm):
     nb = execute(project,
                  "%load_ext jupyter_compute\nscale = 3",

@@ -119,7 +119,8 @@ class AzureMLJobRoute(Route):
     """Cells as Azure ML command jobs; see the module docstring."""
 
     name = "azureml-job"
-    capabilities = Capabilities(persistent_namespace=False, stdin=False, interrupt=True, rich_output=False)
+    capabilities = Capabilities(persistent_namespace=False, stdin=False, interrupt=True, rich_output=False,
+                                variables=True, nodes=True)
     #: Keyword arguments ``execute`` takes beyond the common ones (``%%compute --nodes/--environment/--pull``).
     execute_options = ("nodes", "environment", "pull")
 
