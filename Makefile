@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml package.json
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q hatchling==1.27.0 hatch-jupyter-builder==0.10.0 editables==0.5 jupyterlab==4.6.6
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PIP) install -q --no-build-isolation -e ".[test]"
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PIP) install -q --no-build-isolation -e ".[test,bench]"
 	$(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
 	touch $(STAMP)
 
@@ -40,7 +40,7 @@ test: $(STAMP) system-deps frontend
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 	$(PY) -m tests.leftovers
 
-bench: $(STAMP) frontend
+bench: $(STAMP) system-deps frontend
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m bench
 
 clean:
