@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml package.json
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q hatchling==1.27.0 hatch-jupyter-builder==0.10.0 editables==0.5 jupyterlab==4.6.6
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PIP) install -q --no-build-isolation -e ".[test,bench]"
-	$(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
 	touch $(STAMP)
 
 # The lock file is the truth: install exactly it (fails if package.json and yarn.lock disagree).
