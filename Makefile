@@ -37,7 +37,10 @@ system-deps:
 
 test: $(STAMP) system-deps frontend
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm test
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -p no:cacheprovider --ignore=tests/browser $(PYTEST_ARGS)
+	# Playwright's sync API keeps an event loop running in the main thread, which the
+	# pytest-jupyter fixtures of the other tests cannot share: the browser tests run on their own.
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -p no:cacheprovider tests/browser $(PYTEST_ARGS)
 	$(PY) -m tests.leftovers
 
 bench: $(STAMP) system-deps frontend
