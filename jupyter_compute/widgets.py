@@ -60,10 +60,8 @@ _feed = _ChangeFeed()
 
 
 class _Live:
-    """A widget that reloads itself from the core when the store changes."""
-
-    async def _refresh(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    """A widget that reloads itself from the core when the store changes; each widget class
+    defines ``async def _refresh(self)``."""
 
     def _load_now(self) -> None:
         LoopThread.get().run(lambda bridge: self._refresh())

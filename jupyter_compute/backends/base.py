@@ -188,6 +188,22 @@ class Backend(abc.ABC):
         raise InvalidRequest("this workspace runs no jobs; jobs are cells sent to Azure ML compute clusters",
                              reason="unsupported_operation")
 
+    async def hand_off(self, ctx: OperationContext, argv: list[str], what: str) -> Outcome:
+        """Start a detached supervisor (see ``procs.detach``) that finishes this operation itself.
+
+        It owns the operation from the moment it exists, so the operation is never taken for
+        abandoned when the caller (a CLI call with --no-wait, a restarting server) exits first.
+        """
+        import asyncio
+
+        from .. import procs
+
+        await ctx.progress(f"launching the {what}")
+        supervisor = await asyncio.to_thread(procs.spawn_detached, argv, what)
+        await self.store.update_operation(ctx.op_id, owner=supervisor)
+        ctx.handed_off = True
+        return Outcome(State.starting)
+
     async def reconcile(self) -> None:
         """Bring stored state in line with reality (dead processes, finished remote operations)."""
 

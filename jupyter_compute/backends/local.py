@@ -259,17 +259,11 @@ class LocalBackend(Backend):
     async def start(self, target: Target, ctx: OperationContext) -> Outcome:
         cfg = self.settings.compute
         os.makedirs(cfg.runtime_dir, mode=0o700, exist_ok=True)
-        await ctx.progress("launching the kernel supervisor")
         argv = [sys.executable, "-m", "jupyter_compute.backends.local_supervisor",
                 "--db", cfg.effective_db_path(), "--workspace", self.workspace_id, "--name", target.name,
                 "--operation", ctx.op_id, "--runtime-dir", cfg.runtime_dir,
                 "--ready-timeout", str(cfg.kernel_ready_timeout)]
-        supervisor = await asyncio.to_thread(procs.spawn_detached, argv, "kernel supervisor")
-        # The supervisor finishes the operation; own it now so it is never taken for abandoned
-        # when the caller (a CLI call with --no-wait) exits first.
-        await self.store.update_operation(ctx.op_id, owner=supervisor)
-        ctx.handed_off = True
-        return Outcome(State.starting)
+        return await self.hand_off(ctx, argv, "kernel supervisor")
 
     async def stop(self, target: Target, ctx: OperationContext) -> Outcome:
         row = await self.store.get_target(self.workspace_id, target.name)

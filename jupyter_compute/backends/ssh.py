@@ -624,10 +624,7 @@ class SSHBackend(Backend):
                 "--db", cfg.effective_db_path(), "--workspace", self.workspace_id, "--name", target.name,
                 "--operation", ctx.op_id, "--runtime-dir", cfg.runtime_dir,
                 "--ready-timeout", str(cfg.kernel_ready_timeout)]
-        supervisor = await asyncio.to_thread(procs.spawn_detached, argv)
-        await self.store.update_operation(ctx.op_id, owner=supervisor)
-        ctx.handed_off = True
-        return Outcome(State.starting)
+        return await self.hand_off(ctx, argv, "SSH link supervisor")
 
     async def stop(self, target: Target, ctx: OperationContext) -> Outcome:
         row = await self.store.get_target(self.workspace_id, target.name)

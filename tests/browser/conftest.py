@@ -17,12 +17,13 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.servers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -38,16 +39,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):
-    """Poll until ``predicate()`` is truthy; fail, rather than hang, after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
+wait_until = wait_for  # the suite's one polling helper, under the name these tests use
 
 
 def _free_port() -> int:

@@ -262,7 +262,8 @@ class HttpsServer:
         return self.handle(req)
 
     def handle(self, req: Request) -> Response:
-        raise NotImplementedError
+        """What a stand-in serves; the base answers as Resource Manager does for an unknown path."""
+        return arm_error(404, "NotFound", f"no route for {req.method} {req.path}")
 
     def _token(self, req: Request) -> Response:
         # Azure ML's managed-identity endpoint (App Service protocol 2017-09-01).
