@@ -51,6 +51,11 @@ class _ChangeFeed:
                         return
                     if changes:
                         await asyncio.gather(*(w._refresh() for w in list(self._listeners)), return_exceptions=True)
+            except RuntimeError as e:
+                if "after shutdown" in str(e):  # the kernel is exiting and the store is closed
+                    return
+                log.exception("jupyter_compute: following the change feed failed")
+                await asyncio.sleep(self.interval)
             except Exception:
                 log.exception("jupyter_compute: following the change feed failed")
                 await asyncio.sleep(self.interval)
