@@ -39,7 +39,7 @@ def write_private_key(key: asyncssh.SSHKey, path: Path, mode: int = 0o600) -> Pa
 
 
 class Sshd:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, password_login: bool = False):
         self.dir = root / "sshd"
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.port = _free_port()
@@ -56,7 +56,8 @@ class Sshd:
         self.config.write_text("\n".join([
             f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {self.host_key_path}",
             f"PidFile {self.dir / 'sshd.pid'}", f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
-            "StrictModes no", "PermitRootLogin yes", "PubkeyAuthentication yes", "PasswordAuthentication no",
+            "StrictModes no", "PermitRootLogin yes", "PubkeyAuthentication yes",
+            f"PasswordAuthentication {'yes' if password_login else 'no'}", "PermitEmptyPasswords no",
             "KbdInteractiveAuthentication no", "UsePAM no", "AllowTcpForwarding yes", "GatewayPorts no",
             "X11Forwarding no", "PrintMotd no", "PrintLastLog no", "UseDNS no", "MaxStartups 100:30:200",
             "MaxSessions 100", "ClientAliveInterval 0", "LogLevel VERBOSE", f"SetEnv {MARKER}={self.marker}", ""]))
