@@ -72,6 +72,15 @@ class AzureML(Configurable):
         "", help="Resource Manager endpoint; overrides the cloud's. JUPYTER_COMPUTE_ARM_ENDPOINT overrides this.",
     ).tag(config=True)
 
+    authority_host = Unicode(
+        "", help="Azure AD (Entra ID) sign-in authority, e.g. https://login.microsoftonline.com; overrides the "
+                 "cloud's, for private clouds and proxies. JUPYTER_COMPUTE_AUTHORITY_HOST overrides this.",
+    ).tag(config=True)
+
+    tenant_id = Unicode(
+        "", help="Tenant (directory id or domain) device-code sign-in signs in to; empty: the tenants of work and "
+                 "school accounts ('organizations').").tag(config=True)
+
     api_version = Unicode("2023-04-01", help="REST api-version of Microsoft.MachineLearningServices.").tag(config=True)
 
     poll_interval = Float(5.0, help="Seconds between polls of a long-running Azure operation, unless Azure asks otherwise.").tag(config=True)
@@ -128,6 +137,11 @@ class AzureML(Configurable):
         return CLOUDS.get(self.cloud, CLOUDS["AzureCloud"])[0]
 
     def authority(self) -> str:
+        env = os.environ.get("JUPYTER_COMPUTE_AUTHORITY_HOST")
+        if env:
+            return env.rstrip("/")
+        if self.authority_host:
+            return self.authority_host.rstrip("/")
         return CLOUDS.get(self.cloud, CLOUDS["AzureCloud"])[1]
 
 

@@ -1,8 +1,11 @@
 """Thin REST handlers over ``Workspace``: parse, call, serialise. Errors are mapped in one place."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
+import stat
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -201,6 +204,25 @@ class UsageHandler(ComputeHandler):
         self.reply({"usage": await (await self.ws(ws)).usage()})
 
 
+class SignInHandler(ComputeHandler):
+    """Device-code sign-in to an Azure ML workspace (azure/signin.py); tokens stay in the server."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, ws):
+        self.reply(await self.compute.sign_ins.start(await self.ws(ws)), 202)
+
+    @web.authenticated
+    @authorized
+    async def get(self, ws):
+        self.reply(self.compute.sign_ins.state(await self.ws(ws)))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, ws):
+        self.reply(self.compute.sign_ins.cancel(await self.ws(ws)))
+
+
 class OperationHandler(ComputeHandler):
     @web.authenticated
     @authorized
@@ -214,6 +236,48 @@ class OpenAPIHandler(ComputeHandler):
     async def get(self):
         from .openapi import document
         self.reply(document(self.compute))
+
+
+class SSHKeysHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def get(self):
+        directory = os.path.expanduser("~/.ssh")
+        self.reply({"directory": directory, "keys": await asyncio.to_thread(ssh_key_candidates, directory)})
+
+
+def ssh_key_candidates(directory: str) -> list[dict[str, Any]]:
+    """The private key files in ``directory``, to pick one from: paths and permissions, never contents.
+
+    A file counts when it starts like a PEM or OpenSSH private key; a key others may read is listed
+    with the reason the ssh backend refuses it.
+    """
+    from .backends.ssh import check_private_key_file
+
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return []
+    keys = []
+    for entry in entries:
+        try:
+            if entry.name.endswith(".pub") or not entry.is_file():
+                continue
+            with open(entry.path, "rb") as f:
+                head = f.read(64)
+            mode = stat.S_IMODE(entry.stat().st_mode)
+        except OSError:
+            continue
+        if not (head.startswith(b"-----BEGIN ") and b"PRIVATE KEY-----" in head):
+            continue
+        try:
+            check_private_key_file(entry.path)
+            problem = None
+        except ValueError as e:
+            problem = str(e)
+        keys.append({"path": entry.path, "name": entry.name, "mode": f"{mode:04o}",
+                     "readable_by_others": bool(mode & 0o044), "usable": problem is None, "problem": problem})
+    return keys
 
 
 def _p(path: str) -> str:
@@ -230,6 +294,8 @@ HANDLERS = [
     (_p(f"/workspaces/{WS}/targets/{NAME}/nodes"), NodesHandler),
     (_p(f"/workspaces/{WS}/sizes"), SizesHandler),
     (_p(f"/workspaces/{WS}/usage"), UsageHandler),
+    (_p(f"/workspaces/{WS}/sign-in"), SignInHandler),
     (_p(r"/operations/(?P<op_id>[^/]+)"), OperationHandler),
     (_p("/openapi.json"), OpenAPIHandler),
+    (_p("/ssh-keys"), SSHKeysHandler),
 ]

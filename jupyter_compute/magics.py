@@ -5,7 +5,8 @@
 
 * ``%compute VERB ...`` takes the verbs and options of ``jupyter compute`` (list, show, create,
   update, start, stop, restart, delete, attach, detach, nodes, sizes, usage, kinds), run by the
-  same code as the command line and shown as HTML tables, plus ``use`` and ``status``.
+  same code as the command line and shown as HTML tables, plus ``use``, ``status`` and ``login``
+  (device-code sign-in to an Azure ML workspace, for this kernel).
 * ``%%compute TARGET [--push a,b] [--pull c,d] [--nodes N] [--start] [--timeout S] [--workspace W]``
   runs the cell in TARGET's kernel. Everything that kernel publishes is re-published here, live,
   under this cell; its error is raised here once; ``input()`` prompts here; interrupting this
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import getpass
 import html
 import json
@@ -46,7 +48,7 @@ from .models import State
 LOCAL = "local"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 RELAYED = frozenset({"stream", "display_data", "update_display_data", "clear_output"})
-OWN_VERBS = ("use", "status")
+OWN_VERBS = ("use", "status", "login")
 _CELL_ROUTED = re.compile(r"^\s*%%?compute\b")
 _LOCAL_CELL = re.compile(r"^\s*%%compute\s+local\s*$")
 
@@ -70,6 +72,10 @@ class CellOutput:
     def flush_local(self) -> None:
         """So what this cell printed locally before comes before what the target prints."""
         for stream in (sys.stdout, sys.stderr):
+            # ipykernel's flush is two round trips to its IO thread even with nothing buffered;
+            # its streams say whether a write is waiting (other streams are simply flushed).
+            if getattr(stream, "_flush_pending", True) is False:
+                continue
             try:
                 stream.flush()
             except Exception:
@@ -213,9 +219,16 @@ def _one_line(exc: BaseException, text: str | None = None) -> BaseException:
     return exc
 
 
-def _raise_friendly(e: BaseException) -> None:
+def _sign_in_hint(e: ComputeError, workspace: str | None) -> str:
+    """What to run when Azure could not be signed in to."""
+    if (e.details or {}).get("sign_in") != "device_code":
+        return ""
+    return " -- to sign in with a device code, run: %compute login" + (f" --workspace {workspace}" if workspace else "")
+
+
+def _raise_friendly(e: BaseException, workspace: str | None = None) -> None:
     if isinstance(e, ComputeError):
-        raise _one_line(e, e.message) from None
+        raise _one_line(e, e.message + _sign_in_hint(e, workspace)) from None
     if isinstance(e, cli.UsageError):
         raise UsageError(str(e)) from None
     if isinstance(e, cli.OperationAborted):
@@ -278,6 +291,7 @@ def _node_count(text: str) -> int:
     return n
 
 
+@functools.cache  # built once: argparse parsers keep no state between parses
 def _cell_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="%%compute", add_help=True,
                                 description="Run this cell in TARGET's kernel ('local': this notebook's own).")
@@ -295,11 +309,21 @@ def _cell_parser() -> argparse.ArgumentParser:
     return _never_exit(p)
 
 
+@functools.cache  # built once: argparse parsers keep no state between parses
 def _use_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="%compute use", description="Send every following cell to TARGET; "
                                 "'%compute use local' sends them to this notebook's kernel again.")
     p.add_argument("target", metavar="TARGET")
     p.add_argument("--workspace", "-w")
+    return _never_exit(p)
+
+
+@functools.cache  # built once: argparse parsers keep no state between parses
+def _login_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="%compute login", description="Sign in to an Azure ML workspace with a device "
+                                "code: open the page shown, enter the code, and the cell ends once you have signed "
+                                "in (interrupt it to give up). The sign-in lasts as long as this kernel.")
+    p.add_argument("--workspace", "-w", help="Workspace to sign in to (default: the configured one)")
     return _never_exit(p)
 
 
@@ -357,11 +381,11 @@ class ComputeMagics(Magics):
             return None  # as the CLI: no prompt without a terminal
         return lambda prompt, password: getpass.getpass(prompt) if password else input(prompt)
 
-    def _run(self, make: Callable[[Bridge], Any]) -> Any:
+    def _run(self, make: Callable[[Bridge], Any], workspace: str | None = None) -> Any:
         try:
             return self.loop.run(make)
         except (ComputeError, cli.UsageError, cli.OperationAborted) as e:
-            _raise_friendly(e)
+            _raise_friendly(e, workspace)
         except KeyboardInterrupt:
             raise _one_line(KeyboardInterrupt("interrupted")) from None
 
@@ -382,6 +406,8 @@ class ComputeMagics(Magics):
                 return self._use(_use_parser().parse_args(argv[1:]))
             if verb == "status":
                 return self._status(_status_parser().parse_args(argv[1:]))
+            if verb == "login":
+                return self._login(_login_parser().parse_args(argv[1:]))
             args = parser.parse_args(argv)
         except _HelpShown:
             return None
@@ -405,11 +431,38 @@ class ComputeMagics(Magics):
             code = await cli.run(args, compute, ui)
             return code, ui.failure
 
-        code, failure = self._run(go)
+        code, failure = self._run(go, args.workspace)
         if code != 0:
             err = (failure or {}).get("error") or {}
             what = f"{failure['action']} {failure['target']}" if failure else args.command
-            raise _one_line(ComputeError(f"{what} failed: {err.get('message', 'see above')}"))
+            e = ComputeError(f"{what} failed: {err.get('message', 'see above')}", details=err.get("details"))
+            raise _one_line(e, e.message + _sign_in_hint(e, args.workspace))
+
+    # -- %compute login -----------------------------------------------------------------------------
+    def _login(self, args: argparse.Namespace):
+        out = CellOutput(self.shell)
+
+        async def go(bridge: Bridge):
+            compute = await shared_compute()
+            ws = await compute.resolve(args.workspace)
+            info = await compute.sign_ins.start(ws)
+            link = html.escape(info["verification_uri"])
+            out.display({"text/plain": info["message"],
+                         "text/html": f"To sign in to workspace <b>{html.escape(ws.id)}</b>, open <a href='{link}' "
+                                      f"target='_blank' rel='noopener'>{link}</a> and enter the code "
+                                      f"<code>{html.escape(info['user_code'])}</code>."})
+            try:
+                return await compute.sign_ins.get(ws).wait()
+            except asyncio.CancelledError:
+                compute.sign_ins.cancel(ws)  # interrupted: nobody is waiting for the code any more
+                raise
+
+        info = self._run(go, args.workspace)
+        if info["state"] != "signed_in":
+            raise _one_line(ComputeError(f"sign-in to workspace '{info['workspace']}' {info['state']}: "
+                                         f"{info['error']}"))
+        out.display({"text/plain": f"Signed in to workspace '{info['workspace']}' as {info['account']}."})
+        return None
 
     # -- %compute use / status ----------------------------------------------------------------------
     def _use(self, args: argparse.Namespace):
@@ -509,7 +562,7 @@ class ComputeMagics(Magics):
         except RemoteError:
             raise  # the target's own exception, shown with its traceback
         except (ComputeError, cli.UsageError) as e:
-            _raise_friendly(e)
+            _raise_friendly(e, opts.workspace)
         except asyncio.TimeoutError as e:
             if opts.timeout is None:
                 raise _one_line(e) from None
@@ -543,36 +596,22 @@ class ComputeMagics(Magics):
     async def _remote_cell(self, bridge: Bridge, out: CellOutput, opts, cell: str, values: dict,
                            pull: list[str], ask, phase: list[str]):
         ws = await self._workspace(opts.workspace)
-        target = await ws.get(opts.target)
         phase[0] = "pickling --push variables"
         payload = await asyncio.to_thread(Payload.from_values, values) if values else None
-        # Unknown or failed without --start: route_info says what went wrong and what to do (or, if
-        # the target came back meanwhile, how to reach it).
-        if target.state != State.running and (opts.start or target.state not in (State.unknown, State.failed)):
-            if not opts.start:
-                raise Conflict(f"'{target.name}' is {target.state.value}, so the cell did not run. Start it with "
-                               f"'%compute start {target.name}', or add --start.", reason="not_running")
-            phase[0] = "starting the target"
-            ui = NotebookUI(out)
-            # Something else may be starting it already: follow that operation instead of a second one.
-            running = [o for o in await ws.store.running_operations(ws.id) if o["target"] == target.name]
-            if running:
-                await ws.wait_operation(running[0]["id"], ui.progress)
-                target = await ws.get(target.name)
-            if target.state != State.running:
-                op = await ws.start(target.name, wait=True, on_progress=ui.progress)
-                if op.status.value == "failed":
-                    raise ComputeError(f"starting '{target.name}' failed: "
-                                       f"{(op.error or {}).get('message', 'unknown error')}")
-            ui._finish_progress(State.running.value)
         phase[0] = "connecting"
-        info = await ws.route_info(target.name)
+        try:
+            # A running target, the common case, is reached with one look at the store.
+            info = await ws.route_info(opts.target)
+        except Conflict as e:
+            if e.reason != "not_running":
+                raise
+            info = await self._start_for_cell(ws, out, opts, phase)
         if info.get("route") == "local":
             if payload is not None or pull or opts.nodes is not None:
-                raise cli.UsageError(f"'{target.name}' runs cells in this notebook's own kernel: "
+                raise cli.UsageError(f"'{opts.target}' runs cells in this notebook's own kernel: "
                                      "--push, --pull and --nodes do not apply")
             return "local"
-        route = await self._open_route(ws.id, target.name, info)
+        route = await self._open_route(ws.id, opts.target, info)
         if payload is not None:
             route.capabilities.require("variables", route.name, "--push needs it")
         if pull:
@@ -585,7 +624,7 @@ class ComputeMagics(Magics):
         accepts = getattr(route, "execute_options", ())
         if opts.environment is not None:
             if "environment" not in accepts:
-                raise cli.UsageError(f"--environment does not apply to '{target.name}' ({route.name} route)")
+                raise cli.UsageError(f"--environment does not apply to '{opts.target}' ({route.name} route)")
             options["environment"] = opts.environment
         if pull and "pull" in accepts:
             options["pull"] = pull  # a batch job must know before it runs what to write back
@@ -615,6 +654,32 @@ class ComputeMagics(Magics):
             pulled, report = await route.pull(pull)
             self._report(out, report)
         return pulled, result
+
+    @staticmethod
+    async def _start_for_cell(ws, out: CellOutput, opts, phase: list[str]) -> dict:
+        """The route to a target that is not running: started first under --start, else why not."""
+        target = await ws.get(opts.target)
+        # Unknown or failed without --start: route_info says what went wrong and what to do (or, if
+        # the target came back meanwhile, how to reach it).
+        if target.state != State.running and (opts.start or target.state not in (State.unknown, State.failed)):
+            if not opts.start:
+                raise Conflict(f"'{target.name}' is {target.state.value}, so the cell did not run. Start it with "
+                               f"'%compute start {target.name}', or add --start.", reason="not_running")
+            phase[0] = "starting the target"
+            ui = NotebookUI(out)
+            # Something else may be starting it already: follow that operation instead of a second one.
+            running = [o for o in await ws.store.running_operations(ws.id) if o["target"] == target.name]
+            if running:
+                await ws.wait_operation(running[0]["id"], ui.progress)
+                target = await ws.get(target.name)
+            if target.state != State.running:
+                op = await ws.start(target.name, wait=True, on_progress=ui.progress)
+                if op.status.value == "failed":
+                    raise ComputeError(f"starting '{target.name}' failed: "
+                                       f"{(op.error or {}).get('message', 'unknown error')}")
+            ui._finish_progress(State.running.value)
+        phase[0] = "connecting"
+        return await ws.route_info(target.name)
 
     async def _open_route(self, ws_id: str, name: str, info: dict) -> Route:
         key = (ws_id, name)

@@ -47,6 +47,8 @@ class Size(BaseModel):
     low_priority: bool | None = None
     price_per_hour: float | None = None
     compute_types: list[str] = Field(default_factory=list)
+    #: Nodes of this size the quota still allows, where the backend knows its quota.
+    quota_available: int | None = None
 
 
 class NodeCounts(BaseModel):

@@ -25,7 +25,8 @@ ERRORS = {
     "403": "Not authorised",
     "404": "Unknown workspace, target or operation",
     "409": "Name taken, an operation already running on the target, or an explicit confirmation needed",
-    "502": "The backend refused, with its message",
+    "502": "The backend refused, with its message; reason `azure_auth` with `details.sign_in` "
+           "`device_code` when Azure could not be signed in to (see /workspaces/{ws}/sign-in)",
     "503": "A backend is unreachable",
 }
 
@@ -92,6 +93,30 @@ def document(compute=None) -> dict[str, Any]:
                        "force": {"type": "boolean", "description": "Attach even if the resource is already attached"}},
         "additionalProperties": True,
     }
+    schemas["SSHKeyList"] = {
+        "type": "object", "required": ["directory", "keys"],
+        "properties": {"directory": {"type": "string"}, "keys": {"type": "array", "items": {
+            "type": "object", "required": ["path", "name", "mode", "readable_by_others", "usable", "problem"],
+            "properties": {
+                "path": {"type": "string"}, "name": {"type": "string"},
+                "mode": {"type": "string", "description": "Permission bits in octal, e.g. 0600"},
+                "readable_by_others": {"type": "boolean"},
+                "usable": {"type": "boolean", "description": "False when the ssh kind would refuse the file"},
+                "problem": {"type": ["string", "null"], "description": "Why it would be refused"}}}}},
+    }
+    schemas["SignIn"] = {
+        "type": "object", "required": ["workspace", "state"],
+        "description": "A device-code sign-in to an Azure ML workspace; the token it gets stays in the server",
+        "properties": {
+            "workspace": {"type": "string"},
+            "state": {"type": "string", "enum": ["pending", "signed_in", "failed", "expired", "cancelled"]},
+            "verification_uri": {"type": ["string", "null"], "description": "The page to open"},
+            "user_code": {"type": ["string", "null"], "description": "The code to enter there"},
+            "message": {"type": ["string", "null"], "description": "Both, said as Azure AD says them"},
+            "expires_on": {"type": ["string", "null"], "format": "date-time", "description": "When the code expires"},
+            "account": {"type": ["string", "null"], "description": "Who signed in, once signed in"},
+            "error": {"type": ["string", "null"], "description": "Why it failed, expired or ended (Azure's words)"}},
+    }
     all_err = ("400", "403", "404", "409", "502", "503")
     read_err = ("403", "404", "502", "503")
     paths = {
@@ -134,6 +159,18 @@ def document(compute=None) -> dict[str, Any]:
         f"{BASE}/workspaces/{{ws}}/usage": {"get": {
             "operationId": "listUsage", "summary": "Quota use against limits", "parameters": [WS],
             "responses": {"200": _json(_list("usage", "Usage"), "Usage"), **_errors(*read_err)}}},
+        f"{BASE}/workspaces/{{ws}}/sign-in": {
+            "post": {"operationId": "startSignIn", "parameters": [WS],
+                     "summary": "Begin a device-code sign-in to an Azure ML workspace (or give the one still pending); "
+                                "answers once Azure AD gave the code",
+                     "responses": {"202": _json(_ref("SignIn"), "The URL and code to sign in with"),
+                                   **_errors("400", "403", "404", "502", "503")}},
+            "get": {"operationId": "getSignIn", "summary": "How the workspace's device-code sign-in is going",
+                    "parameters": [WS],
+                    "responses": {"200": _json(_ref("SignIn"), "The sign-in"), **_errors("400", "403", "404")}},
+            "delete": {"operationId": "cancelSignIn", "summary": "Cancel a pending device-code sign-in",
+                       "parameters": [WS],
+                       "responses": {"200": _json(_ref("SignIn"), "The sign-in"), **_errors("400", "403", "404")}}},
         f"{BASE}/operations/{{id}}": {"get": {
             "operationId": "getOperation", "summary": "A long operation's status and progress",
             "parameters": [_param("id", "Operation id")],
@@ -141,6 +178,11 @@ def document(compute=None) -> dict[str, Any]:
         f"{BASE}/openapi.json": {"get": {
             "operationId": "getOpenAPI", "summary": "This document",
             "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document"), **_errors("403")}}},
+        f"{BASE}/ssh-keys": {"get": {
+            "operationId": "listSshKeys",
+            "summary": "Private key files in the server user's ~/.ssh, to pick one for an ssh target: paths and "
+                       "permissions only, never a key's contents",
+            "responses": {"200": _json(_ref("SSHKeyList"), "Candidate key files"), **_errors("403")}}},
     }
     for action in ("start", "stop", "restart"):
         paths[f"{BASE}/workspaces/{{ws}}/targets/{{name}}/{action}"] = {"post": {

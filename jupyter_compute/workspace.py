@@ -477,6 +477,8 @@ class Compute:
         #: The compute instance this process runs on, if any, and the id of its workspace.
         self.this_instance = _detect_instance(settings)
         self._instance_ws: str | None = None
+        #: Device-code sign-ins begun in this process (azure.signin), made on first use.
+        self._sign_ins: Any = None
         local_backends = [cls(LOCAL_WORKSPACE, self.store, settings)
                           for cls in filter(None, map(_load, LOCAL_BACKENDS))]
         self._workspaces[LOCAL_WORKSPACE] = Workspace(
@@ -632,6 +634,14 @@ class Compute:
             raise NotFound(f"no operation with id '{op_id}'", reason="unknown_operation")
         return Operation(**row)
 
+    @property
+    def sign_ins(self):
+        """Device-code sign-ins to Azure ML workspaces, kept in this process's memory."""
+        if self._sign_ins is None:
+            from .azure.signin import SignIns
+            self._sign_ins = SignIns()
+        return self._sign_ins
+
     async def reconcile(self) -> None:
         """Check this machine's targets; remote workspaces are read live, so they need no check."""
         await self._workspaces[LOCAL_WORKSPACE].reconcile()
@@ -641,6 +651,8 @@ class Compute:
             await w.join()
 
     async def close(self) -> None:
+        if self._sign_ins is not None:
+            self._sign_ins.close()
         for w in self._workspaces.values():
             await w.close()
         self.store.shutdown()

@@ -140,11 +140,59 @@ export interface IOperation {
   ended: string | null;
 }
 
+/** Options of stop, restart and delete. */
+export interface IActionOptions {
+  /** The explicit go-ahead for an action whose consequence the server asked to be accepted. */
+  confirm?: boolean;
+}
+
+/** A private key file the server's user could log in with, as `GET /ssh-keys` lists it. */
+export interface ISshKeyFile {
+  path: string;
+  name: string;
+  /** Permission bits in octal, e.g. `0600`. */
+  mode: string;
+  readable_by_others: boolean;
+  /** False when the ssh kind would refuse the file; `problem` says why. */
+  usable: boolean;
+  problem: string | null;
+}
+
+export interface ISshKeyListing {
+  directory: string;
+  keys: ISshKeyFile[];
+}
+
 /** The body of `POST …/targets`: name, kind and the kind's spec fields, flat. */
 export interface ITargetRequest {
   name: string;
   kind: string;
   [field: string]: unknown;
+}
+
+/** Where a device-code sign-in to an Azure ML workspace stands. */
+export type SignInState =
+  | 'pending'
+  | 'signed_in'
+  | 'failed'
+  | 'expired'
+  | 'cancelled';
+
+/**
+ * `…/workspaces/{ws}/sign-in`: the page to open and the code to enter there, and how far the
+ * sign-in got. The token it gets stays in the server.
+ */
+export interface ISignIn {
+  workspace: string;
+  state: SignInState;
+  verification_uri: string | null;
+  user_code: string | null;
+  message: string | null;
+  expires_on: string | null;
+  /** Who signed in, once signed in. */
+  account: string | null;
+  /** Why it failed, expired or ended, in Azure's words. */
+  error: string | null;
 }
 
 /**
@@ -158,18 +206,25 @@ export class ComputeApiError extends Error {
     status: number;
     reason?: string;
     field?: string | null;
+    details?: Record<string, unknown> | null;
   }) {
     super(options.message);
     this.name = 'ComputeApiError';
     this.status = options.status;
     this.reason = options.reason ?? 'error';
     this.field = options.field ?? null;
+    this.details = options.details ?? null;
   }
 
   /** The HTTP status; 0 when the server could not be reached. */
   readonly status: number;
   readonly reason: string;
   readonly field: string | null;
+  /**
+   * What the server adds to explain the error; for `confirmation_required`, the
+   * `consequence` the person must accept before the action is sent again with `confirm`.
+   */
+  readonly details: Record<string, unknown> | null;
 
   /** True when the server could not be reached at all. */
   get isNetworkError(): boolean {
@@ -266,14 +321,22 @@ export class ComputeApi {
     );
   }
 
-  /** `DELETE /workspaces/{ws}/targets/{name}`: deletes a managed target, detaches an attached one. */
-  async deleteTarget(workspace: string, name: string): Promise<IOperation> {
-    const body = await this._request<{ operation: IOperation }>('DELETE', [
-      'workspaces',
-      workspace,
-      'targets',
-      name
-    ]);
+  /**
+   * `DELETE /workspaces/{ws}/targets/{name}`: deletes a managed target, detaches an attached one.
+   * `confirm` accepts the consequence a `confirmation_required` answer named.
+   */
+  async deleteTarget(
+    workspace: string,
+    name: string,
+    options: IActionOptions = {}
+  ): Promise<IOperation> {
+    const body = await this._request<{ operation: IOperation }>(
+      'DELETE',
+      ['workspaces', workspace, 'targets', name],
+      undefined,
+      API_PREFIX,
+      options.confirm ? { confirm: 'true' } : undefined
+    );
     return body.operation;
   }
 
@@ -283,13 +346,21 @@ export class ComputeApi {
   }
 
   /** `POST /workspaces/{ws}/targets/{name}/stop` */
-  stopTarget(workspace: string, name: string): Promise<IOperation> {
-    return this._action(workspace, name, 'stop');
+  stopTarget(
+    workspace: string,
+    name: string,
+    options: IActionOptions = {}
+  ): Promise<IOperation> {
+    return this._action(workspace, name, 'stop', options);
   }
 
   /** `POST /workspaces/{ws}/targets/{name}/restart` */
-  restartTarget(workspace: string, name: string): Promise<IOperation> {
-    return this._action(workspace, name, 'restart');
+  restartTarget(
+    workspace: string,
+    name: string,
+    options: IActionOptions = {}
+  ): Promise<IOperation> {
+    return this._action(workspace, name, 'restart', options);
   }
 
   /** `GET /workspaces/{ws}/targets/{name}/nodes` */
@@ -324,9 +395,33 @@ export class ComputeApi {
     return body.usage;
   }
 
+  /** `POST /workspaces/{ws}/sign-in`: begin a device-code sign-in (or get the pending one). */
+  startSignIn(workspace: string): Promise<ISignIn> {
+    return this._request<ISignIn>('POST', ['workspaces', workspace, 'sign-in']);
+  }
+
+  /** `GET /workspaces/{ws}/sign-in` */
+  getSignIn(workspace: string): Promise<ISignIn> {
+    return this._request<ISignIn>('GET', ['workspaces', workspace, 'sign-in']);
+  }
+
+  /** `DELETE /workspaces/{ws}/sign-in`: stop waiting for a pending sign-in. */
+  cancelSignIn(workspace: string): Promise<ISignIn> {
+    return this._request<ISignIn>('DELETE', [
+      'workspaces',
+      workspace,
+      'sign-in'
+    ]);
+  }
+
   /** `GET /operations/{id}` */
   getOperation(id: string): Promise<IOperation> {
     return this._request<IOperation>('GET', ['operations', id]);
+  }
+
+  /** `GET /ssh-keys`: candidate private key files in the server user's ~/.ssh (paths only). */
+  listSshKeys(): Promise<ISshKeyListing> {
+    return this._request<ISshKeyListing>('GET', ['ssh-keys']);
   }
 
   /** `GET /openapi.json` */
@@ -351,15 +446,14 @@ export class ComputeApi {
   private async _action(
     workspace: string,
     name: string,
-    action: 'start' | 'stop' | 'restart'
+    action: 'start' | 'stop' | 'restart',
+    options: IActionOptions = {}
   ): Promise<IOperation> {
-    const body = await this._request<{ operation: IOperation }>('POST', [
-      'workspaces',
-      workspace,
-      'targets',
-      name,
-      action
-    ]);
+    const body = await this._request<{ operation: IOperation }>(
+      'POST',
+      ['workspaces', workspace, 'targets', name, action],
+      options.confirm ? { confirm: true } : undefined
+    );
     return body.operation;
   }
 
@@ -367,13 +461,15 @@ export class ComputeApi {
     method: Method,
     parts: string[],
     body?: unknown,
-    prefix: string = API_PREFIX
+    prefix: string = API_PREFIX,
+    query?: Record<string, string>
   ): Promise<T> {
-    const url = URLExt.join(
-      this.serverSettings.baseUrl,
-      prefix,
-      ...parts.map(encodeURIComponent)
-    );
+    const url =
+      URLExt.join(
+        this.serverSettings.baseUrl,
+        prefix,
+        ...parts.map(encodeURIComponent)
+      ) + (query ? URLExt.objectToQueryString(query) : '');
     const init: RequestInit = { method };
     if (body !== undefined) {
       init.body = JSON.stringify(body);
@@ -409,6 +505,7 @@ export class ComputeApi {
         message?: unknown;
         reason?: unknown;
         field?: unknown;
+        details?: unknown;
       };
       const message =
         typeof err.message === 'string' && err.message
@@ -420,7 +517,11 @@ export class ComputeApi {
         message,
         status: response.status,
         reason: typeof err.reason === 'string' ? err.reason : 'http_error',
-        field: typeof err.field === 'string' ? err.field : null
+        field: typeof err.field === 'string' ? err.field : null,
+        details:
+          err.details && typeof err.details === 'object'
+            ? (err.details as Record<string, unknown>)
+            : null
       });
     }
     if (response.status === 204) {

@@ -79,10 +79,13 @@ export class ComputeController implements IDisposable {
       return false;
     }
     const label = actionLabel(target, action);
+    // On the compute instance this server runs on, the server itself names the consequence
+    // and asks for it to be accepted (see `_runConfirmed`): asking here too would ask twice.
     const ask =
-      (action === 'delete' && this._settings.confirmDelete) ||
-      ((action === 'stop' || action === 'restart') &&
-        this._settings.confirmStop);
+      target.properties?.this_instance !== true &&
+      ((action === 'delete' && this._settings.confirmDelete) ||
+        ((action === 'stop' || action === 'restart') &&
+          this._settings.confirmStop));
     if (ask) {
       const result = await showDialog({
         title: `${label} '${name}'?`,
@@ -101,6 +104,50 @@ export class ComputeController implements IDisposable {
     }
     try {
       await this.model.run(name, action);
+      return true;
+    } catch (error) {
+      if (
+        error instanceof ComputeApiError &&
+        error.reason === 'confirmation_required'
+      ) {
+        return this._runConfirmed(name, action, label, error);
+      }
+      Notification.error(`${label} '${name}' failed: ${messageOf(error)}`, {
+        autoClose: 8000
+      });
+      return false;
+    }
+  }
+
+  /**
+   * The server refused an action until its consequence is accepted (stopping the compute
+   * instance this session runs on ends the session): show that consequence, and send the
+   * action again with `confirm` only once the person chose to go ahead.
+   */
+  private async _runConfirmed(
+    name: string,
+    action: TargetAction,
+    label: string,
+    refusal: ComputeApiError
+  ): Promise<boolean> {
+    const consequence = refusal.details?.consequence;
+    const result = await showDialog({
+      title: `${label} '${name}'?`,
+      body: typeof consequence === 'string' ? consequence : refusal.message,
+      buttons: [
+        Dialog.cancelButton(),
+        Dialog.warnButton({
+          label: `${label} and end this session`,
+          ariaLabel: `${label} ${name} and end this session`
+        })
+      ],
+      defaultButton: 0
+    });
+    if (!result.button.accept) {
+      return false;
+    }
+    try {
+      await this.model.run(name, action, { confirm: true });
       return true;
     } catch (error) {
       Notification.error(`${label} '${name}' failed: ${messageOf(error)}`, {

@@ -8,6 +8,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import {
   ComputeApi,
   ComputeApiError,
+  IActionOptions,
   IKind,
   IAddWorkspaceRequest,
   IOperation,
@@ -89,6 +90,8 @@ const TRANSITION: Record<TargetAction, TargetState> = {
 
 /** How often the panel asks whether the server restarted, while the page is visible. */
 const HEARTBEAT_MS = 5000;
+/** How many ended operation ids are remembered. */
+const ENDED_KEPT = 200;
 
 export class ComputeModel implements IDisposable {
   constructor(options: ComputeModel.IOptions) {
@@ -338,8 +341,29 @@ export class ComputeModel implements IDisposable {
     return operation;
   }
 
-  /** Start, stop, restart or delete (detach) a target. */
-  async run(name: string, action: TargetAction): Promise<IOperation> {
+  /** Change some fields of a target (`PATCH`); shows the answer at once. Rejects with the server's error. */
+  async updateTarget(
+    name: string,
+    changes: Record<string, unknown>
+  ): Promise<ITarget> {
+    const workspace = this._workspace;
+    const stamp = ++this._clock;
+    const target = await this.api.updateTarget(workspace, name, changes);
+    if (workspace === this._workspace) {
+      this._apply(target, stamp);
+    }
+    return target;
+  }
+
+  /**
+   * Start, stop, restart or delete (detach) a target. `confirm` accepts the consequence a
+   * `confirmation_required` answer named.
+   */
+  async run(
+    name: string,
+    action: TargetAction,
+    options: IActionOptions = {}
+  ): Promise<IOperation> {
     const workspace = this._workspace;
     this._busy.add(name);
     this._emit();
@@ -350,13 +374,13 @@ export class ComputeModel implements IDisposable {
           operation = await this.api.startTarget(workspace, name);
           break;
         case 'stop':
-          operation = await this.api.stopTarget(workspace, name);
+          operation = await this.api.stopTarget(workspace, name, options);
           break;
         case 'restart':
-          operation = await this.api.restartTarget(workspace, name);
+          operation = await this.api.restartTarget(workspace, name, options);
           break;
         case 'delete':
-          operation = await this.api.deleteTarget(workspace, name);
+          operation = await this.api.deleteTarget(workspace, name, options);
           break;
       }
       if (workspace === this._workspace) {
@@ -546,6 +570,12 @@ export class ComputeModel implements IDisposable {
       });
       this._emit();
     } else {
+      if (typeof event.id === 'string') {
+        this._ended.add(event.id);
+        if (this._ended.size > ENDED_KEPT) {
+          this._ended.delete(this._ended.values().next().value as string);
+        }
+      }
       const known = this._operations.get(name);
       if (
         !known ||
@@ -582,8 +612,8 @@ export class ComputeModel implements IDisposable {
       return;
     }
     const known = this._operations.get(operation.target);
-    // An event about this operation may have arrived before the response did.
-    if (known && known.id === operation.id) {
+    // An event about this operation may have arrived before the response did, even its end.
+    if ((known && known.id === operation.id) || this._ended.has(operation.id)) {
       return;
     }
     this._operations.set(operation.target, {
@@ -835,6 +865,8 @@ export class ComputeModel implements IDisposable {
   private _kinds = new Map<string, IKind>();
   private _targets = new Map<string, ITarget>();
   private _operations = new Map<string, ITargetOperation>();
+  /** Operations whose end was announced, newest last: a late 202 must not revive them. */
+  private _ended = new Set<string>();
   private _busy = new Set<string>();
   private _stamps = new Map<string, number>();
   private _clock = 0;

@@ -149,6 +149,9 @@ def test_sizes_and_usage(arm, tmp_path):
     assert (nc.vcpus, nc.memory_gb, nc.gpus, nc.low_priority, nc.price_per_hour) == (6, 112.0, 1, True, 3.06)
     assert nc.compute_types == ["compute-instance", "compute-cluster"]
     assert by_name["Standard_A1_v2"].compute_types == ["compute-cluster"]
+    # Nodes the quota still allows: the tightest of the family's bucket and the regional total.
+    assert nc.quota_available == 24 // 6  # NCSv3: 24 free of 24; regional: 96 of 100
+    assert by_name["Standard_DS3_v2"].quota_available == (24 - 4) // 4  # bob-dev holds 4 DSv2 vCPUs
     u = {x.name: x for x in usage}
     assert u["Total Cluster Dedicated Regional vCPUs"].current == 4
     assert u["Standard DSv2 Family Cluster Dedicated vCPUs"].current == 4

@@ -73,6 +73,11 @@ class ThreadedCredential:
     async def get_token(self, *scopes: str, **kwargs: Any):
         return await asyncio.to_thread(self._credential.get_token, *scopes, **kwargs)
 
+    async def authenticate(self, *scopes: str) -> Any:
+        """Sign in now, interactively, caching a token for ``scopes``; returns azure-identity's
+        AuthenticationRecord (who signed in, never a token)."""
+        return await asyncio.to_thread(self._credential.authenticate, scopes=list(scopes))
+
     async def close(self) -> None:
         close = getattr(self._credential, "close", None)
         if close:
@@ -85,16 +90,46 @@ class ThreadedCredential:
         await self.close()
 
 
+class SignInCancelled(Exception):
+    """The person cancelled a device-code sign-in while it waited for them."""
+
+
+def known_authority(authority: str) -> bool:
+    """Whether ``authority`` is one of the public clouds' (which instance discovery knows)."""
+    from ..config import CLOUDS
+
+    return authority_host(authority).lower() in {authority_host(a) for _, a in CLOUDS.values()}
+
+
 def device_code_credential(settings: Any, on_prompt: Callable[[str, str, Any], None], *,
-                           tenant_id: str | None = None, timeout: int = 900) -> ThreadedCredential:
+                           tenant_id: str | None = None, timeout: int = 900,
+                           cancelled: Callable[[], bool] | None = None) -> ThreadedCredential:
     """Sign in with a device code: ``on_prompt(url, code, expires_on)`` is called with what the
-    person must open and type (the magics print it, the sidebar shows it)."""
+    person must open and type (the magics print it, the sidebar shows it).
+
+    Signing in happens only in ``authenticate``: a later token request that the cached sign-in
+    cannot answer fails (so the workspace reports ``azure_auth`` again) rather than silently
+    starting a new device-code prompt that nobody sees. While the person has not signed in,
+    azure-identity polls the token endpoint; once ``cancelled()`` is true the next poll raises
+    SignInCancelled, so a cancelled sign-in frees its thread within one polling interval.
+    """
     from azure.identity import DeviceCodeCredential
 
-    kwargs: dict[str, Any] = {"authority": authority_host(settings.authority()), "timeout": timeout,
-                              "prompt_callback": on_prompt}
+    authority = settings.authority()
+    kwargs: dict[str, Any] = {"authority": authority_host(authority), "timeout": timeout,
+                              "prompt_callback": on_prompt, "disable_automatic_authentication": True}
+    if not known_authority(authority):
+        # Instance discovery asks login.microsoftonline.com about the authority, which a private
+        # cloud's (or a proxy's) cannot be found in.
+        kwargs["disable_instance_discovery"] = True
+    tenant_id = tenant_id or getattr(settings, "tenant_id", "")
     if tenant_id:
         kwargs["tenant_id"] = tenant_id
+    if cancelled is not None:
+        def refuse_when_cancelled(request: Any) -> None:
+            if cancelled():
+                raise SignInCancelled("device-code sign-in was cancelled")
+        kwargs["raw_request_hook"] = refuse_when_cancelled
     ca = ca_bundle()
     if ca:
         kwargs["connection_verify"] = ca

@@ -43,6 +43,8 @@ ACTIONS = {
     "workspace": "Microsoft.MachineLearningServices/workspaces/read",
 }
 SIZES_TTL = 600.0
+#: Said with every failure to sign in: the faces offer device-code sign-in when they see it.
+SIGN_IN = {"sign_in": "device_code"}
 
 ATTACHED_FAMILY = "Attached compute"
 
@@ -51,8 +53,8 @@ class AzureError(BackendRefused):
     """Azure refused or failed a request; ``message`` is Azure's own, ``azure_code`` its code."""
 
     def __init__(self, message: str, *, azure_code: str | None = None, reason: str = "azure_error",
-                 http_status: int | None = None):
-        super().__init__(message, reason=reason)
+                 http_status: int | None = None, details: dict | None = None):
+        super().__init__(message, reason=reason, details=details)
         self.azure_code = azure_code
         #: None when no HTTP answer was had, e.g. when signing in failed.
         self.http_status = http_status
@@ -201,11 +203,12 @@ class AzureMLBackend(Backend):
                 polling_interval=self.azure.poll_interval, **transport_options(self.azure))
         return self._client
 
-    async def set_credential(self, credential: Any) -> None:
-        """Use another credential from now on (for example after a device-code sign-in)."""
+    async def set_credential(self, credential: Any, *, owned: bool = False) -> None:
+        """Use another credential from now on (for example after a device-code sign-in); an
+        ``owned`` one is closed when it is replaced or the backend closes."""
         await self.close()
         self._credential = credential
-        self._owns_credential = False
+        self._owns_credential = owned
 
     async def close(self) -> None:
         if self._jobs is not None:
@@ -237,8 +240,8 @@ class AzureMLBackend(Backend):
             if status == 401:
                 return AzureError(
                     f"{message} -- Azure did not accept the sign-in for {what}: sign in again (for example "
-                    f"`az login`) with an identity of the workspace's tenant, for {self.endpoint}.",
-                    azure_code=code, reason="azure_auth", http_status=status)
+                    f"`az login`, or device-code sign-in) with an identity of the workspace's tenant, for "
+                    f"{self.endpoint}.", azure_code=code, reason="azure_auth", http_status=status, details=SIGN_IN)
             if status == 403:
                 return AzureError(
                     f"{message} -- The signed-in identity lacks a permission: {what} needs the Azure role-based "
@@ -260,7 +263,7 @@ class AzureMLBackend(Backend):
             return AzureError(
                 f"Could not sign in to Azure: {exc.message if hasattr(exc, 'message') else exc} -- sign in with "
                 "`az login`, a service principal (AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_CLIENT_SECRET), a "
-                "managed identity, or device-code sign-in.", reason="azure_auth")
+                "managed identity, or device-code sign-in.", reason="azure_auth", details=SIGN_IN)
         if isinstance(exc, (ServiceRequestError, ServiceResponseError, asyncio.TimeoutError, OSError)):
             return Unavailable(f"could not reach Azure Resource Manager at {self.endpoint}: {exc}",
                                reason="azure_unreachable")
@@ -403,8 +406,23 @@ class AzureMLBackend(Backend):
         return await self._call("nodes", target.name, fetch)
 
     async def sizes(self) -> list[Size]:
-        catalog, _ = await self._catalog(fresh=True)
-        return sorted(catalog.values(), key=lambda s: s.name.lower())
+        catalog, families = await self._catalog(fresh=True)
+        try:
+            usages = await self._usages()
+        except ComputeError as e:  # sizes without quota are still worth showing
+            log.debug("quota unavailable for %s: %s", self.workspace_id, e.message)
+            usages = None
+        out = []
+        for key, size in sorted(catalog.items()):
+            if usages is not None and size.vcpus:
+                # Dedicated nodes draw on every bucket of their family and the regional total.
+                free = [int(u.limit) - int(u.current_value or 0)
+                        for _, u in _buckets(usages, families.get(key, ""), False)
+                        if u.limit is not None and u.limit >= 0]
+                if free:
+                    size = size.model_copy(update={"quota_available": max(0, min(free)) // size.vcpus})
+            out.append(size)
+        return out
 
     async def usage(self) -> list[Usage]:
         return [to_usage(u) for u in await self._usages()]

@@ -149,6 +149,7 @@ class LocalBackend(Backend):
         super().__init__(workspace_id, store, settings)
         self._created = utcnow()
         self._built: dict[tuple[str, str], Target] = {}
+        self._route_infos: dict[tuple[str, Any], dict[str, Any]] = {}
 
     # -- reading ---------------------------------------------------------------------------------
     async def list_targets(self, stored: list[dict]) -> list[Target]:
@@ -240,10 +241,20 @@ class LocalBackend(Backend):
     async def route_info(self, target: Target) -> dict[str, Any]:
         if target.kind == "local":
             return {"route": "local"}
-        row = await self.store.get_target(self.workspace_id, target.name)
-        rt = row["runtime"]
-        connection = await asyncio.to_thread(_read_json, rt["connection_file"])
-        return {"route": "kernel", "connection": connection, "pid": rt.get("kernel_pid")}
+        # A start rewrites the row (and so its `modified`) with the new connection file: the route
+        # of a target seen at the same `modified` is still the same, and costs no read.
+        key = (target.name, target.modified)
+        info = self._route_infos.get(key)
+        if info is None:
+            row = await self.store.get_target(self.workspace_id, target.name)
+            rt = row["runtime"]
+            connection = await asyncio.to_thread(_read_json, rt["connection_file"])
+            info = {"route": "kernel", "connection": connection, "pid": rt.get("kernel_pid")}
+            if self._kernel_target(row).modified == target.modified:
+                if len(self._route_infos) > 1_000:
+                    self._route_infos.clear()
+                self._route_infos[key] = info
+        return {**info, "connection": dict(info["connection"])}
 
     # -- changing --------------------------------------------------------------------------------
     async def create(self, name: str, kind: str, spec: Spec, ctx: OperationContext) -> Outcome:

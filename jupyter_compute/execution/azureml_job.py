@@ -18,11 +18,10 @@ import pickle
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import ComputeError, InvalidRequest
-from .base import (Capabilities, ExecutionError, ExecutionResult, ExecutionTimeout, MessageHandler, Route,
+from .base import (BatchOutput, Capabilities, ExecutionError, ExecutionResult, ExecutionTimeout, MessageHandler, Route,
                    StdinHandler, TransferError, TransferReport)
 
 log = logging.getLogger("jupyter_compute.execution")
@@ -37,34 +36,13 @@ TAIL_LINES = 30
 LOG_GRACE = 3.0
 
 
-def _message(msg_type: str, content: dict) -> dict:
-    """A message shaped like a kernel's iopub message, for handlers written for kernels."""
-    header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "date": datetime.now(timezone.utc).isoformat()}
-    return {"header": header, "msg_id": header["msg_id"], "msg_type": msg_type, "parent_header": {},
-            "metadata": {}, "content": content, "buffers": []}
-
-
-class _Cell:
+class _Cell(BatchOutput):
     """What one cell shows while its job runs: notes, the status line, and the log."""
 
     def __init__(self, on_message: MessageHandler | None, nodes: int):
-        self.on_message = on_message
-        self.nodes = nodes
+        super().__init__(on_message, nodes)
         self.display_id = uuid.uuid4().hex
         self.shown = False
-        self.problems: list[BaseException] = []
-        self._line_start: dict[Any, bool] = {}
-
-    def emit(self, msg_type: str, content: dict) -> None:
-        if self.on_message is None:
-            return
-        try:
-            self.on_message(_message(msg_type, content))
-        except Exception as e:  # the relay broke: say why once the cell is over
-            self.problems.append(e)
-
-    def note(self, text: str) -> None:
-        self.emit("stream", {"name": "stderr", "text": f"jupyter_compute: {text}\n"})
 
     def status(self, job: str, compute: str, history: list[str], studio: str, since: float) -> None:
         took = time.monotonic() - since
@@ -80,18 +58,7 @@ class _Cell:
         self.shown = True
 
     def log(self, rank: int | None, text: str) -> None:
-        if self.nodes > 1 and rank is not None:
-            text = self._label(rank, text)
-        self.emit("stream", {"name": "stdout", "text": text})
-
-    def _label(self, rank: int, text: str) -> str:
-        at_start = self._line_start.get(rank, True)
-        out = []
-        for piece in text.splitlines(keepends=True):
-            out.append(f"[rank {rank}] {piece}" if at_start else piece)
-            at_start = piece.endswith(("\n", "\r"))
-        self._line_start[rank] = at_start
-        return "".join(out)
+        self.stream("stdout", text, rank)
 
 
 class _Job:

@@ -503,6 +503,10 @@ class DaskRoute(Route):
         self._watchers: dict[str, set[asyncio.Future]] = {}
         self._restarting: set[str] = set()
         self._followed: dict[str, int] = {}
+        self._listening: set[str] = set()
+        #: The last cell's futures, released with the next submit: released alone, that message
+        #: would hold the next cell's submit back by the client's batching interval.
+        self._releasing: list = []
         # Only a cluster on this machine is surely reachable worker by worker; elsewhere data goes via the scheduler.
         self._direct = True if info.get("managed") else None
 
@@ -556,6 +560,7 @@ class DaskRoute(Route):
             if not run.stop.done():
                 run.stop.set_result(("closed",))
         self._staged.clear()
+        self._release_previous()
         # Released reservations, forgotten variables and restarts still need the connection.
         if self._background:
             await asyncio.wait(list(self._background), timeout=RESTART_WAIT)
@@ -576,6 +581,7 @@ class DaskRoute(Route):
             with contextlib.suppress(Exception):
                 client.unsubscribe_topic(topic)
         self._followed.clear()
+        self._listening.clear()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.close(), CONTROL_TIMEOUT)
 
@@ -612,6 +618,13 @@ class DaskRoute(Route):
             if self._followed[address] == 1:
                 self._client.subscribe_topic(address, lambda event, a=address: self._on_worker(a, event))
 
+    def _listen(self, addresses) -> None:
+        """Follow these workers for as long as they are in the cluster. Subscribing goes through the
+        client's batched stream: a subscription per cell would hold each task back by its interval."""
+        new = [a for a in addresses if a not in self._listening]
+        self._listening.update(new)
+        self._follow(new)
+
     def _unfollow(self, addresses) -> None:
         for address in addresses:
             left = self._followed.get(address, 0) - 1
@@ -633,6 +646,9 @@ class DaskRoute(Route):
         for fut in self._watchers.pop(address, set()):
             if not fut.done():
                 fut.set_result(address)
+        if address in self._listening:
+            self._listening.discard(address)
+            self._unfollow([address])
 
     def _watch(self, address: str) -> asyncio.Future:
         """A future that resolves when the worker leaves."""
@@ -649,8 +665,7 @@ class DaskRoute(Route):
     async def _usable_workers(self) -> dict[str, int]:
         """Running workers (not leaving, not being restarted) and how many tasks each is processing."""
         client = self._client
-        identity = await client.scheduler.identity(n_workers=-1)
-        processing = await client.processing()
+        identity, processing = await asyncio.gather(client.scheduler.identity(n_workers=-1), client.processing())
         return {addr: len(processing.get(addr) or ()) for addr, w in (identity.get("workers") or {}).items()
                 if w.get("status") == "running" and addr not in self._restarting}
 
@@ -727,13 +742,12 @@ class DaskRoute(Route):
         if previous is not None:
             self._spawn(self._forget(client, *previous))
         pushed, self._staged = self._staged, {}
-        reserved, followed = False, []
+        reserved = False
         try:
             # Every rank is pinned to its worker: were that worker to die, Dask would otherwise run the
             # cell again from the start on another one, behind our back.
             workers, reserved = await self._workers_for(run.nodes, run.id, run.note)
-            followed = workers
-            self._follow(followed)
+            self._listen(workers)
             for rank in range(run.nodes):
                 key = f"jupyter-compute-cell-{run.id}-{rank}"
                 run.keys[key] = rank
@@ -741,11 +755,14 @@ class DaskRoute(Route):
                 run.futures.append(client.submit(
                     _W["_w_run"], run.id, self._topic, code, pushed, rank, run.nodes, rank == 0, key=key,
                     workers=[workers[rank]], allow_other_workers=False, pure=False, retries=0))
-            # A worker that left just before we listened would leave its rank waiting for ever.
-            present = (await client.scheduler.identity(n_workers=-1)).get("workers") or {}
-            for address in set(workers) - set(present):
-                run.worker_left(address, set(), False)
-            return await self._wait(run)
+            self._release_previous()
+            # A worker that left just before we listened would leave its rank waiting for ever; this
+            # is checked while the cell runs rather than before it.
+            present = asyncio.ensure_future(self._check_present(run, workers))
+            try:
+                return await self._wait(run)
+            finally:
+                present.cancel()
         except BaseException as e:
             if not run.futures:  # nothing ran: the pushed variables wait for the next cell
                 self._staged = {**pushed, **self._staged}
@@ -753,12 +770,21 @@ class DaskRoute(Route):
                 await asyncio.shield(self._stop_run(run, "interrupted"))
             raise
         finally:
-            self._unfollow(followed)
             if reserved:
                 self._spawn(self._reserve(0, run.id))
-            for fut in run.futures:
-                with contextlib.suppress(Exception):
-                    fut.release()
+            self._releasing.extend(run.futures)
+
+    def _release_previous(self) -> None:
+        futures, self._releasing = self._releasing, []
+        for fut in futures:
+            with contextlib.suppress(Exception):
+                fut.release()
+
+    async def _check_present(self, run: _Run, workers: list[str]) -> None:
+        with contextlib.suppress(Exception):
+            present = (await self._client.scheduler.identity(n_workers=-1)).get("workers") or {}
+            for address in set(workers) - set(present):
+                run.worker_left(address, set(), False)
 
     async def _wait(self, run: _Run) -> ExecutionResult:
         async def outcome(rank: int, fut) -> None:

@@ -15,6 +15,8 @@ import * as React from 'react';
 import type { ComputeController } from '../controller';
 import type { ComputeModel } from '../model';
 import { computeIcon } from '../icons';
+import { InstanceCard } from './InstanceCard';
+import { SignIn, offersSignIn } from './SignIn';
 import { TargetList } from './TargetList';
 import { useNow, useSignalVersion } from './common';
 
@@ -180,18 +182,12 @@ function ComputeView(props: {
         />
       </div>
       {instance ? (
-        <div className="jp-ComputePanel-instance" role="note">
-          Running on compute instance <strong>{instance.name}</strong>
-          {instance.workspace ? ` in ${instance.workspace}` : ''}
-          {instance.url ? (
-            <>
-              {' · '}
-              <a href={instance.url} target="_blank" rel="noopener noreferrer">
-                Azure ML Studio
-              </a>
-            </>
-          ) : null}
-        </div>
+        <InstanceCard
+          model={model}
+          controller={controller}
+          instance={instance}
+          now={now}
+        />
       ) : null}
       {status === 'offline' ? (
         <div className="jp-ComputePanel-banner jp-mod-offline" role="status">
@@ -207,6 +203,13 @@ function ComputeView(props: {
           >
             Retry
           </button>
+          {offersSignIn(error) ? (
+            <SignIn
+              key={model.workspace}
+              model={model}
+              workspace={model.workspace}
+            />
+          ) : null}
         </div>
       ) : null}
       {status === 'loading' && count === 0 ? (

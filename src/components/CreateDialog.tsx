@@ -20,6 +20,17 @@ import {
 } from '../schemaForm';
 import { showModal } from './Modal';
 import { SchemaFields, fieldId } from './SchemaForm';
+import {
+  ACCEPT_FIELD,
+  HostKeyStep,
+  IHostKeyChallenge,
+  KEY_FIELD,
+  KeyFilePicker,
+  SSH_KIND,
+  hostKeyChallenge,
+  keyProblem,
+  useSshKeys
+} from './SshAttach';
 
 export type CreateMode = 'create' | 'attach';
 
@@ -71,10 +82,21 @@ function CreateForm(props: {
     kinds.find(k => k.name === props.initialKind)?.name ?? kinds[0]?.name ?? ''
   );
   const kind = kinds.find(k => k.name === kindName);
+  const isSsh = kind?.name === SSH_KIND;
+  // Host keys are accepted in their own step, one shown fingerprint at a time, never typed here.
   const fields = React.useMemo<IField[]>(
-    () => (kind ? fieldsFromSchema(schemaOf(kind, mode)) : []),
-    [kind, mode]
+    () =>
+      kind
+        ? fieldsFromSchema(schemaOf(kind, mode)).filter(
+            f => !(isSsh && f.name === ACCEPT_FIELD)
+          )
+        : [],
+    [kind, mode, isSsh]
   );
+  const sshKeys = useSshKeys(model, isSsh);
+  // The step that shows a refused host key, and the fingerprints the user accepted so far.
+  const [hostKey, setHostKey] = React.useState<IHostKeyChallenge | null>(null);
+  const [accepted, setAccepted] = React.useState<string[]>([]);
   const [values, setValues] = React.useState<FormValues>(() =>
     initialValues(fields)
   );
@@ -99,6 +121,8 @@ function CreateForm(props: {
     setServerErrors({});
     setTouched(new Set());
     setFormError('');
+    setHostKey(null);
+    setAccepted([]);
   }, [fields]);
 
   const needsSizes = fields.some(f => f.kind === 'size');
@@ -119,6 +143,8 @@ function CreateForm(props: {
   const onChange = (name: string, value: FormValue) => {
     const next = { ...values, [name]: value };
     setValues(next);
+    // An accepted key belongs to the host it was shown for.
+    setAccepted([]);
     const field = fields.find(f => f.name === name);
     if (field && (touched.has(name) || name === 'name' || errors[name])) {
       const error = validateField(field, value, context());
@@ -162,10 +188,16 @@ function CreateForm(props: {
 
   const submit = async (event: React.FormEvent) => {
     event.preventDefault();
-    if (!kind || busy) {
+    if (!kind || busy || hostKey) {
       return;
     }
     const found = validateForm(fields, values, context());
+    const refusedKey = isSsh
+      ? keyProblem(sshKeys.keys, String(values[KEY_FIELD] ?? ''))
+      : null;
+    if (refusedKey && !found[KEY_FIELD]) {
+      found[KEY_FIELD] = refusedKey;
+    }
     setErrors(found);
     setTouched(new Set(fields.map(f => f.name)));
     const firstInvalid = fields.find(f => found[f.name]);
@@ -173,8 +205,18 @@ function CreateForm(props: {
       focusField(firstInvalid.name);
       return;
     }
+    await send(accepted);
+  };
+
+  const send = async (acceptHostKeys: string[]) => {
+    if (!kind) {
+      return;
+    }
     const body = toRequestBody(fields, values);
     const name = String(body.name);
+    if (acceptHostKeys.length) {
+      body[ACCEPT_FIELD] = acceptHostKeys;
+    }
     setBusy(true);
     setFormError('');
     setServerErrors({});
@@ -183,6 +225,12 @@ function CreateForm(props: {
       props.close(name);
     } catch (error) {
       setBusy(false);
+      const challenge = isSsh ? hostKeyChallenge(error) : null;
+      if (challenge) {
+        setHostKey(challenge);
+        return;
+      }
+      setHostKey(null);
       const apiError =
         error instanceof ComputeApiError
           ? error
@@ -233,6 +281,12 @@ function CreateForm(props: {
       shown[field] = error.message;
     }
   }
+  const refusedKey = isSsh
+    ? keyProblem(sshKeys.keys, String(values[KEY_FIELD] ?? ''))
+    : null;
+  if (refusedKey && !shown[KEY_FIELD]) {
+    shown[KEY_FIELD] = refusedKey;
+  }
   const verb = mode === 'create' ? 'Create' : 'Attach';
   return (
     <form
@@ -270,16 +324,38 @@ function CreateForm(props: {
             <strong>{kind.name}</strong> — {kind.description}
           </p>
         ) : null}
-        <SchemaFields
-          idPrefix={idPrefix}
-          fields={fields}
-          values={values}
-          errors={shown}
-          sizes={sizes}
-          disabled={busy}
-          onChange={onChange}
-          onBlur={onBlur}
-        />
+        {hostKey ? (
+          <HostKeyStep
+            challenge={hostKey}
+            busy={busy}
+            onBack={() => setHostKey(null)}
+            onAccept={() => {
+              const next = [...accepted, hostKey.fingerprint];
+              setAccepted(next);
+              void send(next);
+            }}
+          />
+        ) : (
+          <SchemaFields
+            idPrefix={idPrefix}
+            fields={fields}
+            values={values}
+            errors={shown}
+            sizes={sizes}
+            disabled={busy}
+            onChange={onChange}
+            onBlur={onBlur}
+            controls={
+              isSsh
+                ? {
+                    [KEY_FIELD]: control => (
+                      <KeyFilePicker {...control} {...sshKeys} />
+                    )
+                  }
+                : undefined
+            }
+          />
+        )}
         <div className="jp-ComputeForm-formError" role="alert">
           {formError}
         </div>
@@ -293,15 +369,17 @@ function CreateForm(props: {
           >
             <div className="jp-Dialog-buttonLabel">Cancel</div>
           </button>
-          <button
-            type="submit"
-            className="jp-Dialog-button jp-mod-styled jp-mod-accept"
-            disabled={busy}
-          >
-            <div className="jp-Dialog-buttonLabel">
-              {busy ? `${verb.replace(/e$/, '')}ing…` : verb}
-            </div>
-          </button>
+          {hostKey ? null : (
+            <button
+              type="submit"
+              className="jp-Dialog-button jp-mod-styled jp-mod-accept"
+              disabled={busy}
+            >
+              <div className="jp-Dialog-buttonLabel">
+                {busy ? `${verb.replace(/e$/, '')}ing…` : verb}
+              </div>
+            </button>
+          )}
         </div>
       </div>
     </form>

@@ -10,6 +10,7 @@ import { ComputeController, messageOf } from '../controller';
 import { ComputeModel } from '../model';
 import { formatIdleShutdown, formatNodes, formatSize } from '../state';
 import { ActionButtons, StateBadge, useNow, useSignalVersion } from './common';
+import { ScaleControl, scaleFields } from './ScaleControl';
 
 const NODE_COUNTS: (keyof NonNullable<ITarget['nodes']>)[] = [
   'current',
@@ -55,7 +56,10 @@ export class TargetDetails extends ReactWidget {
   }
 }
 
-/** Links to a target's applications: `properties.applications`, or `*_url` properties. */
+/**
+ * Links to a target's applications: `properties.applications`, `*_url` properties, and a
+ * cluster's `dashboard_link`.
+ */
 export function applicationLinks(
   target: ITarget
 ): { label: string; url: string }[] {
@@ -75,12 +79,13 @@ export function applicationLinks(
     }
   }
   for (const [key, value] of Object.entries(target.properties ?? {})) {
-    if (
-      key.endsWith('_url') &&
-      typeof value === 'string' &&
-      /^https?:\/\//.test(value)
-    ) {
+    if (typeof value !== 'string' || !/^https?:\/\//.test(value)) {
+      continue;
+    }
+    if (key.endsWith('_url')) {
       links.push({ label: key.slice(0, -4).replace(/_/g, ' '), url: value });
+    } else if (key === 'dashboard_link') {
+      links.push({ label: 'Dashboard', url: value });
     }
   }
   return links;
@@ -226,6 +231,13 @@ function DetailsView(props: {
           </tbody>
         </table>
       </section>
+
+      {scaleFields(kind).length && target.state !== 'deleting' ? (
+        <section aria-labelledby="jp-ComputeDetails-scale">
+          <h2 id="jp-ComputeDetails-scale">Scale</h2>
+          <ScaleControl model={model} target={target} kind={kind} />
+        </section>
+      ) : null}
 
       {links.length ? (
         <section aria-labelledby="jp-ComputeDetails-apps">

@@ -17,6 +17,21 @@ export interface ISchemaFieldsProps {
   disabled?: boolean;
   onChange: (name: string, value: FormValue) => void;
   onBlur: (name: string) => void;
+  /** Controls of a kind's own for some fields, by field name; the label, help and error stay. */
+  controls?: Record<string, (props: IControlProps) => JSX.Element>;
+}
+
+/** What a field's own control gets: its input's attributes and the field's value. */
+export interface IControlProps {
+  id: string;
+  name: string;
+  disabled?: boolean;
+  'aria-invalid'?: boolean;
+  'aria-describedby'?: string;
+  'aria-required'?: boolean;
+  onBlur: () => void;
+  value: string;
+  onChange: (value: string) => void;
 }
 
 export function SchemaFields(props: ISchemaFieldsProps): JSX.Element {
@@ -64,7 +79,15 @@ function SchemaField(
   ) => props.onChange(field.name, event.target.value);
 
   let control: JSX.Element;
-  switch (field.kind) {
+  const custom = props.controls?.[field.name];
+  switch (custom ? 'custom' : field.kind) {
+    case 'custom':
+      control = (custom as (props: IControlProps) => JSX.Element)({
+        ...common,
+        value: text,
+        onChange: value => props.onChange(field.name, value)
+      });
+      break;
     case 'boolean':
       control = (
         <input

@@ -5,7 +5,8 @@
 import {
   caretDownIcon,
   caretRightIcon,
-  infoIcon
+  infoIcon,
+  settingsIcon
 } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
@@ -18,7 +19,13 @@ import {
   formatSize,
   isTransitional
 } from '../state';
+import { ApplicationLinks } from './ApplicationLinks';
 import { ActionButtons, StateBadge } from './common';
+import { formatWorkers, scaleFields, showScaleDialog } from './ScaleControl';
+import { SSH_KIND, sshAddress } from './SshAttach';
+
+/** The family whose targets' nodes are Dask workers. */
+const CLUSTERS_FAMILY = 'Clusters';
 
 export const GROUP_HEIGHT = 30;
 export const ROW_HEIGHT = 52;
@@ -444,15 +451,32 @@ const TargetRow = React.memo(function TargetRow(
   const { target, kind, operation, controller, model } = props;
   const transitional = isTransitional(target.state) || !!operation;
   const size = formatSize(target);
-  const nodes = formatNodes(target);
+  const isCluster = kind?.family === CLUSTERS_FAMILY;
+  const address = target.kind === SSH_KIND ? sshAddress(target) : '';
+  // An SSH machine is one node: its address says more than "1/1 node".
+  const nodes = isCluster
+    ? formatWorkers(target)
+    : address
+      ? ''
+      : formatNodes(target);
   const idle = formatIdleShutdown(target, props.now);
+  const scalable =
+    scaleFields(kind).length > 0 &&
+    target.state !== 'deleting' &&
+    target.state !== 'creating';
   const progress =
     operation?.progress || (transitional ? `${target.state}…` : '');
   const lastError =
     target.state === 'failed' && target.errors.length
       ? target.errors[target.errors.length - 1].message
       : '';
-  const meta = [kind ? '' : target.kind, size, nodes, idle].filter(Boolean);
+  // A cluster's workers come first: they are what changes.
+  const meta = [
+    kind ? '' : target.kind,
+    address,
+    ...(isCluster ? [nodes, size] : [size, nodes]),
+    idle
+  ].filter(Boolean);
   const description = [target.name, target.state, ...meta, progress, lastError]
     .filter(Boolean)
     .join(', ');
@@ -483,6 +507,7 @@ const TargetRow = React.memo(function TargetRow(
         <span className="jp-ComputeRow-name" title={target.name}>
           {target.name}
         </span>
+        <ApplicationLinks target={target} tabIndex={props.selected ? 0 : -1} />
       </div>
       <div className="jp-ComputeRow-second">
         <div className="jp-ComputeRow-meta">
@@ -514,6 +539,23 @@ const TargetRow = React.memo(function TargetRow(
           )}
         </div>
         <span className="jp-ComputeRow-actions">
+          {scalable ? (
+            <button
+              type="button"
+              className="jp-ComputeAction jp-mod-scale"
+              data-action="scale"
+              aria-label={`Scale ${target.name}`}
+              title="Scale: min and max nodes"
+              disabled={props.busy || !!operation}
+              tabIndex={props.selected ? 0 : -1}
+              onClick={event => {
+                event.stopPropagation();
+                void showScaleDialog(model, target.name);
+              }}
+            >
+              <settingsIcon.react tag="span" elementSize="small" />
+            </button>
+          ) : null}
           <ActionButtons
             target={target}
             kind={kind}

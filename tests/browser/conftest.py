@@ -343,3 +343,83 @@ def copy_for_readme(src: Path, name: str) -> None:
     dest = ROOT / "docs" / "images"
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dest / name)
+
+
+@pytest.fixture(scope="module")
+def instance_lab(tmp_path_factory):
+    """``jupyter lab`` "on an Azure ML compute instance": the instance's ``CI_*`` variables, its
+    ``.nbvm`` file and its managed identity, all pointing at the Resource Manager stand-in, whose
+    workspace holds this instance (``alice-ci``, idle shutdown after 60 minutes), another one and
+    a compute cluster with nodes. The server runs under the network guard: ``stray_connections()``
+    lists every attempt to reach beyond loopback. ``reset()`` puts the stand-in back as it began.
+    """
+    if not (ROOT / "jupyter_compute" / "labextension" / "package.json").exists():
+        pytest.fail("the labextension is not built: run `jlpm build` (or `make frontend`) first")
+    from tests.standins.arm import OBJECT_ID, TENANT_ID, VM_SIZES, ArmStandIn
+    from tests.standins.azure import _AZURE_VARS
+    from tests.standins.instance import USER_NAME, add_instance, on_instance_env
+
+    base = tmp_path_factory.mktemp("instance-lab")
+    arm = ArmStandIn()
+    arm.lro_polls = 2
+    arm.start()
+    me = {"oid": OBJECT_ID, "tid": TENANT_ID, "name": USER_NAME}
+    ws = arm.workspaces[(arm.subscription_id.lower(), arm.resource_group.lower(), arm.workspace_name.lower())]
+
+    def reset() -> None:
+        ws["computes"].clear()
+        add_instance(arm, "alice-ci", creator=me, idle_shutdown_minutes=60)
+        add_instance(arm, "other-ci", creator=me, size="Standard_NC6s_v3")
+        body = {"properties": {"computeType": "AmlCompute", "properties": {
+            "vmSize": "Standard_DS3_v2", "scaleSettings": {"minNodeCount": 0, "maxNodeCount": 4}}}}
+        vm = next(s for s in VM_SIZES if s["name"] == "Standard_DS3_v2")
+        cluster = arm._new_resource(ws, "cpu-cluster", body, vm)
+        cluster["properties"]["provisioningState"] = "Succeeded"
+        cluster["properties"]["properties"]["allocationState"] = "Steady"
+        ws["computes"]["cpu-cluster"] = cluster
+        arm.set_nodes("cpu-cluster", idle=1, running=1)
+        arm.requests.clear()
+
+    reset()
+    server = LabServer(base)
+    env, nbvm = on_instance_env(arm, base / "azmnt", "alice-ci")
+    settings = {"AzureML": {"poll_interval": 0.05, "retry_total": 2, "retry_backoff_factor": 0.01,
+                            "instance_file": str(nbvm)}}
+    (server.config_dir / "jupyter_compute_config.json").write_text(json.dumps(settings))
+    netlog = base / "netguard.log"
+    netguard = ROOT / "tests" / "standins" / "netguard"
+    for var in _AZURE_VARS:
+        server.env.pop(var, None)
+    server.env.update(env, AZURE_CONFIG_DIR=str(base / "azure-cli"), AZD_CONFIG_DIR=str(base / "azd"),
+                      NO_PROXY="127.0.0.1,localhost", JC_NETGUARD_LOG=str(netlog),
+                      PYTHONPATH=os.pathsep.join(filter(None, [str(netguard), os.environ.get("PYTHONPATH")])))
+    server.arm = arm
+    server.reset = reset
+    server.stray_connections = lambda: netlog.read_text() if netlog.exists() else ""
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        arm.stop()
+
+
+@pytest.fixture(scope="module")
+def ssh_lab(tmp_path_factory):
+    """A ``jupyter lab`` whose user has a home of its own: the SSH key picker lists that home's
+    ~/.ssh, which the tests fill, and the real user's ~/.ssh is never read."""
+    from tests.sshd import stop_ssh_targets
+
+    if not (ROOT / "jupyter_compute" / "labextension" / "package.json").exists():
+        pytest.fail("the labextension is not built: run `jlpm build` (or `make frontend`) first")
+    base = tmp_path_factory.mktemp("ssh-lab")
+    server = LabServer(base)
+    server.home = base / "home"
+    (server.home / ".ssh").mkdir(mode=0o700, parents=True)
+    server.env["HOME"] = str(server.home)
+    server.start()
+    try:
+        yield server
+    finally:
+        stop_ssh_targets(server.db)
+        server.stop()

@@ -73,6 +73,24 @@ class LabPage:
     def dialog_button(self, label: str) -> Locator:
         return self.page.locator(".jp-Dialog").get_by_role("button", name=re.compile(f"^{re.escape(label)}"))
 
+    # -- on an Azure ML compute instance ----------------------------------------------------------
+    @property
+    def instance_card(self) -> Locator:
+        """"This instance", pinned at the top of the panel."""
+        return self.panel.locator(".jp-ComputeInstance")
+
+    def open_compute_on_instance(self, name: str) -> "LabPage":
+        """Show the panel, and wait for the pinned instance and its row in the instance's workspace."""
+        self.command("jupyter-compute:open")
+        expect(self.panel).to_be_visible()
+        expect(self.instance_card).to_have_attribute("data-name", name, timeout=30_000)
+        expect(self.row(name)).to_be_visible(timeout=30_000)
+        return self
+
+    def app_links(self, name: str) -> Locator:
+        """The application links (JupyterLab, Jupyter, RStudio, SSH…) in a target's row."""
+        return self.row(name).locator(".jp-ComputeApps-link")
+
     # -- the create dialog ----------------------------------------------------------------------------
     @property
     def create_dialog(self) -> Locator:
@@ -132,3 +150,36 @@ class LabPage:
 
     def save(self) -> None:
         self.command("docmanager:save")
+
+    # -- clusters and SSH machines --------------------------------------------------------------------
+    def open_dialog(self, command: str, kind: str) -> Locator:
+        """Open the create or attach dialog from the panel's toolbar and choose ``kind``."""
+        self.page.locator(f"#jupyter-compute-panel button[data-command='{command}']").click()
+        expect(self.create_dialog).to_be_visible()
+        kinds = self.create_dialog.get_by_label("Kind", exact=True)
+        if kinds.count():
+            kinds.select_option(kind)
+        expect(self.create_dialog.locator(".jp-ComputeForm-kind")).to_contain_text(kind)
+        return self.create_dialog
+
+    def row_facts(self, name: str) -> Locator:
+        return self.row(name).locator(".jp-ComputeRow-meta")
+
+    @property
+    def scale_dialog(self) -> Locator:
+        return self.page.locator(".jp-ComputeModal .jp-ComputeScaleDialog")
+
+    def scale_input(self, field: str) -> Locator:
+        return self.scale_dialog.locator(f".jp-ComputeScale-field[data-field='{field}'] input")
+
+    def scale_error(self, field: str) -> Locator:
+        return self.scale_dialog.locator(f".jp-ComputeScale-field[data-field='{field}'] .jp-ComputeForm-error")
+
+    @property
+    def key_files(self) -> Locator:
+        """The list of key files in the attach dialog's key picker."""
+        return self.create_dialog.locator(".jp-ComputeKeyPicker-list")
+
+    @property
+    def host_key_step(self) -> Locator:
+        return self.create_dialog.locator(".jp-ComputeHostKey")

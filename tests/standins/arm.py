@@ -6,9 +6,10 @@ GET, PATCH, DELETE and list of computes; attach (a PUT with ``resourceId``) of e
 compute type, refusing a bad resource id as Azure does, and detach; start, stop and restart;
 listNodes; the location's vmSizes and usages; the workspace GET. Long operations answer 201/202
 with an ``Azure-AsyncOperation`` URL that reports InProgress for ``lro_polls`` polls, then
-Succeeded or Failed with an ARM error body. Bearer tokens must come from its managed-identity endpoint and
-be issued for its own URL. Throttling (429 + Retry-After), server errors, missing role
-permissions and slow answers can be switched on per test.
+Succeeded or Failed with an ARM error body. Bearer tokens must come from its managed-identity endpoint
+(or its Azure AD device-code sign-in, ``aad``, in aad_login.py) and be issued for its own URL.
+Throttling (429 + Retry-After), server errors, missing role permissions and slow answers can be
+switched on per test.
 
     with ArmStandIn() as arm:
         os.environ.update(arm.env())
@@ -25,6 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .aad_login import AadLogin
 from .https import HttpsServer, Request, Response, arm_error
 
 API_VERSION = "2023-04-01"
@@ -171,6 +173,8 @@ class ArmStandIn(HttpsServer):
         self.received_secrets: dict[str, dict[str, Any]] = {}
         #: compute instance name (lower-case) -> base URL of the Jupyter server its applications point at.
         self.instance_jupyter: dict[str, str] = {}
+        #: Azure AD's device-code sign-in, served beside Resource Manager (used only when a test signs in).
+        self.aad = AadLogin(self)
         self.add_workspace(subscription_id, resource_group, workspace_name, location)
 
     # -- setup ---------------------------------------------------------------------------------------
@@ -236,6 +240,8 @@ class ArmStandIn(HttpsServer):
 
     # -- dispatch ------------------------------------------------------------------------------------
     def handle(self, req: Request) -> Response:
+        if self.aad.handles(req):
+            return self.aad.handle(req)
         if self.delay:
             time.sleep(self.delay)
         with self.lock:
