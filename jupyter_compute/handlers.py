@@ -5,7 +5,6 @@ import asyncio
 import json
 import logging
 import os
-import stat
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -243,41 +242,8 @@ class SSHKeysHandler(ComputeHandler):
     @authorized
     async def get(self):
         directory = os.path.expanduser("~/.ssh")
-        self.reply({"directory": directory, "keys": await asyncio.to_thread(ssh_key_candidates, directory)})
-
-
-def ssh_key_candidates(directory: str) -> list[dict[str, Any]]:
-    """The private key files in ``directory``, to pick one from: paths and permissions, never contents.
-
-    A file counts when it starts like a PEM or OpenSSH private key; a key others may read is listed
-    with the reason the ssh backend refuses it.
-    """
-    from .backends.ssh import check_private_key_file
-
-    try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
-    except OSError:
-        return []
-    keys = []
-    for entry in entries:
-        try:
-            if entry.name.endswith(".pub") or not entry.is_file():
-                continue
-            with open(entry.path, "rb") as f:
-                head = f.read(64)
-            mode = stat.S_IMODE(entry.stat().st_mode)
-        except OSError:
-            continue
-        if not (head.startswith(b"-----BEGIN ") and b"PRIVATE KEY-----" in head):
-            continue
-        try:
-            check_private_key_file(entry.path)
-            problem = None
-        except ValueError as e:
-            problem = str(e)
-        keys.append({"path": entry.path, "name": entry.name, "mode": f"{mode:04o}",
-                     "readable_by_others": bool(mode & 0o044), "usable": problem is None, "problem": problem})
-    return keys
+        from .backends.ssh import key_candidates
+        self.reply({"directory": directory, "keys": await asyncio.to_thread(key_candidates, directory)})
 
 
 def _p(path: str) -> str:

@@ -218,19 +218,23 @@ class Store:
 
     def insert_target(self, workspace: str, name: str, kind: str, managed: bool, spec: dict,
                       state: str, runtime: dict | None = None) -> dict:
-        now = _ts(utcnow())
         pending: list = []
         with self.write() as c:
-            if c.execute("SELECT 1 FROM targets WHERE workspace = ? AND name = ?", (workspace, name)).fetchone():
-                raise Conflict(f"a target named '{name}' already exists in workspace '{workspace}'",
-                               field="/name", reason="name_taken")
-            c.execute(
-                "INSERT INTO targets (workspace, name, kind, managed, spec, state, runtime, created, modified)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
-                (workspace, name, kind, int(managed), json.dumps(spec), state, json.dumps(runtime or {}), now, now))
-            self._changed(c, "target", workspace, name, pending=pending)
+            self._insert_target(c, workspace, name, kind, managed, spec, state, runtime, pending)
         self._notify(pending)
         return self.get_target(workspace, name)
+
+    def _insert_target(self, c: sqlite3.Connection, workspace: str, name: str, kind: str, managed: bool,
+                       spec: dict, state: str, runtime: dict | None, pending: list) -> None:
+        now = _ts(utcnow())
+        if c.execute("SELECT 1 FROM targets WHERE workspace = ? AND name = ?", (workspace, name)).fetchone():
+            raise Conflict(f"a target named '{name}' already exists in workspace '{workspace}'",
+                           field="/name", reason="name_taken")
+        c.execute(
+            "INSERT INTO targets (workspace, name, kind, managed, spec, state, runtime, created, modified)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (workspace, name, kind, int(managed), json.dumps(spec), state, json.dumps(runtime or {}), now, now))
+        self._changed(c, "target", workspace, name, pending=pending)
 
     def update_target(self, workspace: str, name: str, *, expect_state: str | tuple | None = None,
                       expect_runtime: dict | None = None, **fields: Any) -> bool:
@@ -280,16 +284,20 @@ class Store:
     # -- operations ------------------------------------------------------------------------------
     def begin_operation(self, workspace: str, target: str, action: str, owner: str,
                         is_stale: Callable[[dict], bool], *, set_state: str | None = None,
-                        must_exist: bool = True) -> dict:
+                        must_exist: bool = True, new_target: dict | None = None) -> dict:
         """Record a new running operation on a target, atomically refusing a second one.
 
         An earlier operation whose owner process is gone (``is_stale``) is marked failed first.
+        With ``new_target`` (kind, managed, spec, state) the target is inserted in the same
+        transaction: nobody ever sees it without the operation that is creating it.
         """
         op_id = uuid.uuid4().hex
         now = _ts(utcnow())
         pending: list = []
         with self.write() as c:
-            if must_exist and not c.execute(
+            if new_target is not None:
+                self._insert_target(c, workspace, target, runtime=None, pending=pending, **new_target)
+            elif must_exist and not c.execute(
                     "SELECT 1 FROM targets WHERE workspace = ? AND name = ?", (workspace, target)).fetchone():
                 raise NotFound(f"no target named '{target}' in workspace '{workspace}'", reason="unknown_target")
             for r in c.execute("SELECT * FROM operations WHERE workspace = ? AND target = ? AND status = 'running'",

@@ -215,12 +215,9 @@ class Workspace:
                            field="/name", reason="name_taken")
         await backend.precheck(name, kind, model, force=force)
         action = "attach" if attach else "create"
-        await self.store.insert_target(self.id, name, kind, ks.managed, model.public(), State.creating.value)
-        try:
-            op = await self.store.begin_operation(self.id, name, action, self._owner, is_stale)
-        except BaseException:
-            await self.store.delete_target(self.id, name)
-            raise
+        op = await self.store.begin_operation(
+            self.id, name, action, self._owner, is_stale,
+            new_target={"kind": kind, "managed": ks.managed, "spec": model.public(), "state": State.creating.value})
         fn = backend.attach if attach else backend.create
         return await self._drive(op, lambda ctx: fn(name, kind, model, ctx), wait, on_progress,
                                  forget_on_failure=attach)

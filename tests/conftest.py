@@ -50,12 +50,23 @@ def compute_db(tmp_path, monkeypatch):
     stop_all_targets(path)
 
 
+def server_config(**more) -> dict:
+    """The extension's server settings for the tests, plus ``more`` sections."""
+    return {"ServerApp": {"jpserver_extensions": {"jupyter_compute": True}},
+            "ComputeConfig": {"monitor_interval": 0.2}, **more}
+
+
+def azure_server_config(arm, alias: str) -> dict:
+    """Server settings with the stand-in's workspace configured under ``alias``, polled quickly."""
+    return server_config(AzureML={
+        "poll_interval": 0.01, "retry_total": 2, "retry_backoff_factor": 0.01,
+        "workspaces": [{"subscription_id": arm.subscription_id, "resource_group": arm.resource_group,
+                        "workspace_name": arm.workspace_name, "alias": alias}]})
+
+
 @pytest.fixture
 def jp_server_config():
-    return {
-        "ServerApp": {"jpserver_extensions": {"jupyter_compute": True}},
-        "ComputeConfig": {"monitor_interval": 0.2},
-    }
+    return server_config()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.conftest import azure_server_config
 from tests.standins.azure import arm, azure_env, network_guard  # noqa: F401  (fixtures)
 from tests.test_azureml_attach import AKS_ID, CASES, MARKER, files_holding
 
@@ -21,13 +22,7 @@ TARGET = "https://events.jupyter.org/jupyter_compute/target/v1"
 
 @pytest.fixture
 def jp_server_config(arm):
-    return {
-        "ServerApp": {"jpserver_extensions": {"jupyter_compute": True}},
-        "ComputeConfig": {"monitor_interval": 0.2},
-        "AzureML": {"poll_interval": 0.01, "retry_total": 2, "retry_backoff_factor": 0.01,
-                    "workspaces": [{"subscription_id": arm.subscription_id, "resource_group": arm.resource_group,
-                                    "workspace_name": arm.workspace_name, "alias": WS}]},
-    }
+    return azure_server_config(arm, WS)
 
 
 class Events:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import KernelManager
 
-from tests.conftest import await_for
+from tests.conftest import await_for, azure_server_config
 from tests.standins.aad_login import USERNAME
 from tests.standins.azure import arm, azure_env, network_guard  # noqa: F401  (fixtures)
 from tests.test_azureml import instance_resource
@@ -44,14 +44,7 @@ def nothing_signs_in(arm, azure_env):
 
 @pytest.fixture
 def jp_server_config(nothing_signs_in):
-    arm = nothing_signs_in
-    return {
-        "ServerApp": {"jpserver_extensions": {"jupyter_compute": True}},
-        "ComputeConfig": {"monitor_interval": 0.2},
-        "AzureML": {"poll_interval": 0.01, "retry_total": 2, "retry_backoff_factor": 0.01,
-                    "workspaces": [{"subscription_id": arm.subscription_id, "resource_group": arm.resource_group,
-                                    "workspace_name": arm.workspace_name, "alias": WS}]},
-    }
+    return azure_server_config(nothing_signs_in, WS)
 
 
 class Recorded:

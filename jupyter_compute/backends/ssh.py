@@ -311,6 +311,38 @@ async def load_client_key(path: str | None):
         raise InvalidRequest(f"ssh_private_key: cannot read {path}: {e.strerror}", field="/ssh_private_key") from None
 
 
+def key_candidates(directory: str) -> list[dict[str, Any]]:
+    """The private key files in ``directory``, to pick one from: paths and permissions, never contents.
+
+    A file counts when it starts like a PEM or OpenSSH private key; a key others may read is listed
+    with the reason the ssh backend refuses it.
+    """
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return []
+    keys = []
+    for entry in entries:
+        try:
+            if entry.name.endswith(".pub") or not entry.is_file():
+                continue
+            with open(entry.path, "rb") as f:
+                head = f.read(64)
+            mode = stat.S_IMODE(entry.stat().st_mode)
+        except OSError:
+            continue
+        if not (head.startswith(b"-----BEGIN ") and b"PRIVATE KEY-----" in head):
+            continue
+        try:
+            check_private_key_file(entry.path)
+            problem = None
+        except ValueError as e:
+            problem = str(e)
+        keys.append({"path": entry.path, "name": entry.name, "mode": f"{mode:04o}",
+                     "readable_by_others": bool(mode & 0o044), "usable": problem is None, "problem": problem})
+    return keys
+
+
 async def connect(spec: dict, password: str | None, *, known_hosts: str, accept: Iterable[str] = (),
                   keepalive: bool = False, timeout: float = CONNECT_TIMEOUT) -> Link:
     """Log in to the target of ``spec`` (through its jump host), checking every host key."""

@@ -1,5 +1,5 @@
 import { ComputeApi, ComputeApiError } from '../api';
-import { FakeServer, target } from './fakeServer';
+import { FakeServer, LOCAL_WORKSPACE, target } from './fakeServer';
 
 describe('ComputeApi', () => {
   let server: FakeServer;
@@ -15,15 +15,7 @@ describe('ComputeApi', () => {
       .on('GET', 'workspaces', {
         status: 200,
         body: {
-          workspaces: [
-            {
-              id: 'local',
-              kind: 'local',
-              description: '',
-              default: true,
-              properties: {}
-            }
-          ]
+          workspaces: [LOCAL_WORKSPACE]
         }
       })
       .on('GET', 'workspaces/local/kinds', {

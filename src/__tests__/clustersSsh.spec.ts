@@ -15,7 +15,13 @@ import {
 import { Signal } from '@lumino/signaling';
 
 import { ComputeModel, IEventEmission, OPERATION_EVENT } from '../model';
-import { FakeServer, KINDS, settle, target } from './fakeServer';
+import {
+  FakeServer,
+  KINDS,
+  LOCAL_WORKSPACE,
+  settle,
+  target
+} from './fakeServer';
 
 /** `dask-cluster` as the server describes it (the scale fields of its pydantic schema). */
 const DASK_CLUSTER: IKind = {
@@ -322,15 +328,7 @@ describe('ComputeModel.updateTarget', () => {
       .on('GET', 'workspaces', {
         status: 200,
         body: {
-          workspaces: [
-            {
-              id: 'local',
-              kind: 'local',
-              description: '',
-              default: true,
-              properties: {}
-            }
-          ]
+          workspaces: [LOCAL_WORKSPACE]
         }
       })
       .on('GET', 'workspaces/local/kinds', {

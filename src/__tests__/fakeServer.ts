@@ -117,6 +117,15 @@ export function target(
   };
 }
 
+/** The one workspace every server has. */
+export const LOCAL_WORKSPACE = {
+  id: 'local',
+  kind: 'local',
+  description: '',
+  default: true,
+  properties: {}
+};
+
 export const KINDS = [
   {
     name: 'local',

@@ -8,17 +8,17 @@ import {
   OPERATION_EVENT,
   TARGET_EVENT
 } from '../model';
-import { FakeServer, KINDS, settle, target } from './fakeServer';
+import {
+  FakeServer,
+  KINDS,
+  LOCAL_WORKSPACE,
+  settle,
+  target
+} from './fakeServer';
 
 const WORKSPACES = {
   workspaces: [
-    {
-      id: 'local',
-      kind: 'local',
-      description: '',
-      default: true,
-      properties: {}
-    },
+    LOCAL_WORKSPACE,
     {
       id: 'azure',
       kind: 'azureml',
