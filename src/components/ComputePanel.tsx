@@ -195,7 +195,18 @@ function ComputeView(props: {
         </div>
       ) : error ? (
         <div className="jp-ComputePanel-banner jp-mod-error" role="alert">
-          {error.message}
+          {offersSignIn(error) ? (
+            // Azure's own explanation runs long: the headline says what to do, the rest is a click away.
+            <>
+              <strong>{model.workspace} is not signed in to Azure.</strong>
+              <details className="jp-ComputePanel-why">
+                <summary>Why</summary>
+                {error.message}
+              </details>
+            </>
+          ) : (
+            error.message
+          )}
           <button
             type="button"
             className="jp-ComputeLink"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,14 @@ def test_sidebar_offers_device_code_sign_in_and_then_lists(page, lab, arm, artif
     ui = LabPage(page, lab).open().open_compute()
     page.locator("#jp-Compute-workspace").select_option(WS)
     banner = ui.panel.locator(".jp-ComputePanel-banner.jp-mod-error")
-    expect(banner).to_contain_text("Could not sign in to Azure", timeout=30_000)
+    expect(banner.locator("strong")).to_have_text(re.compile(r"^\S+ is not signed in to Azure\.$"), timeout=30_000)
+    # Azure's own words are kept, a click away.
+    why = banner.locator("details.jp-ComputePanel-why")
+    expect(why).not_to_have_attribute("open", "")
+    why.locator("summary").click()
+    expect(why).to_contain_text("Could not sign in to Azure")
+    why.locator("summary").click()
+    expect(why).not_to_have_attribute("open", "")
     offer = banner.get_by_role("button", name="Sign in with a device code")
     expect(offer).to_be_visible()
     assert arm.aad.requests == [], "nothing asks Azure AD for a code before the person clicks"
