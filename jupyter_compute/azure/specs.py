@@ -9,9 +9,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import InvalidRequest
 from ..models import SECRET, RESERVED_NAMES, Spec
@@ -162,37 +162,28 @@ def _size(v: str) -> str:
     return v
 
 
+#: The checked field types both managed kinds share.
+VmSize = Annotated[str, AfterValidator(_size)]
+SubnetId = Annotated[str, AfterValidator(_subnet)]
+SshPublicKey = Annotated[str, AfterValidator(check_ssh_public_key)]
+
+
 class ComputeInstanceSpec(Spec):
     """A compute instance: one managed VM for one user (or on behalf of one)."""
-    size: str = Field(DEFAULT_SIZE, description="VM size, e.g. Standard_DS3_v2; see `jupyter compute sizes`.")
+    size: VmSize = Field(DEFAULT_SIZE, description="VM size, e.g. Standard_DS3_v2; see `jupyter compute sizes`.")
     ssh_public_access: bool = Field(False, description="Open SSH to the instance's public address.")
-    ssh_public_key: str | None = Field(None, description="OpenSSH public key of the azureuser account.")
+    ssh_public_key: SshPublicKey | None = Field(None, description="OpenSSH public key of the azureuser account.")
     idle_shutdown_minutes: int | None = Field(
         None, ge=15, le=4320, description="Stop the instance after this many idle minutes (15-4320).")
     schedules: list[Schedule] = Field(default_factory=list, max_length=50,
                                       description="Start and stop times, as cron expressions.")
     assigned_user: AssignedUser | None = Field(None, description="Create the instance on behalf of this user.")
-    subnet: str | None = Field(None, description="Subnet resource id of a virtual network to join.")
+    subnet: SubnetId | None = Field(None, description="Subnet resource id of a virtual network to join.")
     no_public_ip: bool = Field(False, description="No public IP address; requires a subnet.")
     application_sharing: Literal["personal", "shared"] = Field(
         "shared", description="Whether the instance's applications are for its user only or shared.")
 
     updatable: ClassVar[frozenset[str]] = frozenset()
-
-    @field_validator("size")
-    @classmethod
-    def _size_ok(cls, v: str) -> str:
-        return _size(v)
-
-    @field_validator("subnet")
-    @classmethod
-    def _subnet_ok(cls, v: str | None) -> str | None:
-        return _subnet(v)
-
-    @field_validator("ssh_public_key")
-    @classmethod
-    def _key(cls, v: str | None) -> str | None:
-        return None if v is None else check_ssh_public_key(v)
 
     @model_validator(mode="after")
     def _together(self) -> "ComputeInstanceSpec":
@@ -206,7 +197,7 @@ class ComputeInstanceSpec(Spec):
 
 class ComputeClusterSpec(Spec):
     """A compute cluster (AmlCompute): nodes that scale between min_nodes and max_nodes."""
-    size: str = Field(DEFAULT_SIZE, description="VM size of each node; see `jupyter compute sizes`.")
+    size: VmSize = Field(DEFAULT_SIZE, description="VM size of each node; see `jupyter compute sizes`.")
     priority: Literal["dedicated", "low-priority"] = Field(
         "dedicated", description="Dedicated nodes, or cheaper low-priority nodes that may be preempted.")
     min_nodes: int = Field(0, ge=0, le=65000, description="Nodes kept even when idle (0 scales to zero).")
@@ -215,30 +206,15 @@ class ComputeClusterSpec(Spec):
         120, ge=0, le=604800, description="Seconds a node stays idle before it is released.")
     admin_username: str | None = Field(None, description="Administrator account on each node.")
     admin_password: str | None = Field(None, description="Administrator password.", json_schema_extra=SECRET)
-    ssh_public_key: str | None = Field(None, description="OpenSSH public key of the administrator.")
+    ssh_public_key: SshPublicKey | None = Field(None, description="OpenSSH public key of the administrator.")
     remote_login_port_public_access: bool | None = Field(
         None, description="Open the nodes' SSH port publicly; unset lets Azure decide from the credentials.")
-    subnet: str | None = Field(None, description="Subnet resource id of a virtual network to join.")
+    subnet: SubnetId | None = Field(None, description="Subnet resource id of a virtual network to join.")
     no_public_ip: bool = Field(False, description="No public IP addresses on nodes; requires a subnet.")
     identity: str | None = Field(
         None, description="'system-assigned', or the resource id of a user-assigned managed identity.")
 
     updatable: ClassVar[frozenset[str]] = frozenset({"min_nodes", "max_nodes", "idle_seconds_before_scaledown"})
-
-    @field_validator("size")
-    @classmethod
-    def _size_ok(cls, v: str) -> str:
-        return _size(v)
-
-    @field_validator("subnet")
-    @classmethod
-    def _subnet_ok(cls, v: str | None) -> str | None:
-        return _subnet(v)
-
-    @field_validator("ssh_public_key")
-    @classmethod
-    def _key(cls, v: str | None) -> str | None:
-        return None if v is None else check_ssh_public_key(v)
 
     @field_validator("admin_password")
     @classmethod
