@@ -105,7 +105,9 @@ class WorkspacesHandler(ComputeHandler):
         if unknown:
             field = sorted(unknown)[0]
             raise InvalidRequest(f"{field}: is not a field of a workspace", field=f"/{field}")
-        self.reply(await self.compute.add_workspace(**body), 201)
+        # A missing required field reaches add_workspace as None, which refuses it naming the field.
+        required = {k: body.pop(k, None) for k in ("subscription_id", "resource_group", "workspace_name")}
+        self.reply(await self.compute.add_workspace(**required, **body), 201)
 
 
 class WorkspaceHandler(ComputeHandler):

@@ -1,10 +1,23 @@
 """Process identity on this machine: a pid plus its start time, so a reused pid is never mistaken for ours."""
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
 
 import psutil
+
+#: Launching and ending processes block for up to seconds each (a supervisor's fork, a grace
+#: period); they get threads of their own so that, under load, they never queue ahead of the
+#: short probes that listing targets runs on the default pool.
+_LIFECYCLE_THREADS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="jupyter-compute-procs")
+
+
+async def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``spawn_detached``, ``terminate`` or a caller's wrapper of them away from the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(_LIFECYCLE_THREADS, lambda: fn(*args))
 
 
 def identity(pid: int | None = None) -> str:

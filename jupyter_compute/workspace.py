@@ -77,6 +77,7 @@ class Workspace:
         self._tasks: set[asyncio.Task] = set()
         self._owner = procs.identity()
         self._start_slots = asyncio.Semaphore(max(1, settings.compute.max_concurrent_starts))
+        self._slot_holders: set[asyncio.Task] = set()
 
     def info(self, default: bool = False) -> WorkspaceInfo:
         return WorkspaceInfo(id=self.id, kind=self.kind, description=self.description, default=default,
@@ -218,9 +219,40 @@ class Workspace:
         op = await self.store.begin_operation(
             self.id, name, action, self._owner, is_stale,
             new_target={"kind": kind, "managed": ks.managed, "spec": model.public(), "state": State.creating.value})
-        fn = backend.attach if attach else backend.create
-        return await self._drive(op, lambda ctx: fn(name, kind, model, ctx), wait, on_progress,
-                                 forget_on_failure=attach)
+
+        def work(ctx: OperationContext) -> Awaitable[Any]:
+            if attach:
+                return backend.attach(name, kind, model, ctx)
+            return self._starting(ctx, lambda: backend.create(name, kind, model, ctx))
+        return await self._drive(op, work, wait, on_progress, forget_on_failure=attach)
+
+    async def _starting(self, ctx: OperationContext, start: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a create, start or restart in one of ``max_concurrent_starts`` slots, held for the whole
+        start: when the backend hands the operation to a supervisor, until that supervisor ends it."""
+        await self._start_slots.acquire()
+        try:
+            outcome = await start()
+        except BaseException:
+            self._start_slots.release()
+            raise
+        if not ctx.handed_off:
+            self._start_slots.release()
+            return outcome
+
+        async def hold() -> None:
+            try:
+                # The supervisor fails its own start after kernel_ready_timeout; the margin covers
+                # a supervisor that hangs, so a slot is never lost for good.
+                await self.wait_operation(ctx.op_id, timeout=self.settings.compute.kernel_ready_timeout + 60)
+            finally:
+                self._start_slots.release()
+
+        # Held apart from the operation's task, so that a caller who does not wait (--no-wait)
+        # is not kept until the kernel answers.
+        holder = asyncio.get_running_loop().create_task(hold())
+        self._slot_holders.add(holder)
+        holder.add_done_callback(self._slot_holders.discard)
+        return outcome
 
     async def _exists(self, name: str) -> bool:
         try:
@@ -302,8 +334,7 @@ class Workspace:
                 await ctx.progress("already stopped")
                 return Outcome(State.stopped)
             if action == "start" or action == "restart":
-                async with self._start_slots:
-                    return await fn(current, ctx)
+                return await self._starting(ctx, lambda: fn(current, ctx))
             return await fn(current, ctx)
 
         return await self._drive(op, run, wait, on_progress, removes=removes, previous=t)
@@ -410,6 +441,9 @@ class Workspace:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
+        # Start slots held for supervisors still starting: nothing here waits for them any more.
+        for holder in list(self._slot_holders):
+            holder.cancel()
         for b in self.backends:
             await b.close()
 

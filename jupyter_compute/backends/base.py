@@ -194,12 +194,10 @@ class Backend(abc.ABC):
         It owns the operation from the moment it exists, so the operation is never taken for
         abandoned when the caller (a CLI call with --no-wait, a restarting server) exits first.
         """
-        import asyncio
-
         from .. import procs
 
         await ctx.progress(f"launching the {what}")
-        supervisor = await asyncio.to_thread(procs.spawn_detached, argv, what)
+        supervisor = await procs.off_loop(procs.spawn_detached, argv, what)
         await self.store.update_operation(ctx.op_id, owner=supervisor)
         ctx.handed_off = True
         return Outcome(State.starting)

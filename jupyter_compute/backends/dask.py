@@ -405,7 +405,7 @@ class DaskBackend(Backend):
         row = await self.store.get_target(self.workspace_id, target.name)
         rt = row["runtime"] if row else {}
         await ctx.progress("closing the workers and the scheduler")
-        await asyncio.to_thread(terminate_cluster, rt)
+        await procs.off_loop(terminate_cluster, rt)
         return Outcome(State.stopped, runtime={})
 
     async def restart(self, target: Target, ctx: OperationContext) -> Outcome:
@@ -430,7 +430,7 @@ class DaskBackend(Backend):
                 errors=[{"message": "the cluster's scheduler process exited unexpectedly", "code": "scheduler_died",
                          "at": utcnow().isoformat()}])
             if changed:
-                await asyncio.to_thread(terminate_cluster, rt, 0.5)
+                await procs.off_loop(terminate_cluster, rt, 0.5)
 
     async def close(self) -> None:
         for _, fut in self._probes.values():

@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -29,6 +30,8 @@ from ..models import Node, Size, Spec, State, Target, Usage, utcnow
 from .base import Backend, KindSpec, OperationContext, Outcome, stored_target
 
 THIS_MACHINE = "this-machine"
+#: Seconds one probe of this machine (memory, load, GPUs) serves every list and get that asks.
+MACHINE_PROBE_TTL = 1.0
 
 
 def resolve_python(value: str) -> str:
@@ -149,6 +152,7 @@ class LocalBackend(Backend):
         super().__init__(workspace_id, store, settings)
         self._created = utcnow()
         self._built: dict[tuple[str, str], Target] = {}
+        self._probe: tuple[float, asyncio.Future] | None = None
         self._route_infos: dict[tuple[str, Any], dict[str, Any]] = {}
 
     # -- reading ---------------------------------------------------------------------------------
@@ -161,8 +165,16 @@ class LocalBackend(Backend):
             return await self._this_machine()
         return self._kernel_target(stored) if stored else None
 
+    async def _machine(self) -> tuple[Size, dict[str, Any]]:
+        """This machine's size and load, probed at most once a second: under load, fifty lists
+        at once share one probe instead of queueing fifty on the thread pool."""
+        now = time.monotonic()
+        if self._probe is None or now - self._probe[0] > MACHINE_PROBE_TTL:
+            self._probe = (now, asyncio.ensure_future(asyncio.to_thread(_machine)))
+        return await asyncio.shield(self._probe[1])
+
     async def _this_machine(self) -> Target:
-        size, props = await asyncio.to_thread(_machine)
+        size, props = await self._machine()
         return Target(name=THIS_MACHINE, workspace=self.workspace_id, kind="local", managed=True,
                       state=State.running, size=size,
                       nodes={"current": 1, "min": 1, "max": 1, "running": 1},
@@ -226,7 +238,7 @@ class LocalBackend(Backend):
                      properties={"pid": pid, "memory_mb": round(rss, 1) if rss is not None else None})]
 
     async def sizes(self) -> list[Size]:
-        size, _ = await asyncio.to_thread(_machine)
+        size, _ = await self._machine()
         return [size]
 
     async def usage(self) -> list[Usage]:
@@ -280,7 +292,7 @@ class LocalBackend(Backend):
         row = await self.store.get_target(self.workspace_id, target.name)
         rt = row["runtime"] if row else {}
         await ctx.progress("shutting the kernel down")
-        await asyncio.to_thread(_terminate, rt)
+        await procs.off_loop(_terminate, rt)
         _remove_quietly(rt.get("connection_file"))
         return Outcome(State.stopped, runtime={})
 
@@ -314,7 +326,7 @@ class LocalBackend(Backend):
                     await self.store.update_target(self.workspace_id, row["name"], expect_state=state,
                                                    state="running")
                 else:
-                    await asyncio.to_thread(_terminate, rt, 2.0)
+                    await procs.off_loop(_terminate, rt, 2.0)
                     await self.store.update_target(
                         self.workspace_id, row["name"], expect_state=state, state="failed", runtime={},
                         errors=[{"message": f"the operation that was {state} it ended before it finished; "

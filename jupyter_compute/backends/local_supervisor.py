@@ -64,15 +64,15 @@ class Supervisor:
         stem = f"kernel-{self.ws}-{self.name}-{uuid.uuid4().hex[:8]}"
         conn_file = os.path.join(self.args.runtime_dir, stem + ".json")
         log_file = os.path.join(self.args.runtime_dir, stem + ".log")
-        from jupyter_client.connect import write_connection_file
-        write_connection_file(conn_file, ip="127.0.0.1", transport="tcp")
+        # The kernel binds its own ports and writes them, with a key of its own, to conn_file:
+        # ports chosen here and bound there could be taken in between ("Address already in use").
         env = {**os.environ, **(spec.get("env") or {})}
         self.progress(f"starting the kernel ({python})")
         log = open(log_file, "ab", buffering=0)
         os.chmod(log_file, 0o600)
         try:
             self.kernel = subprocess.Popen(
-                [python, "-m", "ipykernel_launcher", "-f", conn_file],
+                [python, "-m", "ipykernel_launcher", "-f", conn_file, "--ip=127.0.0.1"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 cwd=spec.get("cwd") or os.path.expanduser("~"), close_fds=True)
         except OSError as e:
@@ -96,9 +96,7 @@ class Supervisor:
     def wait_ready(self, conn_file: str, log_file: str, python: str) -> bool:
         from jupyter_client import BlockingKernelClient
 
-        kc = BlockingKernelClient(connection_file=conn_file)
-        kc.load_connection_file()
-        kc.start_channels(iopub=False, stdin=False, hb=False, control=False)
+        kc = None
         deadline = time.monotonic() + self.args.ready_timeout
         try:
             while time.monotonic() < deadline:
@@ -113,6 +111,14 @@ class Supervisor:
                     self.fail(f"the kernel exited during start (code {self.kernel.returncode}).{hint} "
                               f"Last output: {tail[-800:]}", "kernel_start_failed")
                     return False
+                if kc is None:
+                    info = _connection_info(conn_file)
+                    if info is None:  # the kernel has not bound its ports yet
+                        time.sleep(0.05)
+                        continue
+                    kc = BlockingKernelClient()
+                    kc.load_connection_info(info)
+                    kc.start_channels(iopub=False, stdin=False, hb=False, control=False)
                 kc.kernel_info()
                 try:
                     # Any reply proves the kernel answers; requests sent while it was still
@@ -126,7 +132,8 @@ class Supervisor:
                       "kernel_start_timeout")
             return False
         finally:
-            kc.stop_channels()
+            if kc is not None:
+                kc.stop_channels()
 
     def watch(self, conn_file: str, spec: dict) -> int:
         from jupyter_client import BlockingKernelClient
@@ -210,6 +217,19 @@ class Supervisor:
                 self.kernel.wait(timeout=wait)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
+
+
+def _connection_info(path: str) -> dict | None:
+    """The connection file the kernel wrote, once it is complete; None before."""
+    import json
+
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    ports = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+    return info if all(info.get(p) for p in ports) and info.get("key") else None
 
 
 def _tail(path: str, n: int = 4000) -> str:

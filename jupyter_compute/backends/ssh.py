@@ -646,7 +646,7 @@ class SSHBackend(Backend):
                     return Outcome(State.running, provider_state="connected")
                 await asyncio.sleep(0.2)
                 rt = (await self.store.get_target(self.workspace_id, target.name))["runtime"]
-            await asyncio.to_thread(_end_supervisor, rt.get("supervisor"), 5.0)
+            await procs.off_loop(_end_supervisor, rt.get("supervisor"), 5.0)
         # A dead supervisor's identity must not make the new start look abandoned meanwhile.
         await self.store.update_target(self.workspace_id, target.name, runtime_merge={"supervisor": None})
         cfg = self.settings.compute
@@ -663,7 +663,7 @@ class SSHBackend(Backend):
         rt = row["runtime"]
         if procs.alive(rt.get("supervisor")):
             await ctx.progress("ending the remote kernel")
-            await asyncio.to_thread(_end_supervisor, rt["supervisor"], STOP_GRACE)
+            await procs.off_loop(_end_supervisor, rt["supervisor"], STOP_GRACE)
             row = await self.store.get_target(self.workspace_id, target.name)
             rt = row["runtime"]
         remote = rt.get("remote")
