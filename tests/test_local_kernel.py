@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import signal
 import sqlite3
 import sys
@@ -51,10 +52,26 @@ def test_cli_started_kernel_has_the_right_interpreter_and_outlives_the_cli(compu
     time.sleep(1.0)
     assert proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     assert os.getsid(pid) != os.getsid(0)
+    # The kernel chose its ports on loopback and a key of its own; its connection file is private.
+    conn_file = Store(str(compute_db)).get_target("local", "k1")["runtime"]["connection_file"]
+    with open(conn_file) as f:
+        info = json.load(f)
+    assert info["ip"] == "127.0.0.1" and len(info["key"]) >= 32 and info["signature_scheme"] == "hmac-sha256"
+    assert os.stat(conn_file).st_mode & 0o777 == 0o600
     kc = kernel_client(compute_db, "k1")
     reply = kc.execute_interactive("import sys; print(sys.executable)", timeout=30)
     assert reply["content"]["status"] == "ok"
     kc.stop_channels()
+    # Unsigned (or wrongly signed) messages are dropped: a client without the key gets no answer.
+    stranger = BlockingKernelClient()
+    stranger.load_connection_info({**info, "key": b""})
+    stranger.start_channels()
+    try:
+        stranger.kernel_info()
+        with pytest.raises(queue.Empty):
+            stranger.get_shell_msg(timeout=3)
+    finally:
+        stranger.stop_channels()
 
     r = cli("stop", "k1", "--yes")
     assert r.returncode == 0, r.stderr
