@@ -91,6 +91,10 @@ class AzureML(Configurable):
 
     retry_backoff_max = Float(30.0, help="Longest wait between retries, in seconds.").tag(config=True)
 
+    request_timeout = Float(
+        60.0, help="Seconds Azure has to accept a connection, and then to send each part of its answer, before "
+                   "the request is retried (and after retry_total tries reported unavailable).").tag(config=True)
+
     workspaces = List(Dict(), default_value=[], help="Workspaces to show, each {subscription_id, resource_group, workspace_name, alias}.").tag(config=True)
 
     blob_endpoint = Unicode(

@@ -597,6 +597,47 @@ def test_lasting_trouble_becomes_unavailable(arm, tmp_path, status):
     assert len(arm.arm_requests("GET", "/computes")) == 4  # the first try and retry_total=3 retries
 
 
+def test_throttled_then_failing_then_stalled_ends_in_a_503_naming_the_stall(arm, tmp_path):
+    """429 with Retry-After, then 500, then a connection that says nothing: each is retried, within
+    bounds, and the list ends in seconds as Unavailable saying Azure did not answer in time."""
+    from traitlets.config import Config
+
+    arm.seed(cluster_resource("cpu"))
+    arm.add_fault(status=429, times=1, retry_after=0.2, method="GET", path_contains="/computes")
+    arm.add_fault(status=500, times=1, method="GET", path_contains="/computes")
+    arm.add_fault(status=503, times=1000, stall=2.0, method="GET", path_contains="/computes")
+    cfg = Config()
+    cfg.AzureML.request_timeout = 0.5
+    ws, _ = ws_for(arm, tmp_path, config=cfg)
+
+    async def go():
+        try:
+            await ws.list()
+        finally:
+            await ws.close()
+    started = time.monotonic()
+    with pytest.raises(Unavailable) as e:
+        run(go())
+    took = time.monotonic() - started
+    assert e.value.status == 503 and e.value.reason == "azure_timeout"
+    assert "did not answer within 0.5 s" in e.value.message and "request_timeout" in e.value.message
+    tries = arm.arm_requests("GET", "/computes")
+    assert 4 <= len(tries) <= 8, len(tries)  # retried, and not for ever
+    assert tries[1].at - tries[0].at >= 0.15  # Retry-After was honoured
+    assert took < 15, took
+
+    # The stall is over: the same workspace lists again.
+    arm.faults.clear()
+    ws, _ = ws_for(arm, tmp_path, config=cfg)
+
+    async def again():
+        try:
+            return [t.name for t in await ws.list()]
+        finally:
+            await ws.close()
+    assert run(again()) == ["cpu"]
+
+
 def test_server_error_on_an_action_is_retried(arm, tmp_path):
     arm.seed(instance_resource("bob-dev"))
     arm.add_fault(status=503, times=1, method="POST", path_contains="/stop")

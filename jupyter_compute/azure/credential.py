@@ -38,11 +38,15 @@ def authority_host(authority: str) -> str:
 
 
 def transport_options(settings: Any) -> dict[str, Any]:
-    """Keyword arguments every Azure client of this process gets: CA bundle and retries."""
+    """Keyword arguments every Azure client of this process gets: CA bundle, retries and timeouts
+    (azure-core's own wait five minutes on a connection that has stopped answering)."""
+    timeout = float(getattr(settings, "request_timeout", 60.0))
     opts: dict[str, Any] = {
         "retry_total": int(getattr(settings, "retry_total", 4)),
         "retry_backoff_factor": float(getattr(settings, "retry_backoff_factor", 0.8)),
         "retry_backoff_max": float(getattr(settings, "retry_backoff_max", 30.0)),
+        "connection_timeout": timeout,
+        "read_timeout": timeout,
     }
     ca = ca_bundle()
     if ca:

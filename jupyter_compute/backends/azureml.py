@@ -227,7 +227,8 @@ class AzureMLBackend(Backend):
     # -- errors ------------------------------------------------------------------------------------
     def _translate(self, exc: BaseException, action: str, name: str | None = None) -> ComputeError:
         from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ServiceRequestError,
-                                           ServiceResponseError)
+                                           ServiceRequestTimeoutError, ServiceResponseError,
+                                           ServiceResponseTimeoutError)
 
         if isinstance(exc, ComputeError):
             return exc
@@ -264,6 +265,10 @@ class AzureMLBackend(Backend):
                 f"Could not sign in to Azure: {exc.message if hasattr(exc, 'message') else exc} -- sign in with "
                 "`az login`, a service principal (AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_CLIENT_SECRET), a "
                 "managed identity, or device-code sign-in.", reason="azure_auth", details=SIGN_IN)
+        if isinstance(exc, (ServiceRequestTimeoutError, ServiceResponseTimeoutError)):
+            return Unavailable(f"Azure Resource Manager at {self.endpoint} did not answer within "
+                               f"{self.azure.request_timeout:g} s, and not after {self.azure.retry_total} "
+                               "retries either (c.AzureML.request_timeout)", reason="azure_timeout")
         if isinstance(exc, (ServiceRequestError, ServiceResponseError, asyncio.TimeoutError, OSError)):
             return Unavailable(f"could not reach Azure Resource Manager at {self.endpoint}: {exc}",
                                reason="azure_unreachable")

@@ -274,8 +274,9 @@ def _w_define(st, base64, threading, _time):
     threading.Thread(target=flusher, name="jupyter-compute-output", daemon=True).start()
 
 
-def _w_run(run_id, topic, code, pushed, rank, world_size, keep):
-    """Run one cell on this worker, its output going to ``topic``; returns its outcome."""
+def _w_run(run_id, topic, code, pushed, rank, world_size, keep, forget=()):
+    """Run one cell on this worker, its output going to ``topic``; returns its outcome. The
+    namespaces of the cells in ``forget`` are dropped first."""
     import ast
     import builtins as _builtins
     import linecache
@@ -287,6 +288,8 @@ def _w_run(run_id, topic, code, pushed, rank, world_size, keep):
 
     st = _w_state()
     _w_install(st)
+    if forget:
+        _w_forget(forget)
     worker = get_worker()
     me = threading.get_ident()
 
@@ -329,12 +332,22 @@ def _w_run(run_id, topic, code, pushed, rank, world_size, keep):
         st.sinks.pop(me, None)
         sink.flush()
         linecache.cache.pop(filename, None)
-        emit({"type": "end", "status": out["status"]})
-    if keep and out["status"] == "ok":
-        with st.lock:
-            st.kept[run_id] = ns
-            while len(st.kept) > 4:
-                st.kept.popitem(last=False)
+        # Kept before the cell is said to be over: a --pull may come at once.
+        if keep and out["status"] == "ok":
+            with st.lock:
+                st.kept[run_id] = ns
+                while len(st.kept) > 4:
+                    st.kept.popitem(last=False)
+        # A small outcome rides on the end event, which spares the notebook fetching the task's result.
+        end = {"type": "end", "status": out["status"]}
+        try:
+            if len(repr(out)) <= 32768:
+                emit({**end, "outcome": out})
+                end = None
+        except Exception:  # not serialisable as an event: the result is fetched instead
+            pass
+        if end is not None:
+            emit(end)
     return out
 
 
@@ -408,6 +421,10 @@ _W = _portable(_w_state, _w_install, _w_define, _w_run, _w_fetch, _w_forget, _w_
 
 
 # == this side =========================================================================================
+async def _awaited(fut):
+    return await fut
+
+
 async def _all_set(events, timeout: float) -> None:
     """Wait until every event is set, or ``timeout`` passes."""
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
@@ -446,6 +463,8 @@ class _Run(BatchOutput):
                 self.route._spawn(self.route._reap(self, {rank: (msg["worker"], msg["thread"])}, note=False))
         elif kind == "end":
             if rank in self.ended:
+                if isinstance(msg.get("outcome"), dict) and rank not in self.results:
+                    self.results[rank] = msg["outcome"]
                 self.ended[rank].set()
         elif self.over:
             return
@@ -739,26 +758,31 @@ class DaskRoute(Route):
     async def _execute(self, run: _Run, code: str) -> ExecutionResult:
         client = self._client
         previous, self._last = self._last, None
-        if previous is not None:
-            self._spawn(self._forget(client, *previous))
         pushed, self._staged = self._staged, {}
-        reserved = False
+        reserved = forgetting = False
         try:
             # Every rank is pinned to its worker: were that worker to die, Dask would otherwise run the
             # cell again from the start on another one, behind our back.
             workers, reserved = await self._workers_for(run.nodes, run.id, run.note)
+            # The last cell's namespace goes with this cell's task on its worker, or on its own.
+            forget_with = previous[1] if previous is not None and previous[1] in workers else None
+            if previous is not None and forget_with is None:
+                forgetting = True
+                self._spawn(self._forget(client, *previous))
+            new = [w for w in workers if w not in self._listening]
             self._listen(workers)
             for rank in range(run.nodes):
                 key = f"jupyter-compute-cell-{run.id}-{rank}"
                 run.keys[key] = rank
                 run.workers[rank] = workers[rank]
+                forget = [previous[0]] if workers[rank] == forget_with else []
                 run.futures.append(client.submit(
-                    _W["_w_run"], run.id, self._topic, code, pushed, rank, run.nodes, rank == 0, key=key,
+                    _W["_w_run"], run.id, self._topic, code, pushed, rank, run.nodes, rank == 0, forget, key=key,
                     workers=[workers[rank]], allow_other_workers=False, pure=False, retries=0))
             self._release_previous()
             # A worker that left just before we listened would leave its rank waiting for ever; this
-            # is checked while the cell runs rather than before it.
-            present = asyncio.ensure_future(self._check_present(run, workers))
+            # is checked, for workers not followed before, while the cell runs rather than before it.
+            present = asyncio.ensure_future(self._check_present(run, new))
             try:
                 return await self._wait(run)
             finally:
@@ -766,6 +790,8 @@ class DaskRoute(Route):
         except BaseException as e:
             if not run.futures:  # nothing ran: the pushed variables wait for the next cell
                 self._staged = {**pushed, **self._staged}
+                if self._last is None and previous is not None and not forgetting:
+                    self._last = previous  # and the last cell's namespace stays, for --pull
             elif isinstance(e, asyncio.CancelledError):
                 await asyncio.shield(self._stop_run(run, "interrupted"))
             raise
@@ -781,6 +807,8 @@ class DaskRoute(Route):
                 fut.release()
 
     async def _check_present(self, run: _Run, workers: list[str]) -> None:
+        if not workers:
+            return
         with contextlib.suppress(Exception):
             present = (await self._client.scheduler.identity(n_workers=-1)).get("workers") or {}
             for address in set(workers) - set(present):
@@ -789,14 +817,25 @@ class DaskRoute(Route):
     async def _wait(self, run: _Run) -> ExecutionResult:
         async def outcome(rank: int, fut) -> None:
             from distributed.client import FutureCancelledError
+
+            # The end event may bring the outcome before the task's result could be fetched.
+            ended = asyncio.ensure_future(run.ended[rank].wait())
+            result = asyncio.ensure_future(_awaited(fut))
             try:
-                run.results[rank] = await fut
-            except FutureCancelledError as e:
-                if not run.stop.done():
-                    run.stop.set_result(("cancelled", e.reason))
-            except Exception as e:  # arguments that would not load on the worker, a KilledWorker, ...
-                run.results[rank] = {"status": "error", "ename": type(e).__name__, "evalue": str(e),
-                                     "traceback": [f"{type(e).__name__}: {e}"], "worker": run.workers.get(rank)}
+                await asyncio.wait({ended, result}, return_when=asyncio.FIRST_COMPLETED)
+                if rank in run.results and not result.done():
+                    return
+                try:
+                    run.results[rank] = await result
+                except FutureCancelledError as e:
+                    if not run.stop.done():
+                        run.stop.set_result(("cancelled", e.reason))
+                except Exception as e:  # arguments that would not load on the worker, a KilledWorker, ...
+                    run.results[rank] = {"status": "error", "ename": type(e).__name__, "evalue": str(e),
+                                         "traceback": [f"{type(e).__name__}: {e}"], "worker": run.workers.get(rank)}
+            finally:
+                ended.cancel()
+                result.cancel()
 
         waiting = {asyncio.ensure_future(outcome(r, f)) for r, f in enumerate(run.futures)}
         try:

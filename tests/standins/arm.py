@@ -102,6 +102,8 @@ class Fault:
     path_contains: str = ""
     code: str | None = None
     message: str | None = None
+    #: Seconds to hold the connection without a word before answering (a stalled server).
+    stall: float = 0.0
 
     def matches(self, req: Request) -> bool:
         return self.times > 0 and (self.method is None or self.method == req.method) and \
@@ -256,10 +258,15 @@ class ArmStandIn(HttpsServer):
                 return arm_error(401, "InvalidAuthenticationTokenAudience",
                                  f"The access token has been obtained for wrong audience or resource '{aud}'. "
                                  f"It should exactly match with one of the allowed audiences '{self.base_url}/'.")
-            for f in self.faults:
-                if f.matches(req):
-                    f.times -= 1
-                    return self._fault(f)
+            fault = next((f for f in self.faults if f.matches(req)), None)
+            if fault is not None:
+                fault.times -= 1
+                if not fault.stall:
+                    return self._fault(fault)
+        if fault is not None:
+            time.sleep(fault.stall)  # outside the lock: other requests are answered meanwhile
+            return self._fault(fault)
+        with self.lock:
             if not req.api_version:
                 return arm_error(400, "MissingApiVersionParameter",
                                  "The api-version query parameter (?api-version=) is required for all requests.")
