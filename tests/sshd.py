@@ -152,13 +152,17 @@ class Sshd:
             except psutil.NoSuchProcess:
                 pass
         if sweep:
-            procs = self.started_processes()
-            for p in procs:
-                try:
-                    p.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            psutil.wait_procs(procs, timeout=5)
+            kill_all(self.started_processes())
+
+
+def kill_all(procs: list[psutil.Process], timeout: float = 5) -> None:
+    """SIGKILL these processes and wait for them to be gone."""
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=timeout)
 
 
 def stop_ssh_targets(db: Path, grace: float = 15) -> None:

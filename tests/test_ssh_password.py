@@ -20,7 +20,7 @@ import pytest
 from jupyter_compute.secrets import SecretStore
 
 from .conftest import cli, wait_for
-from .sshd import Sshd, stop_ssh_targets
+from .sshd import Sshd, kill_all, stop_ssh_targets
 
 HOST_SITE = sysconfig.get_paths()["purelib"]
 
@@ -51,13 +51,7 @@ def account():
         yield name, password, remote_python(pwd.getpwnam(name).pw_dir)
     finally:
         uid = pwd.getpwnam(name).pw_uid
-        procs = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid]
-        for p in procs:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(procs, timeout=5)
+        kill_all([p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == uid])
         subprocess.run(["userdel", "--remove", name], capture_output=True)
 
 

@@ -19,6 +19,7 @@ import {
   FakeServer,
   KINDS,
   LOCAL_WORKSPACE,
+  MANAGED_OPERATIONS,
   settle,
   target
 } from './fakeServer';
@@ -29,15 +30,7 @@ const DASK_CLUSTER: IKind = {
   family: 'Clusters',
   description: 'A Dask cluster on this machine.',
   managed: true,
-  operations: [
-    'create',
-    'update',
-    'start',
-    'stop',
-    'restart',
-    'delete',
-    'nodes'
-  ],
+  operations: MANAGED_OPERATIONS,
   update_fields: [
     'description',
     'idle_seconds_before_scaledown',

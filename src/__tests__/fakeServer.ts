@@ -117,6 +117,17 @@ export function target(
   };
 }
 
+/** What a kind that is created (not attached) can do. */
+export const MANAGED_OPERATIONS = [
+  'create',
+  'update',
+  'start',
+  'stop',
+  'restart',
+  'delete',
+  'nodes'
+];
+
 /** The one workspace every server has. */
 export const LOCAL_WORKSPACE = {
   id: 'local',
@@ -140,15 +151,7 @@ export const KINDS = [
     family: 'Local kernels',
     description: 'A persistent ipykernel.',
     managed: true,
-    operations: [
-      'create',
-      'update',
-      'start',
-      'stop',
-      'restart',
-      'delete',
-      'nodes'
-    ],
+    operations: MANAGED_OPERATIONS,
     create_schema: {
       type: 'object',
       required: ['name'],
