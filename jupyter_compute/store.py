@@ -237,7 +237,7 @@ class Store:
         self._changed(c, "target", workspace, name, pending=pending)
 
     def update_target(self, workspace: str, name: str, *, expect_state: str | tuple | None = None,
-                      expect_runtime: dict | None = None, **fields: Any) -> bool:
+                      expect_runtime: dict | None = None, expect_spec: dict | None = None, **fields: Any) -> bool:
         """Update fields of a target; with ``expect_*`` only when it still is as expected.
 
         Returns whether a row changed. ``runtime`` given as a dict replaces it; ``runtime_merge``
@@ -254,6 +254,8 @@ class Store:
                     return False
             runtime = json.loads(r["runtime"])
             if expect_runtime is not None and any(runtime.get(k) != v for k, v in expect_runtime.items()):
+                return False
+            if expect_spec is not None and json.loads(r["spec"]) != expect_spec:
                 return False
             sets: dict[str, Any] = {}
             if "runtime_merge" in fields:

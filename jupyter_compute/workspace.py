@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable
 from traitlets.config import Config
 
 from . import procs
-from .backends.base import Backend, KindSpec, OperationContext, Outcome
+from .backends.base import Backend, KindSpec, OperationContext, Outcome, SpecChanged
 from .config import AzureML, ComputeConfig, load_config
 from .errors import ComputeError, ConfirmationRequired, Conflict, InvalidRequest, NotFound
 from .models import KindInfo, Node, Operation, Size, State, Target, Usage, WorkspaceInfo
@@ -38,6 +38,8 @@ LOCAL_BACKENDS = [
 ]
 
 LOCAL_WORKSPACE = "local"
+#: Times an update is made again when another writer changed the target in between.
+UPDATE_TRIES = 20
 
 
 def _load(path: str) -> type[Backend] | None:
@@ -277,8 +279,16 @@ class Workspace:
             if f not in model.updatable:
                 fixed = ", ".join(sorted(model.updatable))
                 raise InvalidRequest(f"{f} cannot change after create; fields that can: {fixed}", field=f"/{f}")
-        await b.update(t, changes)
-        return await self.get(name)
+        # Another process (the CLI, another server) may change the same target at the same moment:
+        # each update is made from what is stored and written only if that is still what is stored.
+        for _ in range(UPDATE_TRIES):
+            try:
+                await b.update(t, changes)
+                return await self.get(name)
+            except SpecChanged:
+                t = await self.get(name)
+        raise Conflict(f"'{name}' kept being changed by someone else while this update was made; try again",
+                       reason="concurrent_update")
 
     async def start(self, name: str, **kw) -> Operation:
         return await self._lifecycle(name, "start", State.starting, **kw)

@@ -1,9 +1,11 @@
 """Faults end in a clear state within seconds: nothing stays transitional, nothing is lost."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
+import subprocess
 import sys
 import time
 
@@ -62,3 +64,53 @@ def test_start_whose_supervisor_dies_is_failed_and_the_target_settles(server_pro
     # It can be started again, for real.
     code, body = s.request("POST", "workspaces/local/targets/slow/start")
     assert s.wait_op(body["operation"]["id"], timeout=30)["status"] == "succeeded"
+
+
+CLI_WRITER = """
+import io, json, sys
+from contextlib import redirect_stdout
+from jupyter_compute.cli import main
+seen = []
+for i in range(int(sys.argv[1])):
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["update", "shared", "--memory-limit-mb", str(1000 + i), "--output", "json"]) == 0
+    seen.append(json.loads(out.getvalue())["properties"]["description"])
+print(json.dumps(seen))
+"""
+
+
+def _order(description: str | None) -> int:
+    return -1 if not description else int(description.split()[-1])
+
+
+def test_the_cli_and_the_server_writing_at_once_lose_no_update(server_process, compute_db, tmp_path):
+    """The server takes 200 changes of one field over REST while the CLI's code, in another process,
+    makes 200 changes of another field of the same target. Each side only ever counts up, so a write
+    made from a stale read would show the other side's value going back; none may, and both last
+    values are kept."""
+    s = server_process()
+    code, body = s.request("POST", "workspaces/local/targets", {"name": "shared", "kind": "local-kernel"})
+    assert code == 202, body
+    assert s.wait_op(body["operation"]["id"])["status"] == "succeeded"
+    n = 200
+    cli = subprocess.Popen([sys.executable, "-c", CLI_WRITER, str(n)], env={**os.environ},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    memory_seen = []
+    i = 0
+    # At least n writes, and on for as long as the CLI writes too.
+    while i < n or cli.poll() is None:
+        code, t = s.request("PATCH", "workspaces/local/targets/shared", {"description": f"server {i}"})
+        assert code == 200, t
+        assert t["properties"]["description"] == f"server {i}"
+        memory_seen.append(t["properties"].get("memory_limit_mb") or 0)
+        i += 1
+    out, err = cli.communicate(timeout=300)
+    assert cli.returncode == 0, err
+    descriptions_seen = [_order(d) for d in json.loads(out)]
+    assert memory_seen == sorted(memory_seen), "a server write brought back an older memory_limit_mb"
+    assert descriptions_seen == sorted(descriptions_seen), "a CLI write brought back an older description"
+    code, t = s.request("GET", "workspaces/local/targets/shared")
+    assert t["properties"]["description"] == f"server {i - 1}"
+    assert t["properties"]["memory_limit_mb"] == 1000 + n - 1
+    assert Store(str(compute_db)).integrity_check() == "ok"

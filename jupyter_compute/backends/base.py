@@ -81,6 +81,10 @@ class Outcome:
     note: str | None = None
 
 
+class SpecChanged(Exception):
+    """A target's spec changed between an update's read and its write."""
+
+
 class Backend(abc.ABC):
     """A family of compute. Subclasses declare ``kinds`` and implement the operations they list."""
 
@@ -150,6 +154,12 @@ class Backend(abc.ABC):
 
     async def attach(self, name: str, kind: str, spec: Spec, ctx: OperationContext) -> Outcome:
         raise InvalidRequest(f"kind '{kind}' does not support attach")
+
+    async def _write_spec(self, name: str, read: dict, spec: dict, **fields: Any) -> None:
+        """Store the spec an update made from ``read``, unless another writer changed it meanwhile
+        (``SpecChanged``: the update is then made again from what is stored now)."""
+        if not await self.store.update_target(self.workspace_id, name, expect_spec=read, spec=spec, **fields):
+            raise SpecChanged(name)
 
     async def update(self, target: Target, changes: dict[str, Any]) -> None:
         raise InvalidRequest(f"kind '{target.kind}' does not support update")

@@ -391,7 +391,7 @@ class DaskBackend(Backend):
         row = await self.store.get_target(self.workspace_id, target.name)
         spec = self.validate_spec(target.kind, {**row["spec"], **changes}, attach=target.kind == ATTACHED)
         # A running cluster's supervisor reads the store and rescales within a second.
-        await self.store.update_target(self.workspace_id, target.name, spec=spec.public())
+        await self._write_spec(target.name, row["spec"], spec.public())
 
     async def start(self, target: Target, ctx: OperationContext) -> Outcome:
         cfg = self.settings.compute

@@ -277,7 +277,7 @@ class LocalBackend(Backend):
         row = await self.store.get_target(self.workspace_id, target.name)
         merged = {**row["spec"], **changes}
         spec = self.validate_spec(target.kind, merged, attach=False)
-        await self.store.update_target(self.workspace_id, target.name, spec=spec.public())
+        await self._write_spec(target.name, row["spec"], spec.public())
 
     async def start(self, target: Target, ctx: OperationContext) -> Outcome:
         cfg = self.settings.compute

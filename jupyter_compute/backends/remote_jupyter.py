@@ -296,13 +296,12 @@ class RemoteJupyterBackend(Backend):
                 if spec.kernel_name:
                     await _check_kernelspec(client, spec.kernel_name)
         await self._save_secrets(target.name, spec.secrets())
-        fields: dict[str, Any] = {"spec": spec.public(),
-                                  "runtime_merge": {"credentials": spec.credentials()}}
+        fields: dict[str, Any] = {"runtime_merge": {"credentials": spec.credentials()}}
         if row.get("provider_state") == REFUSED:
             # The refused credentials were replaced by ones the server accepts.
             fields.update(state=State.running.value if row["runtime"].get("kernel_id") else State.stopped.value,
                           provider_state=None if row["runtime"].get("kernel_id") else NO_KERNEL, errors=[])
-        await self.store.update_target(self.workspace_id, target.name, **fields)
+        await self._write_spec(target.name, row["spec"], spec.public(), **fields)
 
     async def start(self, target: Target, ctx: OperationContext) -> Outcome:
         row = await self.store.get_target(self.workspace_id, target.name)

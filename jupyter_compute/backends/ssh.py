@@ -631,7 +631,7 @@ class SSHBackend(Backend):
             else:
                 await asyncio.to_thread(self.secrets.put, self.workspace_id, target.name, "password",
                                         spec.password.get_secret_value())
-        await self.store.update_target(self.workspace_id, target.name, spec=spec.public())
+        await self._write_spec(target.name, row["spec"], spec.public())
 
     async def start(self, target: Target, ctx: OperationContext) -> Outcome:
         row = await self.store.get_target(self.workspace_id, target.name)
