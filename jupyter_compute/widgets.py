@@ -49,8 +49,12 @@ class _ChangeFeed:
                 async for changes in compute.store.follow(self.interval):
                     if not len(self._listeners):
                         return
-                    if changes:
+                    # The store moved (JUPYTER_COMPUTE_DB changed): reload from it and follow it instead.
+                    moved = await shared_compute() is not compute
+                    if changes or moved:
                         await asyncio.gather(*(w._refresh() for w in list(self._listeners)), return_exceptions=True)
+                    if moved:
+                        break
             except RuntimeError as e:
                 if "after shutdown" in str(e):  # the kernel is exiting and the store is closed
                     return
