@@ -10,7 +10,7 @@ from pathlib import Path
 
 from jupyter_client import AsyncKernelManager
 
-from jupyter_compute.store import Store
+from jupyter_compute.core.store import Store
 from tests.servers import ServerProcess
 
 from .common import Recorder

@@ -6,7 +6,7 @@ import socket
 import sys
 import time
 
-from jupyter_compute.store import Store
+from jupyter_compute.core.store import Store
 
 from .notebook import Frontend, Session
 

@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from jupyter_compute.store import Store
+from jupyter_compute.core.store import Store
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, LabServer
 
 from .common import MB, Recorder

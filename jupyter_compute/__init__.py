@@ -13,10 +13,10 @@ def _jupyter_server_extension_points():
 
 def load_ipython_extension(ipython):
     """``%load_ext jupyter_compute``: the ``%compute`` and ``%%compute`` magics."""
-    from .magics import load_ipython_extension as load
+    from .notebook.magics import load_ipython_extension as load
     load(ipython)
 
 
 def unload_ipython_extension(ipython):
-    from .magics import unload_ipython_extension as unload
+    from .notebook.magics import unload_ipython_extension as unload
     unload(ipython)

@@ -10,8 +10,8 @@ from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop
 
 from .handlers import HANDLERS
-from .models import Operation
-from .workspace import Compute
+from .core.models import Operation
+from .core.workspace import Compute
 
 EVENTS = Path(__file__).parent / "events"
 TARGET_EVENT = "https://events.jupyter.org/jupyter_compute/target/v1"
@@ -27,10 +27,7 @@ class ComputeApp(ExtensionApp):
         # One config for every face: jupyter_compute_config.* plus whatever the server was given.
         self.compute = Compute.from_config(self.config, start_dir=self.serverapp.root_dir)
         self.settings["jupyter_compute"] = self.compute
-        if self.compute.this_instance is not None:
-            # Only this server sees the instance's kernels and terminals, which idle shutdown counts.
-            from .azure.instance import ServerActivity
-            self.compute.this_instance.activity_source = ServerActivity(self.serverapp)
+        self.compute.attach_server(self.serverapp)
         logger = self.serverapp.event_logger
         for schema in ("target.yaml", "operation.yaml"):
             logger.register_event_schema(EVENTS / schema)

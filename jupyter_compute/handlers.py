@@ -1,10 +1,8 @@
 """Thin REST handlers over ``Workspace``: parse, call, serialise. Errors are mapped in one place."""
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -13,8 +11,8 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 import pydantic_core
 from tornado import web
 
-from .errors import ComputeError, InvalidRequest
-from .workspace import Compute
+from .core.errors import ComputeError, InvalidRequest
+from .core.workspace import Compute
 
 log = logging.getLogger("jupyter_compute")
 
@@ -100,14 +98,7 @@ class WorkspacesHandler(ComputeHandler):
     @web.authenticated
     @authorized
     async def post(self):
-        body = self.body()
-        unknown = set(body) - {"subscription_id", "resource_group", "workspace_name", "alias", "location"}
-        if unknown:
-            field = sorted(unknown)[0]
-            raise InvalidRequest(f"{field}: is not a field of a workspace", field=f"/{field}")
-        # A missing required field reaches add_workspace as None, which refuses it naming the field.
-        required = {k: body.pop(k, None) for k in ("subscription_id", "resource_group", "workspace_name")}
-        self.reply(await self.compute.add_workspace(**required, **body), 201)
+        self.reply(await self.compute.add_workspace(**self.body()), 201)
 
 
 class WorkspaceHandler(ComputeHandler):
@@ -206,22 +197,29 @@ class UsageHandler(ComputeHandler):
 
 
 class SignInHandler(ComputeHandler):
-    """Device-code sign-in to an Azure ML workspace (azure/signin.py); tokens stay in the server."""
+    """Device-code sign-in to a workspace that has one (Azure ML); tokens stay in the server."""
+
+    async def sign_ins(self, ws: str):
+        workspace = await self.ws(ws)
+        return self.compute.sign_ins(workspace), workspace
 
     @web.authenticated
     @authorized
     async def post(self, ws):
-        self.reply(await self.compute.sign_ins.start(await self.ws(ws)), 202)
+        sign_ins, workspace = await self.sign_ins(ws)
+        self.reply(await sign_ins.start(workspace), 202)
 
     @web.authenticated
     @authorized
     async def get(self, ws):
-        self.reply(self.compute.sign_ins.state(await self.ws(ws)))
+        sign_ins, workspace = await self.sign_ins(ws)
+        self.reply(sign_ins.state(workspace))
 
     @web.authenticated
     @authorized
     async def delete(self, ws):
-        self.reply(self.compute.sign_ins.cancel(await self.ws(ws)))
+        sign_ins, workspace = await self.sign_ins(ws)
+        self.reply(sign_ins.cancel(workspace))
 
 
 class OperationHandler(ComputeHandler):
@@ -243,9 +241,8 @@ class SSHKeysHandler(ComputeHandler):
     @web.authenticated
     @authorized
     async def get(self):
-        directory = os.path.expanduser("~/.ssh")
-        from .backends.ssh import key_candidates
-        self.reply({"directory": directory, "keys": await asyncio.to_thread(key_candidates, directory)})
+        choices = await self.compute.workspace("local").field_choices("ssh", "ssh_private_key")
+        self.reply(choices)
 
 
 def _p(path: str) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from . import __version__
-from .models import KindInfo, Node, Operation, Size, Target, Usage, WorkspaceInfo
+from .core.models import KindInfo, Node, Operation, Size, Target, Usage, WorkspaceInfo
 
 REF = "#/components/schemas/{model}"
 BASE = "/jupyter-compute"

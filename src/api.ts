@@ -1,13 +1,11 @@
 /**
- * A typed client of the jupyter_compute REST API: one method per endpoint, and one error type
- * that carries the server's `{message, reason, field}` and the HTTP status.
+ * A typed client of the jupyter_compute REST API: the shapes it answers, and one method per
+ * endpoint. Failures reject with `ComputeApiError` (see `request.ts`).
  */
-import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import type { JSONSchema7 } from 'json-schema';
 
-/** The path of the API under the server's base URL. */
-export const API_PREFIX = 'jupyter-compute';
+import { IRequestOptions, Method, requestJSON } from './request';
 
 /** Every state a target reports, normalised across backends. */
 export type TargetState =
@@ -195,45 +193,6 @@ export interface ISignIn {
   error: string | null;
 }
 
-/**
- * An error answered by the server (or a failure to reach it, with `status` 0).
- *
- * `field` is a JSON pointer into the request body when one field is at fault.
- */
-export class ComputeApiError extends Error {
-  constructor(options: {
-    message: string;
-    status: number;
-    reason?: string;
-    field?: string | null;
-    details?: Record<string, unknown> | null;
-  }) {
-    super(options.message);
-    this.name = 'ComputeApiError';
-    this.status = options.status;
-    this.reason = options.reason ?? 'error';
-    this.field = options.field ?? null;
-    this.details = options.details ?? null;
-  }
-
-  /** The HTTP status; 0 when the server could not be reached. */
-  readonly status: number;
-  readonly reason: string;
-  readonly field: string | null;
-  /**
-   * What the server adds to explain the error; for `confirmation_required`, the
-   * `consequence` the person must accept before the action is sent again with `confirm`.
-   */
-  readonly details: Record<string, unknown> | null;
-
-  /** True when the server could not be reached at all. */
-  get isNetworkError(): boolean {
-    return this.status === 0;
-  }
-}
-
-type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE';
-
 /** The REST API of jupyter_compute. */
 export class ComputeApi {
   constructor(options: { serverSettings?: ServerConnection.ISettings } = {}) {
@@ -254,7 +213,9 @@ export class ComputeApi {
 
   /** `POST /workspaces`: add an Azure ML workspace. */
   addWorkspace(request: IAddWorkspaceRequest): Promise<IWorkspace> {
-    return this._request<IWorkspace>('POST', ['workspaces'], request);
+    return this._request<IWorkspace>('POST', ['workspaces'], {
+      body: request
+    });
   }
 
   /** `DELETE /workspaces/{ws}`: forget a workspace that was added. */
@@ -293,7 +254,7 @@ export class ComputeApi {
     const body = await this._request<{ operation: IOperation }>(
       'POST',
       ['workspaces', workspace, 'targets'],
-      request
+      { body: request }
     );
     return body.operation;
   }
@@ -317,7 +278,7 @@ export class ComputeApi {
     return this._request<ITarget>(
       'PATCH',
       ['workspaces', workspace, 'targets', name],
-      changes
+      { body: changes }
     );
   }
 
@@ -333,9 +294,7 @@ export class ComputeApi {
     const body = await this._request<{ operation: IOperation }>(
       'DELETE',
       ['workspaces', workspace, 'targets', name],
-      undefined,
-      API_PREFIX,
-      options.confirm ? { confirm: 'true' } : undefined
+      { query: options.confirm ? { confirm: 'true' } : undefined }
     );
     return body.operation;
   }
@@ -437,8 +396,7 @@ export class ComputeApi {
     const body = await this._request<{ started?: string }>(
       'GET',
       ['api', 'status'],
-      undefined,
-      ''
+      { prefix: '' }
     );
     return String(body.started ?? '');
   }
@@ -452,88 +410,16 @@ export class ComputeApi {
     const body = await this._request<{ operation: IOperation }>(
       'POST',
       ['workspaces', workspace, 'targets', name, action],
-      options.confirm ? { confirm: true } : undefined
+      { body: options.confirm ? { confirm: true } : undefined }
     );
     return body.operation;
   }
 
-  private async _request<T>(
+  private _request<T>(
     method: Method,
     parts: string[],
-    body?: unknown,
-    prefix: string = API_PREFIX,
-    query?: Record<string, string>
+    options?: IRequestOptions
   ): Promise<T> {
-    const url =
-      URLExt.join(
-        this.serverSettings.baseUrl,
-        prefix,
-        ...parts.map(encodeURIComponent)
-      ) + (query ? URLExt.objectToQueryString(query) : '');
-    const init: RequestInit = { method };
-    if (body !== undefined) {
-      init.body = JSON.stringify(body);
-      init.headers = { 'Content-Type': 'application/json' };
-    }
-    let response: Response;
-    try {
-      response = await ServerConnection.makeRequest(
-        url,
-        init,
-        this.serverSettings
-      );
-    } catch (error) {
-      throw new ComputeApiError({
-        message: `Could not reach the Jupyter server: ${
-          (error as Error)?.message ?? String(error)
-        }`,
-        status: 0,
-        reason: 'network_error'
-      });
-    }
-    const text = await response.text();
-    let data: unknown = undefined;
-    if (text.length > 0) {
-      try {
-        data = JSON.parse(text);
-      } catch {
-        data = undefined;
-      }
-    }
-    if (!response.ok) {
-      const err = (data ?? {}) as {
-        message?: unknown;
-        reason?: unknown;
-        field?: unknown;
-        details?: unknown;
-      };
-      const message =
-        typeof err.message === 'string' && err.message
-          ? err.message
-          : `${method} ${parts.join('/')} failed: ${response.status} ${
-              response.statusText
-            }`.trim();
-      throw new ComputeApiError({
-        message,
-        status: response.status,
-        reason: typeof err.reason === 'string' ? err.reason : 'http_error',
-        field: typeof err.field === 'string' ? err.field : null,
-        details:
-          err.details && typeof err.details === 'object'
-            ? (err.details as Record<string, unknown>)
-            : null
-      });
-    }
-    if (response.status === 204) {
-      return null as T;
-    }
-    if (data === undefined) {
-      throw new ComputeApiError({
-        message: `${method} ${parts.join('/')} answered a body that is not JSON`,
-        status: response.status,
-        reason: 'bad_response'
-      });
-    }
-    return data as T;
+    return requestJSON<T>(this.serverSettings, method, parts, options);
   }
 }

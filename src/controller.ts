@@ -7,32 +7,16 @@ import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { ComputeApiError } from './api';
 import {
   CreateMode,
   kindsFor,
   showCreateDialog
 } from './components/CreateDialog';
 import { showAddWorkspaceDialog } from './components/WorkspaceDialog';
-import { ComputeModel, IOperationFailure } from './model';
+import type { ComputeModel, IOperationFailure } from './model';
+import { ComputeApiError, messageOf } from './request';
+import { DEFAULT_SETTINGS, IComputeSettings } from './settings';
 import { TargetAction, actionLabel, canRun } from './state';
-
-/** The user settings of `schema/plugin.json`. */
-export interface IComputeSettings {
-  confirmDelete: boolean;
-  confirmStop: boolean;
-  defaultWorkspace: string;
-  collapsedGroups: string[];
-  offerRestore: boolean;
-}
-
-export const DEFAULT_SETTINGS: IComputeSettings = {
-  confirmDelete: true,
-  confirmStop: true,
-  defaultWorkspace: '',
-  collapsedGroups: [],
-  offerRestore: true
-};
 
 export class ComputeController implements IDisposable {
   constructor(options: ComputeController.IOptions) {
@@ -231,13 +215,6 @@ export namespace ComputeController {
     model: ComputeModel;
     openDetails: (name: string) => void;
   }
-}
-
-export function messageOf(error: unknown): string {
-  if (error instanceof ComputeApiError || error instanceof Error) {
-    return error.message;
-  }
-  return String(error);
 }
 
 function confirmationText(

@@ -7,46 +7,26 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, MainAreaWidget } from '@jupyterlab/apputils';
+import { ICommandPalette } from '@jupyterlab/apputils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { ComputeApi } from './api';
 import { registerCommands } from './commands';
 import { ComputePanel } from './components/ComputePanel';
-import { TargetDetails } from './components/DetailsView';
 import { TargetPickerExtension } from './components/TargetPicker';
-import {
-  ComputeController,
-  DEFAULT_SETTINGS,
-  IComputeSettings
-} from './controller';
-import { computeIcon } from './icons';
+import { ComputeController } from './controller';
+import { DetailsTabs } from './detailsTabs';
 import { ComputeModel } from './model';
+import { followSettings } from './settings';
 import { IComputeService } from './tokens';
 
-export { ComputeApi, ComputeApiError } from './api';
+export { ComputeApi } from './api';
+export { ComputeApiError } from './request';
 export { ComputeModel } from './model';
 export { IComputeService } from './tokens';
 export { CommandIDs } from './commands';
 
 const PLUGIN_ID = 'jupyter-compute:plugin';
-
-function readSettings(settings: ISettingRegistry.ISettings): IComputeSettings {
-  const get = <T>(key: keyof IComputeSettings, fallback: T): T => {
-    const value = settings.get(key).composite;
-    return value === undefined || value === null ? fallback : (value as T);
-  };
-  return {
-    confirmDelete: get('confirmDelete', DEFAULT_SETTINGS.confirmDelete),
-    confirmStop: get('confirmStop', DEFAULT_SETTINGS.confirmStop),
-    defaultWorkspace: get(
-      'defaultWorkspace',
-      DEFAULT_SETTINGS.defaultWorkspace
-    ),
-    collapsedGroups: get('collapsedGroups', DEFAULT_SETTINGS.collapsedGroups),
-    offerRestore: get('offerRestore', DEFAULT_SETTINGS.offerRestore)
-  };
-}
 
 const sidebar: JupyterFrontEndPlugin<IComputeService> = {
   id: PLUGIN_ID,
@@ -72,31 +52,11 @@ const sidebar: JupyterFrontEndPlugin<IComputeService> = {
       workspace: ''
     });
 
-    const details = new Map<string, MainAreaWidget<TargetDetails>>();
     const controller = new ComputeController({
       model,
-      openDetails: name => {
-        const key = `${model.workspace}/${name}`;
-        let widget = details.get(key);
-        if (!widget || widget.isDisposed) {
-          const content = new TargetDetails({
-            model,
-            controller,
-            workspace: model.workspace,
-            name
-          });
-          widget = new MainAreaWidget({ content });
-          widget.id = `jupyter-compute-details-${encodeURIComponent(key)}`;
-          widget.title.label = `Compute: ${name}`;
-          widget.title.icon = computeIcon;
-          widget.title.closable = true;
-          details.set(key, widget);
-          widget.disposed.connect(() => details.delete(key));
-          shell.add(widget, 'main');
-        }
-        shell.activateById(widget.id);
-      }
+      openDetails: name => details.open(name)
     });
+    const details = new DetailsTabs({ shell, model, controller });
 
     const panel = new ComputePanel({ model, controller });
     shell.add(panel, 'left', { rank: 600, type: 'Compute' });
@@ -110,16 +70,9 @@ const sidebar: JupyterFrontEndPlugin<IComputeService> = {
 
     const start = async () => {
       if (settingRegistry) {
-        try {
-          const settings = await settingRegistry.load(PLUGIN_ID);
-          const apply = () => {
-            controller.settings = readSettings(settings);
-          };
-          apply();
-          settings.changed.connect(apply);
-        } catch (reason) {
-          console.warn('jupyter_compute: settings could not be loaded', reason);
-        }
+        await followSettings(settingRegistry, PLUGIN_ID, settings => {
+          controller.settings = settings;
+        });
       }
       const { defaultWorkspace, collapsedGroups } = controller.settings;
       for (const family of collapsedGroups) {

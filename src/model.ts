@@ -1,13 +1,13 @@
 /**
  * The sidebar's model: the workspaces, the kinds and targets of the chosen workspace grouped by
- * family, and the operations running on them, kept current by the server's events.
+ * family, and the operations running on them. A `ConnectionWatcher` keeps it current and a
+ * `ViewState` holds what the person chose to see of it.
  */
 import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import {
+import type {
   ComputeApi,
-  ComputeApiError,
   IActionOptions,
   IKind,
   IAddWorkspaceRequest,
@@ -19,12 +19,14 @@ import {
   OperationStatus,
   TargetState
 } from './api';
-import { TargetAction } from './state';
-
-/** Every event jupyter_compute emits has a schema id under this prefix. */
-export const EVENT_PREFIX = 'https://events.jupyter.org/jupyter_compute/';
-export const TARGET_EVENT = `${EVENT_PREFIX}target/v1`;
-export const OPERATION_EVENT = `${EVENT_PREFIX}operation/v1`;
+import {
+  ConnectionWatcher,
+  IEventEmission,
+  IOperationEvent
+} from './connection';
+import { ComputeApiError } from './request';
+import type { TargetAction } from './state';
+import { ViewState } from './viewState';
 
 /** The order families are shown in; families not listed follow, alphabetically. */
 export const FAMILY_ORDER: readonly string[] = [
@@ -39,12 +41,6 @@ export const FAMILY_ORDER: readonly string[] = [
 
 /** The family of targets whose kind the workspace no longer reports. */
 export const OTHER_FAMILY = 'Other';
-
-/** An event as Jupyter's event bus delivers it: the schema id plus the event's own fields. */
-export interface IEventEmission {
-  schema_id: string;
-  [field: string]: unknown;
-}
 
 /** What the sidebar knows of an operation running on a target. */
 export interface ITargetOperation {
@@ -70,16 +66,6 @@ export interface IOperationFailure {
 
 export type ModelStatus = 'loading' | 'ready' | 'error' | 'offline';
 
-/** How long to wait before trying the server again, growing while it stays away. */
-const RECONNECT_DELAYS_MS = [1000, 2000, 4000, 8000, 15000];
-
-/**
- * After the server came back, the list is fetched again now and then a few times more:
- * JupyterLab's event socket reconnects with a back-off of its own, and events sent before it
- * is back are not delivered.
- */
-const RESYNC_DELAYS_MS = [3000, 10000, 30000];
-
 /** The state the server gives a target when it accepts each action. */
 const TRANSITION: Record<TargetAction, TargetState> = {
   start: 'starting',
@@ -88,8 +74,6 @@ const TRANSITION: Record<TargetAction, TargetState> = {
   delete: 'deleting'
 };
 
-/** How often the panel asks whether the server restarted, while the page is visible. */
-const HEARTBEAT_MS = 5000;
 /** How many ended operation ids are remembered. */
 const ENDED_KEPT = 200;
 
@@ -97,13 +81,26 @@ export class ComputeModel implements IDisposable {
   constructor(options: ComputeModel.IOptions) {
     this.api = options.api;
     this._workspace = options.workspace ?? 'local';
-    this._events = options.events ?? null;
-    this._events?.connect(this._onEvent, this);
-    this._reconnectDelays = options.reconnectDelaysMs ?? RECONNECT_DELAYS_MS;
-    this._resyncDelays = options.resyncDelaysMs ?? RESYNC_DELAYS_MS;
-    for (const family of options.collapsed ?? []) {
-      this._collapsed.add(family);
-    }
+    this._view = new ViewState({ collapsed: options.collapsed });
+    this._connection = new ConnectionWatcher({
+      api: this.api,
+      events: options.events,
+      reconnectDelaysMs: options.reconnectDelaysMs,
+      resyncDelaysMs: options.resyncDelaysMs,
+      model: {
+        workspace: () => this._workspace,
+        isOffline: () => this._status === 'offline',
+        isReady: () => this._status === 'ready',
+        setOffline: error => this._setStatus('offline', error),
+        showFailure: error => this._handleFailure(error),
+        reload: listing => this._reload(listing),
+        refresh: () => this.refresh(),
+        refreshTarget: name => this.refreshTarget(name),
+        removeTarget: name => this._remove(name, ++this._clock),
+        markDeleting: name => this._patchState(name, 'deleting'),
+        applyOperation: event => this._applyOperation(event)
+      }
+    });
   }
 
   readonly api: ComputeApi;
@@ -168,45 +165,35 @@ export class ComputeModel implements IDisposable {
 
   /** The selected target's name, which the start/stop commands act on. */
   get selected(): string | null {
-    return this._selected;
+    return this._view.selected;
   }
 
   set selected(name: string | null) {
-    if (name === this._selected) {
-      return;
+    if (this._view.select(name)) {
+      this._emit();
     }
-    this._selected = name;
-    this._emit();
   }
 
   /** Text that target names must contain to be listed; empty lists all. */
   get filter(): string {
-    return this._filter;
+    return this._view.filter;
   }
 
   set filter(value: string) {
-    if (value === this._filter) {
-      return;
+    if (this._view.setFilter(value)) {
+      this._groups = null;
+      this._emit();
     }
-    this._filter = value;
-    this._groups = null;
-    this._emit();
   }
 
   isCollapsed(family: string): boolean {
-    return this._collapsed.has(family);
+    return this._view.isCollapsed(family);
   }
 
   setCollapsed(family: string, collapsed: boolean): void {
-    if (collapsed === this._collapsed.has(family)) {
-      return;
+    if (this._view.setCollapsed(family, collapsed)) {
+      this._emit();
     }
-    if (collapsed) {
-      this._collapsed.add(family);
-    } else {
-      this._collapsed.delete(family);
-    }
-    this._emit();
   }
 
   kindOf(target: ITarget): IKind | undefined {
@@ -443,90 +430,20 @@ export class ComputeModel implements IDisposable {
 
   /**
    * Notice server restarts: one cheap status request every few seconds while the page is
-   * visible (never one per target). A restart means events were missed, so the list is
-   * fetched again.
+   * visible. A restart means events were missed, so the list is fetched again.
    */
-  watchServer(intervalMs: number = HEARTBEAT_MS): void {
-    if (this._heartbeatTimer !== null || this._isDisposed) {
-      return;
-    }
-    const beat = async () => {
-      this._heartbeatTimer = null;
-      if (this._isDisposed) {
-        return;
-      }
-      const visible =
-        typeof document === 'undefined' ||
-        document.visibilityState !== 'hidden';
-      if (visible && this._status !== 'offline') {
-        try {
-          const started = await this.api.serverStarted();
-          if (this._serverStarted && started !== this._serverStarted) {
-            this._resync();
-          }
-          this._serverStarted = started;
-        } catch (error) {
-          this._handleFailure(error);
-        }
-      }
-      if (!this._isDisposed) {
-        this._heartbeatTimer = setTimeout(() => void beat(), intervalMs);
-      }
-    };
-    void beat();
+  watchServer(intervalMs?: number): void {
+    this._connection.watchServer(intervalMs);
   }
 
   /** The connection to the server was lost: show it, and try again until it answers. */
   connectionLost(error?: Error): void {
-    if (this._isDisposed) {
-      return;
-    }
-    const apiError =
-      error instanceof ComputeApiError
-        ? error
-        : new ComputeApiError({
-            message: error?.message || 'The Jupyter server cannot be reached.',
-            status: 0,
-            reason: 'network_error'
-          });
-    this._setStatus('offline', apiError);
-    this._scheduleReconnect();
+    this._connection.connectionLost(error);
   }
 
   /** Handle one event of Jupyter's event bus; events of other extensions are ignored. */
   handleEvent(event: IEventEmission): void {
-    if (
-      this._isDisposed ||
-      typeof event?.schema_id !== 'string' ||
-      !event.schema_id.startsWith(EVENT_PREFIX)
-    ) {
-      return;
-    }
-    if (this._status === 'offline') {
-      // Events flow again, so the server is back: what happened meanwhile is unknown.
-      this._reconnectNow();
-      return;
-    }
-    if (event.workspace !== this._workspace) {
-      return;
-    }
-    if (event.schema_id === OPERATION_EVENT) {
-      this._onOperationEvent(event);
-    } else if (typeof event.name === 'string') {
-      if (event.change === 'removed') {
-        // Nothing left to fetch. A fetch already on its way started earlier, so it cannot
-        // bring the target back; a new target of the same name comes with its own event.
-        this._remove(event.name, ++this._clock);
-      } else if (
-        event.state === 'deleting' &&
-        this._patchState(event.name, 'deleting')
-      ) {
-        // A target being deleted has nothing new to fetch but its removal, which comes as an
-        // event of its own.
-      } else {
-        void this.refreshTarget(event.name);
-      }
-    }
+    this._connection.handleEvent(event);
   }
 
   dispose(): void {
@@ -534,77 +451,45 @@ export class ComputeModel implements IDisposable {
       return;
     }
     this._isDisposed = true;
-    this._events?.disconnect(this._onEvent, this);
-    for (const timer of [
-      this._reconnectTimer,
-      this._heartbeatTimer,
-      ...this._resyncTimers
-    ]) {
-      if (timer !== null) {
-        clearTimeout(timer);
-      }
-    }
-    this._reconnectTimer = null;
-    this._heartbeatTimer = null;
-    this._resyncTimers = [];
+    this._connection.dispose();
     Signal.clearData(this);
   }
 
-  private _onEvent(_sender: unknown, event: IEventEmission): void {
-    this.handleEvent(event);
-  }
-
-  private _onOperationEvent(event: IEventEmission): void {
-    const name = event.target;
-    if (typeof name !== 'string') {
-      return;
-    }
-    const status = event.status as OperationStatus;
-    const action = String(event.action ?? '');
+  /**
+   * Track an operation an event told of. Its end is remembered, so that the answer to the
+   * request that started it, arriving late, cannot show it running again.
+   */
+  private _applyOperation(event: IOperationEvent): void {
+    const { target: name, id, action, status } = event;
     if (status === 'running') {
       this._operations.set(name, {
-        id: typeof event.id === 'string' ? event.id : null,
+        id,
         action,
         status,
-        progress: typeof event.progress === 'string' ? event.progress : ''
+        progress: event.progress
       });
       this._emit();
-    } else {
-      if (typeof event.id === 'string') {
-        this._ended.add(event.id);
-        if (this._ended.size > ENDED_KEPT) {
-          this._ended.delete(this._ended.values().next().value as string);
-        }
-      }
-      const known = this._operations.get(name);
-      if (
-        !known ||
-        known.id === null ||
-        known.id === event.id ||
-        typeof event.id !== 'string'
-      ) {
-        this._operations.delete(name);
-      }
-      if (status === 'failed') {
-        this._operationFailed.emit({
-          workspace: this._workspace,
-          target: name,
-          action,
-          message:
-            typeof event.error === 'string' && event.error
-              ? event.error
-              : `${action} of '${name}' failed`
-        });
-      }
-      this._emit();
+      return;
     }
-    const removed =
-      status === 'succeeded' && (action === 'delete' || action === 'detach');
-    if (removed) {
-      this._remove(name, ++this._clock);
-    } else {
-      void this.refreshTarget(name);
+    if (id !== null) {
+      this._ended.add(id);
+      if (this._ended.size > ENDED_KEPT) {
+        this._ended.delete(this._ended.values().next().value as string);
+      }
     }
+    const known = this._operations.get(name);
+    if (!known || known.id === null || id === null || known.id === id) {
+      this._operations.delete(name);
+    }
+    if (status === 'failed') {
+      this._operationFailed.emit({
+        workspace: this._workspace,
+        target: name,
+        action,
+        message: event.error ?? `${action} of '${name}' failed`
+      });
+    }
+    this._emit();
   }
 
   private _trackOperation(operation: IOperation): void {
@@ -633,7 +518,7 @@ export class ComputeModel implements IDisposable {
     this._stamps = new Map();
     this._operations = new Map();
     this._fetchAgain.clear();
-    this._selected = null;
+    this._view.select(null);
     this._groups = null;
     this._emit();
   }
@@ -697,8 +582,8 @@ export class ComputeModel implements IDisposable {
     this._stamps.set(name, stamp);
     const had = this._targets.delete(name);
     this._operations.delete(name);
-    if (this._selected === name) {
-      this._selected = null;
+    if (this._view.selected === name) {
+      this._view.select(null);
     }
     if (had) {
       this._groups = null;
@@ -721,12 +606,11 @@ export class ComputeModel implements IDisposable {
     for (const kind of this._kinds.values()) {
       group(kind.family).kinds.push(kind);
     }
-    const needle = this._filter.trim().toLowerCase();
+    const view = this._view;
     for (const target of this._targets.values()) {
-      if (needle && !target.name.toLowerCase().includes(needle)) {
-        continue;
+      if (view.matches(target.name)) {
+        group(this.familyOf(target)).targets.push(target);
       }
-      group(this.familyOf(target)).targets.push(target);
     }
     const collator = new Intl.Collator(undefined, {
       numeric: true,
@@ -737,7 +621,7 @@ export class ComputeModel implements IDisposable {
       return i === -1 ? FAMILY_ORDER.length : i;
     };
     const groups = Array.from(byFamily.values()).filter(
-      g => !needle || g.targets.length > 0
+      g => !view.isFiltering || g.targets.length > 0
     );
     groups.sort(
       (a, b) =>
@@ -754,7 +638,7 @@ export class ComputeModel implements IDisposable {
       return;
     }
     if (error instanceof ComputeApiError && error.isNetworkError) {
-      this.connectionLost(error);
+      this._connection.connectionLost(error);
       return;
     }
     const apiError =
@@ -774,71 +658,12 @@ export class ComputeModel implements IDisposable {
     }
   }
 
-  private _scheduleReconnect(): void {
-    if (this._reconnectTimer !== null || this._isDisposed) {
-      return;
-    }
-    const delays = this._reconnectDelays;
-    const delay = delays[Math.min(this._reconnectAttempt, delays.length - 1)];
-    this._reconnectAttempt++;
-    this._reconnectTimer = setTimeout(() => {
-      this._reconnectTimer = null;
-      void this._tryReconnect();
-    }, delay);
-  }
-
-  private _reconnectNow(): void {
-    if (this._reconnectTimer !== null) {
-      clearTimeout(this._reconnectTimer);
-      this._reconnectTimer = null;
-    }
-    void this._tryReconnect();
-  }
-
-  private async _tryReconnect(): Promise<void> {
-    if (this._reconnecting || this._isDisposed) {
-      return;
-    }
-    this._reconnecting = true;
-    try {
-      const listing = await this.api.listWorkspaces();
-      if (this._isDisposed) {
-        return;
-      }
-      this._workspaces = listing.workspaces;
-      this._thisInstance = listing.this_instance ?? null;
-      this._reconnectAttempt = 0;
-      // The server may have restarted: everything is fetched again, in a fresh generation.
-      this._generation++;
-      await this._loadWorkspace();
-      this._scheduleResync();
-    } catch (error) {
-      if (error instanceof ComputeApiError && error.isNetworkError) {
-        this._scheduleReconnect();
-      } else {
-        this._handleFailure(error);
-      }
-    } finally {
-      this._reconnecting = false;
-    }
-  }
-
-  /** Fetch everything again now, and a few times more while events catch up. */
-  private _resync(): void {
-    void this._tryReconnect();
-  }
-
-  private _scheduleResync(): void {
-    for (const timer of this._resyncTimers) {
-      clearTimeout(timer);
-    }
-    this._resyncTimers = this._resyncDelays.map(delay =>
-      setTimeout(() => {
-        if (!this._isDisposed && this._status === 'ready') {
-          void this.refresh();
-        }
-      }, delay)
-    );
+  /** Take a fresh listing and load everything again, in a generation of its own. */
+  private async _reload(listing: IWorkspaceListing): Promise<void> {
+    this._workspaces = listing.workspaces;
+    this._thisInstance = listing.this_instance ?? null;
+    this._generation++;
+    await this._loadWorkspace();
   }
 
   private _setStatus(status: ModelStatus, error: ComputeApiError | null): void {
@@ -855,7 +680,8 @@ export class ComputeModel implements IDisposable {
 
   private _changed = new Signal<this, void>(this);
   private _operationFailed = new Signal<this, IOperationFailure>(this);
-  private _events: ISignal<unknown, IEventEmission> | null;
+  private _connection: ConnectionWatcher;
+  private _view: ViewState;
   private _isDisposed = false;
   private _status: ModelStatus = 'loading';
   private _error: ComputeApiError | null = null;
@@ -874,17 +700,6 @@ export class ComputeModel implements IDisposable {
   private _fetching = new Map<string, Promise<void>>();
   private _fetchAgain = new Set<string>();
   private _groups: ITargetGroup[] | null = null;
-  private _collapsed = new Set<string>();
-  private _selected: string | null = null;
-  private _filter = '';
-  private _reconnectTimer: ReturnType<typeof setTimeout> | null = null;
-  private _reconnectAttempt = 0;
-  private _reconnecting = false;
-  private _reconnectDelays: readonly number[];
-  private _resyncDelays: readonly number[];
-  private _resyncTimers: ReturnType<typeof setTimeout>[] = [];
-  private _heartbeatTimer: ReturnType<typeof setTimeout> | null = null;
-  private _serverStarted = '';
 }
 
 export namespace ComputeModel {

@@ -10,8 +10,9 @@ import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { ComputeController, messageOf } from './controller';
-import { ComputeModel } from './model';
+import type { ComputeController } from './controller';
+import type { ComputeModel } from './model';
+import { messageOf } from './request';
 import {
   IRouteMetadata,
   LOAD_CODE,

@@ -22,8 +22,8 @@ def stop_all_targets(db: Path) -> None:
     records, and any supervisor or kernel of this store that had not recorded itself yet."""
     import psutil
     if db.exists():
-        from jupyter_compute.backends.local import _terminate
-        from jupyter_compute.store import Store
+        from jupyter_compute.families.local.backend import _terminate
+        from jupyter_compute.core.store import Store
 
         store = Store(str(db))
         for row in store.find_targets():

@@ -169,8 +169,8 @@ def stop_ssh_targets(db: Path, grace: float = 15) -> None:
     """Stop every ssh target's supervisor (which ends its remote kernel) while sshd still runs."""
     if not db.exists():
         return
-    from jupyter_compute.backends.ssh import _end_supervisor
-    from jupyter_compute.store import Store
+    from jupyter_compute.families.ssh.backend import _end_supervisor
+    from jupyter_compute.core.store import Store
 
     store = Store(str(db))
     for row in store.find_targets(kind="ssh"):

@@ -13,11 +13,12 @@ import time
 
 import pytest
 
-from jupyter_compute.azure.discovery import discover_workspaces
-from jupyter_compute.azure.resources import state_of
-from jupyter_compute.backends.azureml import AzureError, AzureMLBackend
-from jupyter_compute.errors import BackendRefused, InvalidRequest, NotFound, Unavailable
-from jupyter_compute.models import State
+from jupyter_compute.families.azureml.discovery import discover_workspaces
+from jupyter_compute.families.azureml.resources import state_of
+from jupyter_compute.families.azureml.arm import AzureError
+from jupyter_compute.families.azureml.backend import AzureMLBackend
+from jupyter_compute.core.errors import BackendRefused, InvalidRequest, NotFound, Unavailable
+from jupyter_compute.core.models import State
 from tests.standins.arm import OBJECT_ID, TENANT_ID, VM_SIZES
 from tests.standins.azure import arm, azure_env, make_workspace, network_guard, run  # noqa: F401  (fixtures)
 
@@ -297,7 +298,7 @@ def test_conflicting_action_is_refused_with_azures_words(arm, tmp_path):
 
 
 def test_the_store_mirrors_azure_so_a_second_operation_is_refused(arm, tmp_path):
-    from jupyter_compute.errors import Conflict
+    from jupyter_compute.core.errors import Conflict
 
     arm.seed(instance_resource("bob-dev"))
     arm.lro_polls = 5
@@ -781,7 +782,7 @@ def test_endpoint_from_config_when_no_environment_override(arm, tmp_path, azure_
     cfg = Config()
     cfg.AzureML.resource_manager_endpoint = arm.base_url + "/"
     ws, backend = ws_for(arm, tmp_path, config=cfg)
-    assert backend.endpoint == arm.base_url
+    assert backend.arm.endpoint == arm.base_url
 
     async def go():
         try:
@@ -945,7 +946,7 @@ def test_discover_nothing(tmp_path):
 
 
 def test_workspace_alias_defaults_to_the_name_with_a_suffix_on_a_clash():
-    from jupyter_compute.azure.discovery import workspace_alias
+    from jupyter_compute.families.azureml.discovery import workspace_alias
 
     assert workspace_alias("team", set()) == "team"
     assert workspace_alias("team", {"team"}) == "team-2"
@@ -962,8 +963,8 @@ def test_workspace_alias_defaults_to_the_name_with_a_suffix_on_a_clash():
 def test_cloud_picks_endpoint_authority_and_scope(azure_env, cloud, endpoint, authority):
     from traitlets.config import Config
 
-    from jupyter_compute.azure.credential import arm_scope, authority_host
-    from jupyter_compute.config import AzureML
+    from jupyter_compute.families.azureml.credential import arm_scope, authority_host
+    from jupyter_compute.families.azureml.config import AzureML
 
     cfg = Config()
     cfg.AzureML.cloud = cloud
@@ -997,7 +998,7 @@ def test_synchronous_credentials_run_off_the_event_loop():
 
     from azure.core.credentials import AccessToken
 
-    from jupyter_compute.azure.credential import ThreadedCredential
+    from jupyter_compute.families.azureml.credential import ThreadedCredential
 
     class Slow:
         closed = False

@@ -12,11 +12,11 @@ import logging
 
 import pytest
 
-from jupyter_compute.azure.attached import RETIRED, SPEC_MODELS, check_private_key
-from jupyter_compute.azure.resources import state_of, to_target
-from jupyter_compute.backends.azureml import AlreadyAttached
-from jupyter_compute.errors import Conflict, InvalidRequest
-from jupyter_compute.models import State
+from jupyter_compute.families.azureml.attached import RETIRED, SPEC_MODELS, check_private_key
+from jupyter_compute.families.azureml.resources import state_of, to_target
+from jupyter_compute.families.azureml.backend import AlreadyAttached
+from jupyter_compute.core.errors import Conflict, InvalidRequest
+from jupyter_compute.core.models import State
 from tests.standins.azure import arm, azure_env, make_workspace, network_guard, run  # noqa: F401  (fixtures)
 
 SUB = "8f3a2c1d-4b5e-4f60-9a7b-1c2d3e4f5a6b"
@@ -462,7 +462,7 @@ def test_the_stand_in_refuses_bad_resource_ids_as_azure_does(arm, tmp_path):
     async def put(body):
         from azure.core.exceptions import HttpResponseError
         try:
-            await backend.client().compute.begin_create_or_update(
+            await backend.arm.client().compute.begin_create_or_update(
                 arm.resource_group, arm.workspace_name, "raw1", json.dumps(body).encode(),
                 content_type="application/json", polling=False)
         except HttpResponseError as e:

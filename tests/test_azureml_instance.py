@@ -23,9 +23,8 @@ import pytest
 from nbclient import NotebookClient
 from traitlets.config import Config
 
-from jupyter_compute.errors import ComputeError
-from jupyter_compute.execution import route_for
-from jupyter_compute.execution.websocket import CredentialsRefused, JupyterClient, StaticAuth
+from jupyter_compute.core.errors import ComputeError
+from jupyter_compute.transport.jupyter_client import CredentialsRefused, JupyterClient, StaticAuth
 from tests.standins.arm import OBJECT_ID, TENANT_ID
 from tests.standins.azure import arm, azure_env, make_workspace, network_guard, run  # noqa: F401  (fixtures)
 from tests.standins.instance import (OTHER_USER, USER_NAME, aad_arm, add_instance,  # noqa: F401  (fixtures)
@@ -189,28 +188,28 @@ def test_a_personal_instance_of_another_user_says_whose_it_is(aad_arm, instance_
     async def body():
         try:
             with pytest.raises(ComputeError) as info:
-                await ws.route_info("bob-ci")
+                await ws.route("bob-ci")
             e = info.value
             assert (e.status, e.reason) == (409, "personal_instance")
             assert "'bob-ci' is a personal compute instance of Bob Other" in e.message
             assert f"You are signed in as {USER_NAME} (object id {OBJECT_ID})" in e.message
             assert e.details["owner"] == {"object_id": OTHER_USER["oid"], "tenant_id": TENANT_ID, "name": "Bob Other"}
             with pytest.raises(ComputeError) as info:
-                await ws.route_info("for-bob")
+                await ws.route("for-bob")
             assert f"the user with object id {OTHER_USER['oid']} (created on their behalf)" in info.value.message
             # Nothing was asked of the instance's Jupyter on either.
             assert server.decisions() == []
             # Where the token does not say who it is for, the instance's own refusal is put the same way.
-            monkeypatch.setattr("jupyter_compute.backends.azureml.token_claims", lambda token: {})
+            monkeypatch.setattr("jupyter_compute.families.azureml.backend.token_claims", lambda token: {})
             backend._instance_identity = None
             with pytest.raises(ComputeError) as info:
-                await ws.route_info("bob-ci")
+                await ws.route("bob-ci")
             assert info.value.reason == "personal_instance" and "Bob Other" in info.value.message
             assert "not the owner" in server.decisions()[-1]["outcome"]
             # A shared instance of someone else is fine as far as we are concerned; its Jupyter (which
             # here lets in Bob only) has the last word.
             with pytest.raises(CredentialsRefused, match="403"):
-                await ws.route_info("shared-ci")
+                await ws.route("shared-ci")
         finally:
             await ws.close()
     run(body(), timeout=120)
@@ -230,7 +229,7 @@ def test_bearer_tokens_are_refreshed_before_they_expire(aad_arm, instance_jupyte
 
     async def body():
         try:
-            route = route_for(await ws.route_info("alice-ci"), target="alice-ci")
+            route = await ws.route("alice-ci")
             await route.open(timeout=60)
             assert (await route.execute("kept = 1")).status == "ok"
             first = issued()
@@ -242,7 +241,7 @@ def test_bearer_tokens_are_refreshed_before_they_expire(aad_arm, instance_jupyte
             assert issued() > first
             await route.close()
             # A new websocket, as the next notebook would open, is let in too.
-            again = route_for(await ws.route_info("alice-ci"), target="alice-ci")
+            again = await ws.route("alice-ci")
             await again.open(timeout=60)
             assert (await again.execute("kept")).result == {"text/plain": "1"}
             await again.close()
@@ -264,22 +263,22 @@ def test_a_kernel_gone_from_the_instance_is_replaced_and_the_cell_says_so(aad_ar
 
     async def body():
         try:
-            info = await ws.route_info("alice-ci")
-            route = route_for(info, target="alice-ci")
+            route = await ws.route("alice-ci")
+            first = route.kernel_id
             await route.open(timeout=60)
             await route.execute("kept = 1")
             await route.close()
-            assert (await ws.route_info("alice-ci"))["kernel_id"] == info["kernel_id"]  # the same one, recorded
+            assert (await ws.route("alice-ci")).kernel_id == first  # the same one, recorded
             # The instance restarted (its kernels are gone), as a stop and start does.
-            assert server.api("DELETE", f"api/kernels/{info['kernel_id']}")[0] == 204
-            route = route_for(await ws.route_info("alice-ci"), target="alice-ci")
+            assert server.api("DELETE", f"api/kernels/{first}")[0] == 204
+            route = await ws.route("alice-ci")
             await route.open(timeout=60)
-            assert route.kernel_id != info["kernel_id"]
+            assert route.kernel_id != first
             assert "variables from earlier cells are lost" in route.notice
             r = await route.execute("'kept' in globals()")
             await route.close()
             assert r.result == {"text/plain": "False"}
-            assert (await ws.route_info("alice-ci"))["kernel_id"] == route.kernel_id
+            assert (await ws.route("alice-ci")).kernel_id == route.kernel_id
         finally:
             await ws.close()
     run(body(), timeout=120)
@@ -298,8 +297,8 @@ def test_the_token_scope_is_a_setting(aad_arm, instance_jupyter, tmp_path):
 
     async def body():
         try:
-            info = await ws.route_info("alice-ci")
-            assert info["url"] == server.url
+            route = await ws.route("alice-ci")
+            assert route.url == server.url
         finally:
             await ws.close()
     run(body(), timeout=60)
@@ -341,7 +340,7 @@ def test_a_stopped_instance_is_not_reached(aad_arm, instance_jupyter, tmp_path):
     async def body():
         try:
             with pytest.raises(ComputeError) as info:
-                await ws.route_info("gpu-ci")
+                await ws.route("gpu-ci")
             assert info.value.reason == "not_running" and "stopped" in info.value.message
         finally:
             await ws.close()

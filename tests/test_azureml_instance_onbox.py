@@ -24,8 +24,8 @@ import pytest
 from nbclient import NotebookClient
 from traitlets.config import Config
 
-from jupyter_compute.azure.instance import detect, read_nbvm
-from jupyter_compute.workspace import Compute
+from jupyter_compute.families.azureml.instance import detect, read_nbvm
+from jupyter_compute.core.workspace import Compute
 from tests.servers import ServerProcess
 from tests.standins.arm import OBJECT_ID, TENANT_ID
 from tests.standins.azure import arm, azure_env, network_guard, run  # noqa: F401  (fixtures)
@@ -126,8 +126,8 @@ def test_nothing_is_recognised_where_detection_is_off(arm, tmp_path, monkeypatch
     cfg.AzureML.detect_instance = False
     compute = Compute.from_config(cfg, start_dir=str(b.home))
     try:
-        assert compute.this_instance is None and compute.default_workspace_id() == "local"
-        assert compute.this_instance_info() is None
+        assert compute.provider("azureml").this_instance is None and compute.default_workspace_id() == "local"
+        assert compute.provider("azureml").this_instance_info() is None
     finally:
         run(compute.close())
 
@@ -147,14 +147,14 @@ def test_the_instances_workspace_is_used_and_signed_in_to_with_its_managed_ident
             assert ws.properties["this_instance"] == "alice-ci"
             [target] = await ws.list()
             backend = ws.backends[0]
-            return ws.info(default=True), target, type(backend._credential).__name__
+            return ws.info(default=True), target, type(backend.arm.credential).__name__
         finally:
             await compute.close()
     info, target, credential = run(body())
     assert credential == "ManagedIdentityCredential"
     assert info.properties["subscription_id"] == arm.subscription_id and info.properties["location"] == "eastus"
     assert target.name == "alice-ci" and target.properties["this_instance"] is True
-    assert compute.this_instance_info() == {
+    assert compute.provider("azureml").this_instance_info() == {
         "name": "alice-ci", "workspace": arm.workspace_name, "workspace_name": arm.workspace_name,
         "resource_group": arm.resource_group, "location": "eastus",
         "url": "https://alice-ci.eastus.instances.azureml.ms/", "signed_in_with": "managed identity",
@@ -170,9 +170,9 @@ def test_without_a_subscription_the_instance_joins_the_same_workspace_added_by_h
     b = Box(arm, tmp_path, monkeypatch, subscription_var="")
     compute = Compute.from_config(b.config(), start_dir=str(b.home))
     try:
-        assert compute.this_instance is not None and compute.this_instance.subscription_id is None
+        assert compute.provider("azureml").this_instance is not None and compute.provider("azureml").this_instance.subscription_id is None
         assert compute.default_workspace_id() == "local"  # recognised, but its workspace is not complete
-        assert compute.this_instance_info()["workspace"] is None
+        assert compute.provider("azureml").this_instance_info()["workspace"] is None
     finally:
         run(compute.close())
     r = b.cli("workspace", "add", "--subscription", arm.subscription_id, "--resource-group", arm.resource_group,
@@ -182,7 +182,7 @@ def test_without_a_subscription_the_instance_joins_the_same_workspace_added_by_h
     try:
         ws = compute.workspace()  # the default: the instance's, as added (and removable) by hand
         assert (ws.id, ws.properties["source"], ws.properties["this_instance"]) == ("mine", "added", "alice-ci")
-        assert compute.this_instance_info()["workspace"] == "mine"
+        assert compute.provider("azureml").this_instance_info()["workspace"] == "mine"
         assert type(ws.backends[0].client() and ws.backends[0]._credential).__name__ == "ManagedIdentityCredential"
     finally:
         run(compute.close())
@@ -287,12 +287,13 @@ def test_the_cli_refuses_a_self_stop_without_yes(box, arm):
 def test_cells_routed_to_this_instance_run_locally(box, arm):
     compute = Compute.from_config(box.config(), start_dir=str(box.home))
 
-    async def info():
+    async def route():
         try:
-            return await compute.workspace().route_info("alice-ci")
+            return await compute.workspace().route("alice-ci")
         finally:
             await compute.close()
-    assert run(info()) == {"route": "local", "target": "alice-ci"}
+    here = run(route())
+    assert (type(here).__name__, here.target, here.kind) == ("HereRoute", "alice-ci", "compute-instance")
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in (

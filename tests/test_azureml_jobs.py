@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from jupyter_compute.azure import jobs as J
-from jupyter_compute.errors import InvalidRequest
-from jupyter_compute.execution import ExecutionTimeout, RemoteError, TransferError, route_for
-from jupyter_compute.execution.azureml_job import AzureMLJobRoute
+from jupyter_compute.families.azureml import jobs as J
+from jupyter_compute.core.errors import InvalidRequest
+from jupyter_compute.core.route import ExecutionTimeout, RemoteError, TransferError
+from jupyter_compute.families.azureml.job_route import AzureMLJobRoute
 from tests.standins.azure import make_workspace, run
 from tests.standins.jobs import CURATED, azure_env, azurite, jobs_arm, network_guard, sdk_problems  # noqa: F401
 from tests.test_azureml import cluster_resource
@@ -70,7 +70,7 @@ class Seen:
 
 
 async def open_route(ws, name: str = CLUSTER) -> AzureMLJobRoute:
-    route = route_for(await ws.route_info(name), target=name)
+    route = await ws.route(name)
     assert isinstance(route, AzureMLJobRoute)
     await route.open(timeout=30)
     return route
@@ -102,10 +102,9 @@ def test_a_small_cell_runs_as_an_inline_command_job(arm, tmp_path):
     code = "import os\nprint('hello from the job', os.environ.get('AZUREML_RUN_ID'))\n6 * 7"
 
     async def body(route, ws, backend):
-        info = await ws.route_info(CLUSTER)
-        return info, await route.execute(code, on_message=seen)
-    info, result = on_route(arm, tmp_path, body)
-    assert info["route"] == "azureml-job" and info["kind"] == "compute-cluster" and info["max_nodes"] == 4
+        return route, await route.execute(code, on_message=seen)
+    route, result = on_route(arm, tmp_path, body)
+    assert (route.name, route.kind, route.max_nodes) == ("azureml-job", "compute-cluster", 4)
     assert result.status == "ok" and result.result == {"text/plain": "42"}
     name = arm.job_bodies[-1]["name"]
     assert f"hello from the job {name}\n" in seen.log()
@@ -379,10 +378,9 @@ def test_attached_kubernetes_runs_cells_as_jobs(arm, tmp_path):
     seen = Seen()
 
     async def body(route, ws, backend):
-        info = await ws.route_info("aks-ml")
-        return info, await route.execute("print('on kubernetes')", on_message=seen)
-    info, result = on_route(arm, tmp_path, body, name="aks-ml")
-    assert (info["kind"], info["max_nodes"]) == ("kubernetes", None)
+        return route, await route.execute("print('on kubernetes')", on_message=seen)
+    route, result = on_route(arm, tmp_path, body, name="aks-ml")
+    assert (route.kind, route.max_nodes) == ("kubernetes", None)
     assert result.status == "ok" and "on kubernetes" in seen.log()
     assert body_of(arm)["computeId"].endswith("/computes/aks-ml")
 
@@ -391,7 +389,7 @@ def test_a_missing_permission_names_the_action(arm, tmp_path):
     arm.denied.add("Microsoft.MachineLearningServices/workspaces/jobs/write")
 
     async def body(route, ws, backend):
-        from jupyter_compute.backends.azureml import AzureError
+        from jupyter_compute.families.azureml.arm import AzureError
         with pytest.raises(AzureError) as info:
             await route.execute("print(1)")
         return info.value

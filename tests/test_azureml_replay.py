@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from jupyter_compute.models import State
+from jupyter_compute.core.models import State
 from tests.standins.arm import ArmStandIn
 from tests.standins.azure import azure_env, make_workspace, network_guard, recordings, run  # noqa: F401
 from tests.standins.replay import ArmReplayer, recorded_computes

@@ -31,7 +31,8 @@ def test_config_file_sets_the_store_for_cli_and_server(tmp_path, monkeypatch, se
 
 
 def test_python_config_file_is_read_too(tmp_path, monkeypatch):
-    from jupyter_compute.workspace import Compute
+    from jupyter_compute.core.workspace import Compute
+    from jupyter_compute.families.azureml.config import AzureML
     config_dir = tmp_path / "config"
     config_dir.mkdir()
     (config_dir / "jupyter_compute_config.py").write_text(
@@ -39,6 +40,6 @@ def test_python_config_file_is_read_too(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(config_dir))
     compute = Compute.from_config()
     assert compute.settings.compute.max_concurrent_starts == 7
-    assert compute.settings.azure.endpoint() == "https://management.chinacloudapi.cn"
+    assert compute.settings.of(AzureML).endpoint() == "https://management.chinacloudapi.cn"
     monkeypatch.setenv("JUPYTER_COMPUTE_ARM_ENDPOINT", "https://127.0.0.1:9/")
-    assert compute.settings.azure.endpoint() == "https://127.0.0.1:9"
+    assert compute.settings.of(AzureML).endpoint() == "https://127.0.0.1:9"

@@ -20,12 +20,12 @@ import pytest
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
-from jupyter_compute import procs
-from jupyter_compute.backends.dask import scheduler_identity, terminate_cluster
-from jupyter_compute.errors import InvalidRequest, Unavailable
-from jupyter_compute.execution import ExecutionError, ExecutionTimeout, TransferError, route_for
-from jupyter_compute.execution.dask import DaskRoute
-from jupyter_compute.store import Store
+from jupyter_compute.core import processes as procs
+from jupyter_compute.families.dask.backend import scheduler_identity, terminate_cluster
+from jupyter_compute.core.errors import InvalidRequest, Unavailable
+from jupyter_compute.core.route import ExecutionError, ExecutionTimeout, TransferError
+from jupyter_compute.families.dask.route import DaskRoute
+from jupyter_compute.core.store import Store
 
 from .conftest import await_for, cli
 from .servers import wait_for
@@ -61,8 +61,8 @@ def shared(tmp_path_factory):
     target = json.loads(r.stdout)
     store = Store(str(db))
     runtime = store.get_target("local", "shared")["runtime"]
-    info = {"route": "dask", "scheduler_address": runtime["scheduler_address"], "security": runtime["tls"],
-            "managed": True, "max_nodes": 3}
+    info = {"scheduler_address": runtime["scheduler_address"], "security": runtime["tls"], "managed": True,
+            "max_nodes": 3}
     try:
         yield {"env": env, "info": info, "target": target}
     finally:
@@ -111,7 +111,7 @@ def external(tmp_path_factory):
 def on_shared(shared, coro_fn, timeout: float = 90):
     """Open a route to the shared cluster, run ``coro_fn(route)`` and close it."""
     async def body():
-        route = route_for(shared["info"], target="shared")
+        route = DaskRoute(**shared["info"], target="shared")
         await route.open(timeout=30)
         try:
             return await coro_fn(route)
@@ -201,7 +201,7 @@ def test_managed_cluster_scales_survives_its_server_and_is_adopted(server_proces
     async def load():
         from distributed import Client
 
-        from jupyter_compute.backends.dask import security_of
+        from jupyter_compute.families.dask.backend import security_of
         async with Client(runtime["scheduler_address"], security=security_of(runtime["tls"]), asynchronous=True,
                           set_as_default=False) as client:
             futures = client.map(lambda i: time.sleep(0.5) or i, range(40), pure=False)
@@ -227,11 +227,9 @@ def test_managed_cluster_scales_survives_its_server_and_is_adopted(server_proces
         seen = Seen()
         r = await route.execute("import os\nprint(os.getpid())", on_message=seen, nodes=3)
         return r, seen
-    info = {"route": "dask", "scheduler_address": runtime["scheduler_address"], "security": runtime["tls"],
-            "managed": True, "max_nodes": 3}
-
     async def on_elastic():
-        route = route_for(info, target="elastic")
+        route = DaskRoute(runtime["scheduler_address"], security=runtime["tls"], managed=True, max_nodes=3,
+                          target="elastic")
         await route.open()
         try:
             return await wide(route)
@@ -290,7 +288,7 @@ def test_the_worker_side_travels_by_value():
     """Workers may lack jupyter_compute: what runs there must load where it cannot be imported."""
     from distributed.protocol.pickle import dumps
 
-    from jupyter_compute.execution.dask import _W
+    from jupyter_compute.families.dask.on_worker import FUNCTIONS as _W
     blob = dumps({"run": _W["_w_run"], "fetch": _W["_w_fetch"], "interrupt": _W["_w_interrupt"]})
     code = (
         "import sys, pickle\n"
@@ -307,12 +305,13 @@ def test_the_worker_side_travels_by_value():
 
 
 def test_route_declares_a_batch_route(shared):
-    route = route_for(shared["info"], target="shared")
+    route = DaskRoute(**shared["info"], target="shared")
     assert isinstance(route, DaskRoute) and route.name == "dask"
     caps = route.capabilities.as_dict()
     assert caps == {"persistent_namespace": False, "stdin": False, "interrupt": True, "rich_output": True,
-                    "variables": True, "nodes": True}
-    assert route.matches(shared["info"]) and not route.matches({**shared["info"], "scheduler_address": "tcp://x:1"})
+                    "variables": True, "nodes": True, "environment": False}
+    assert route.key == DaskRoute(**shared["info"]).key
+    assert route.key != DaskRoute(**{**shared["info"], "scheduler_address": "tcp://x:1"}).key
 
 
 def test_output_streams_while_the_task_runs(shared):
@@ -479,7 +478,7 @@ def attached_shared(shared, compute_db):
 def test_notebook_cells_on_the_cluster_through_nbclient(attached_shared):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in (
-        "%load_ext jupyter_compute.magics",
+        "%load_ext jupyter_compute.notebook.magics",
         "%%compute cl\nimport os\nprint('worker pid', os.getpid())\nfrom IPython.display import HTML\nHTML('<i>hi</i>')",
         "%%compute cl\nprint('before')\nraise ValueError('the remote value was wrong')",
         "print('never runs')")]
@@ -543,7 +542,7 @@ def test_kernel_relays_live_and_an_interrupt_ends_the_cell(attached_shared):
                 (time.monotonic() - t0, m["msg_type"], m["content"])))
             return reply["content"], seen, time.monotonic() - t0
 
-        assert cell("%load_ext jupyter_compute.magics")[0]["status"] == "ok"
+        assert cell("%load_ext jupyter_compute.notebook.magics")[0]["status"] == "ok"
         reply, seen, _ = cell("%%compute cl\nimport time\nprint('first', flush=True)\ntime.sleep(3)\nprint('second')")
         assert reply["status"] == "ok"
         at = {c["text"]: t for t, kind, c in seen if kind == "stream"}
@@ -582,11 +581,10 @@ async def test_attach_a_separately_started_cluster_and_route_there(api, external
                           {"name": "again", "kind": "dask", "scheduler_address": external})
     assert code == 409 and "already attached as 'outside'" in err["message"]
 
-    from jupyter_compute.workspace import Compute
+    from jupyter_compute.core.workspace import Compute
     compute = Compute.from_config()
     try:
-        info = await compute.workspace().route_info("outside")
-        route = route_for(info, target="outside")
+        route = await compute.workspace().route("outside")
         await route.open(timeout=30)
         try:
             seen = Seen()
@@ -627,6 +625,6 @@ async def test_an_unreachable_scheduler_is_503_naming_its_address(api):
     assert code == 400 and err["field"] == "/tls_ca_file"
 
     with pytest.raises(Unavailable) as info:
-        route = route_for({"route": "dask", "scheduler_address": address}, target="gone")
+        route = DaskRoute(address, target="gone")
         await route.open(timeout=1)
     assert address in info.value.message

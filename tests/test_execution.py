@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from jupyter_client.manager import KernelManager
 
-from jupyter_compute.errors import InvalidRequest
-from jupyter_compute.execution import (Capabilities, ExecutionError, ExecutionTimeout, MissingCapability, RemoteError,
-                                       TransferError, route_for)
-from jupyter_compute.execution.kernel import KernelRoute
-from jupyter_compute.execution.loop import LoopThread
-from jupyter_compute.execution import _helper
-from jupyter_compute.execution.transfer import Payload, Transport, VariableMover, bootstrap_code
+from jupyter_compute.core.errors import InvalidRequest
+from jupyter_compute.core.route import (Capabilities, ExecutionError, ExecutionTimeout, HereRoute, MissingCapability,
+                                       RemoteError, TransferError)
+from jupyter_compute.transport.kernel import KernelRoute
+from jupyter_compute.notebook.bridge import LoopThread
+from jupyter_compute.transport import in_kernel as _helper
+from jupyter_compute.transport.transfer import Payload, Transport, VariableMover, bootstrap_code
 
 
 def start_kernel() -> KernelManager:
@@ -316,21 +316,36 @@ def test_open_fails_clearly_when_nothing_answers():
     run(body())
 
 
-def test_capabilities_and_route_selection():
+def test_capabilities_are_declared_by_routes_and_checked_in_one_place():
     caps = Capabilities(persistent_namespace=True, rich_output=True)
-    caps.require("persistent_namespace", "kernel")
+    caps.require("persistent_namespace", "'t' (kernel)")
     with pytest.raises(MissingCapability) as info:
-        caps.require("stdin", "dask-job", "input() needs it")
+        caps.require("stdin", "'t' (dask-cluster)", "input() needs it")
     assert info.value.capability == "stdin" and "stdin" in info.value.message and "input()" in info.value.message
     assert KernelRoute.capabilities.as_dict() == {"persistent_namespace": True, "stdin": True, "interrupt": True,
-                                                  "rich_output": True, "variables": True, "nodes": False}
+                                                  "rich_output": True, "variables": True, "nodes": False,
+                                                  "environment": False}
+    conn = {"ip": "127.0.0.1", "transport": "tcp", "key": "k", "signature_scheme": "hmac-sha256",
+            "shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
+    route = KernelRoute(conn, 42, target="k1")
+    route.kind = "local-kernel"
+    # Everything a cell asks is refused before anything runs, naming the target and its kind.
     with pytest.raises(MissingCapability) as info:
-        KernelRoute.capabilities.require("nodes", "kernel", "--nodes needs it")
-    assert "several nodes" in info.value.message
-    with pytest.raises(InvalidRequest, match="no route"):
-        route_for({"route": "carrier-pigeon"}, "t")
+        route.cell_options(nodes=2)
+    assert "'k1' (local-kernel) does not support nodes (running one cell on several nodes at once)" in str(info.value)
+    with pytest.raises(MissingCapability, match="'k1' \\(local-kernel\\) does not support environment"):
+        route.cell_options(environment="AzureML-minimal")
+    with pytest.raises(InvalidRequest, match="at least 1"):
+        route.cell_options(nodes=0)
+    assert route.cell_options(push=True, pull=["x"], nodes=1) == {}
+    # A route to the same kernel has the same key (an open one is reused); another kernel's differs.
+    assert route.key == KernelRoute(dict(conn), 42).key != KernelRoute({**conn, "shell_port": 9}, 42).key
+    here = HereRoute(target="this-machine", kind="local")
+    with pytest.raises(MissingCapability, match="this notebook's own kernel"):
+        here.cell_options(push=True)
     with pytest.raises(InvalidRequest, match="lacks"):
-        route_for({"route": "kernel", "connection": {"ip": "127.0.0.1"}}, "t")
+        KernelRoute({"ip": "127.0.0.1"})
+
 
 
 def test_loop_thread_interrupt_cancels_and_waits_for_cleanup():

@@ -11,7 +11,7 @@ import time
 
 import psutil
 
-from jupyter_compute.store import Store
+from jupyter_compute.core.store import Store
 
 from .conftest import wait_for
 

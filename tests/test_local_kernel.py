@@ -14,7 +14,7 @@ import psutil
 import pytest
 from jupyter_client import BlockingKernelClient
 
-from jupyter_compute.store import Store
+from jupyter_compute.core.store import Store
 
 from .conftest import cli, wait_for
 from .test_rest import wait_op

@@ -22,7 +22,7 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from jupyter_compute.execution import RemoteError
+from jupyter_compute.core.route import RemoteError
 
 from .conftest import cli
 from .servers import wait_for
@@ -197,7 +197,7 @@ def test_nodes_needs_a_route_that_runs_on_several(shell, k1, capsys):
     _, err = run(shell, "%%compute k1 --nodes 2\nx = 1")
     out = capsys.readouterr().out
     assert type(err).__name__ == "MissingCapability" and err.capability == "nodes"
-    assert "the kernel route does not support nodes (running one cell on several nodes at once)" in str(err)
+    assert "'k1' (local-kernel) does not support nodes (running one cell on several nodes at once)" in str(err)
     assert "--nodes 2 needs it" in str(err) and "Traceback" not in out
     result, err = run(shell, "%%compute k1 --nodes 1\nx = 1\n'one node is every route'")
     assert err is None and repr(result) == "'one node is every route'" and shell.user_ns["x"] == 0
@@ -246,7 +246,7 @@ def test_cli_verbs_render_tables_and_failures_raise(shell, k1, capsys):
 
 
 def test_notebook_ui_renders_html_with_text_fallback():
-    from jupyter_compute.magics import CellOutput, NotebookUI
+    from jupyter_compute.notebook.magics import CellOutput, NotebookUI
 
     shown = []
 

@@ -25,10 +25,10 @@ import psutil
 import pytest
 from nbclient import NotebookClient
 
-from jupyter_compute.execution import ExecutionError, ExecutionTimeout, route_for
-from jupyter_compute.execution.websocket import (BearerTokenAuth, CredentialsRefused, JupyterClient, StaticAuth,
-                                                 WebsocketRoute)
-from jupyter_compute.workspace import Compute
+from jupyter_compute.core.route import ExecutionError, ExecutionTimeout
+from jupyter_compute.transport.jupyter_client import BearerTokenAuth, CredentialsRefused, JupyterClient, StaticAuth
+from jupyter_compute.transport.websocket import WebsocketRoute
+from jupyter_compute.core.workspace import Compute
 
 from .conftest import await_for, cli
 from .servers import wait_for
@@ -527,7 +527,7 @@ def test_route_input_timeout_and_a_cell_too_large_for_one_message(remote):
     async def body():
         client, kid = await _kernel(remote)
         async with client, WebsocketRoute(remote.url, kid, client.auth, target="remote") as route:
-            assert route.is_open and route.matches({"route": "jupyter", "url": remote.url, "kernel_id": kid})
+            assert route.is_open and route.key == WebsocketRoute(remote.url, kid).key
             out = []
             r = await route.execute("name = input('who? ')\nprint('hi', name)", stdin=lambda p, pw: "ada",
                                     on_message=lambda m: out.append(m["content"].get("text")))
@@ -580,8 +580,9 @@ def test_a_server_that_goes_away_mid_cell_gives_a_clear_error_and_the_state_show
         compute = Compute.from_config()
         ws = compute.workspace()
         try:
-            route = route_for(await ws.route_info("remote"), target="remote")
+            route = await ws.route("remote")
             await route.open()
+            lost = route.kernel_id
             assert (await route.execute("kept = 1")).status == "ok"
             cell = asyncio.ensure_future(route.execute("import time; time.sleep(120)"))
             await asyncio.sleep(1.5)
@@ -601,8 +602,7 @@ def test_a_server_that_goes_away_mid_cell_gives_a_clear_error_and_the_state_show
                 await asyncio.to_thread(server.stop, "kill")
             await asyncio.to_thread(server.start)
             # The next cell: the target is seen running again, and a new kernel replaces the lost one.
-            info_ = await ws.route_info("remote")
-            route = route_for(info_, target="remote")
+            route = await ws.route("remote")
             await route.open()
             notes = []
             r = await route.execute("'kept' in globals()", on_message=lambda m: notes.append(m["content"].get("text")))
@@ -611,7 +611,7 @@ def test_a_server_that_goes_away_mid_cell_gives_a_clear_error_and_the_state_show
             await route.close()
             t = await ws.get("remote")
             assert t.state.value == "running" and not t.errors
-            assert t.properties["kernel_id"] == route.kernel_id != info_["kernel_id"]
+            assert t.properties["kernel_id"] == route.kernel_id != lost
         finally:
             await compute.close()
     run(body(), timeout=180)

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from jupyter_compute.secrets import SecretStore
+from jupyter_compute.core.secrets import SecretStore
 from tests.conftest import azure_server_config, cli
 from tests.sshd import sshd  # noqa: F401  (fixture)
 from tests.standins.azure import arm, azure_env, network_guard  # noqa: F401  (fixtures)

@@ -17,8 +17,8 @@ import psutil
 import pytest
 from nbclient import NotebookClient
 
-from jupyter_compute.secrets import SecretStore
-from jupyter_compute.store import Store
+from jupyter_compute.core.secrets import SecretStore
+from jupyter_compute.core.store import Store
 
 from .conftest import cli, wait_for
 from .sshd import Sshd, sshd, write_private_key  # noqa: F401  (sshd is a fixture)
@@ -73,27 +73,24 @@ def gone(pid: int) -> bool:
 
 def route_to(name: str = "vm"):
     """An open route to the target, as the magic gets it (run inside a coroutine)."""
-    from jupyter_compute.execution import route_for
-    from jupyter_compute.workspace import Compute
+    from jupyter_compute.core.workspace import Compute
 
     async def make():
         compute = Compute.from_config()
-        info = await compute.workspace().route_info(name)
-        route = route_for(info, target=name)
-        await route.open(timeout=30)
+        route = await compute.workspace().open_route(name, timeout=30)
         return compute, route
     return make()
 
 
 async def route_refused(name: str = "vm"):
-    """The error ``route_info`` raises for a target that cannot take cells now."""
-    from jupyter_compute.errors import Conflict
-    from jupyter_compute.workspace import Compute
+    """The error ``open_route`` raises for a target that cannot take cells now."""
+    from jupyter_compute.core.errors import Conflict
+    from jupyter_compute.core.workspace import Compute
 
     compute = Compute.from_config()
     try:
         with pytest.raises(Conflict) as info:
-            await compute.workspace().route_info(name)
+            await compute.workspace().open_route(name)
         return info.value
     finally:
         await compute.close()
@@ -340,7 +337,7 @@ def test_notebook_cells_run_on_the_ssh_target(sshd, compute_db, ipython_dir):
     t = start_vm(compute_db, sshd)
     remote_pid = t["properties"]["remote_pid"]
     nb = notebook(
-        "%load_ext jupyter_compute.magics\nimport os\nprint(os.getpid())",
+        "%load_ext jupyter_compute.notebook.magics\nimport os\nprint(os.getpid())",
         "%%compute vm\nimport os, socket\nprint(os.getpid(), socket.gethostname())",
         "%%compute vm\nimport time\nprint('first', flush=True)\ntime.sleep(3)\nprint('second')",
         "%%compute vm\nfrom IPython.display import HTML, display\ndisplay(HTML('<b>bold</b>'))\n6 * 7",
@@ -409,7 +406,7 @@ def test_cutting_the_link_mid_cell_fails_clearly_and_the_namespace_survives(sshd
     t = start_vm(compute_db, sshd)
     remote_pid = t["properties"]["remote_pid"]
     nb = notebook(
-        "%load_ext jupyter_compute.magics",
+        "%load_ext jupyter_compute.notebook.magics",
         "%%compute vm\nkept = 41",
         "%%compute vm\nimport time\nprint('started', flush=True)\ntime.sleep(8)\nkept += 1",
         "%%compute vm\nimport os\nprint(kept, os.getpid())",

@@ -17,7 +17,7 @@ import sysconfig
 import psutil
 import pytest
 
-from jupyter_compute.secrets import SecretStore
+from jupyter_compute.core.secrets import SecretStore
 
 from .conftest import cli, wait_for
 from .sshd import Sshd, kill_all, stop_ssh_targets

@@ -10,8 +10,8 @@ import keyring
 import pytest
 from keyring.backend import KeyringBackend
 
-from jupyter_compute.backends.ssh import SSHSpec
-from jupyter_compute.secrets import SecretStore
+from jupyter_compute.families.ssh.backend import SSHSpec
+from jupyter_compute.core.secrets import SecretStore
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_concurrent_writers_lose_nothing(tmp_path, no_keyring):
         "import sys, keyring\n"
         "from keyring.backends import fail\n"
         "keyring.set_keyring(fail.Keyring())\n"
-        "from jupyter_compute.secrets import SecretStore\n"
+        "from jupyter_compute.core.secrets import SecretStore\n"
         "s = SecretStore(sys.argv[1])\n"
         "for i in range(25):\n"
         "    s.put('local', f't{sys.argv[2]}-{i}', 'password', f'v{i}')\n"

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from jupyter_compute.store import MIGRATIONS, SCHEMA_VERSION, Store
+from jupyter_compute.core.store import MIGRATIONS, SCHEMA_VERSION, Store
 
 
 def test_new_store_is_private_wal_and_current(tmp_path):
@@ -54,7 +54,7 @@ def test_a_newer_store_is_refused_with_a_clear_message(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys
-    from jupyter_compute.store import Store
+    from jupyter_compute.core.store import Store
     s = Store(sys.argv[1])
     for i in range(int(sys.argv[3])):
         with s.write() as c:
@@ -92,7 +92,7 @@ def test_two_processes_and_threads_writing_at_once_lose_no_update(tmp_path):
 
 
 def test_begin_operation_refuses_a_second_but_not_an_abandoned_one(tmp_path):
-    from jupyter_compute.errors import Conflict
+    from jupyter_compute.core.errors import Conflict
     s = Store(str(tmp_path / "c.db"))
     s.insert_target("local", "t", "local-kernel", True, {}, "stopped")
     first = s.begin_operation("local", "t", "start", "1:1", lambda op: False)

@@ -14,8 +14,8 @@ def states(picker) -> dict[str, str]:
 
 
 def test_picker_lists_targets_and_routes_cells(shell):  # noqa: F811
-    from jupyter_compute.magics import active_route
-    from jupyter_compute.widgets import TargetPicker
+    from jupyter_compute.notebook.magics import active_route
+    from jupyter_compute.notebook.widgets import TargetPicker
 
     create_target("k1")
     picker = TargetPicker()
@@ -38,8 +38,8 @@ def test_picker_lists_targets_and_routes_cells(shell):  # noqa: F811
 
 
 def test_a_new_picker_shows_the_active_route_without_changing_it(shell):  # noqa: F811
-    from jupyter_compute.magics import active_route
-    from jupyter_compute.widgets import TargetPicker
+    from jupyter_compute.notebook.magics import active_route
+    from jupyter_compute.notebook.widgets import TargetPicker
 
     create_target("k1")
     shell.run_cell("%compute use k1")
@@ -52,7 +52,7 @@ def test_a_new_picker_shows_the_active_route_without_changing_it(shell):  # noqa
 
 
 def test_widgets_follow_changes_made_by_the_cli(shell):  # noqa: F811
-    from jupyter_compute.widgets import TargetPicker, TargetStatus
+    from jupyter_compute.notebook.widgets import TargetPicker, TargetStatus
 
     picker = TargetPicker()
     status = TargetStatus("k1")
@@ -78,7 +78,7 @@ def test_widgets_follow_changes_made_by_the_cli(shell):  # noqa: F811
 
 
 def test_status_card_buttons_drive_the_target(shell):  # noqa: F811
-    from jupyter_compute.widgets import TargetStatus
+    from jupyter_compute.notebook.widgets import TargetStatus
 
     create_target("k1")
     card = TargetStatus("k1")
@@ -103,7 +103,7 @@ def test_status_card_buttons_drive_the_target(shell):  # noqa: F811
 
 
 def test_this_machine_card_offers_no_lifecycle_buttons(shell):  # noqa: F811
-    from jupyter_compute.widgets import TargetStatus
+    from jupyter_compute.notebook.widgets import TargetStatus
 
     card = TargetStatus("this-machine")
     try:

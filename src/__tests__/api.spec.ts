@@ -1,4 +1,5 @@
-import { ComputeApi, ComputeApiError } from '../api';
+import { ComputeApi } from '../api';
+import { ComputeApiError } from '../request';
 import { FakeServer, LOCAL_WORKSPACE, target } from './fakeServer';
 
 describe('ComputeApi', () => {

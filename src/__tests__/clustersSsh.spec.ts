@@ -1,4 +1,4 @@
-import { ComputeApi, ComputeApiError, IKind, ITarget } from '../api';
+import { ComputeApi, IKind, ITarget } from '../api';
 import { applicationLinks } from '../components/DetailsView';
 import {
   formatWorkers,
@@ -14,7 +14,9 @@ import {
 } from '../components/SshAttach';
 import { Signal } from '@lumino/signaling';
 
-import { ComputeModel, IEventEmission, OPERATION_EVENT } from '../model';
+import { IEventEmission, OPERATION_EVENT } from '../connection';
+import { ComputeModel } from '../model';
+import { ComputeApiError } from '../request';
 import {
   FakeServer,
   KINDS,

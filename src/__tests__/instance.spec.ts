@@ -1,6 +1,6 @@
 import { ServerConnection } from '@jupyterlab/services';
 
-import { ComputeApi, ComputeApiError, ITarget } from '../api';
+import { ComputeApi, ITarget } from '../api';
 import {
   IIdleShutdown,
   describeActivity,
@@ -9,6 +9,7 @@ import {
 } from '../components/InstanceCard';
 import { sshCommand } from '../components/ApplicationLinks';
 import { ComputeModel } from '../model';
+import { ComputeApiError } from '../request';
 import { FakeServer, KINDS, target } from './fakeServer';
 
 const CONSEQUENCE =

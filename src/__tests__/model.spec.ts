@@ -1,13 +1,8 @@
 import { Signal } from '@lumino/signaling';
 
 import { ComputeApi } from '../api';
-import {
-  ComputeModel,
-  IEventEmission,
-  IOperationFailure,
-  OPERATION_EVENT,
-  TARGET_EVENT
-} from '../model';
+import { IEventEmission, OPERATION_EVENT, TARGET_EVENT } from '../connection';
+import { ComputeModel, IOperationFailure } from '../model';
 import {
   FakeServer,
   KINDS,

@@ -1,5 +1,6 @@
-import { ComputeApi, ComputeApiError } from '../api';
+import { ComputeApi } from '../api';
 import { offersSignIn } from '../components/SignIn';
+import { ComputeApiError } from '../request';
 import { FakeServer } from './fakeServer';
 
 const PENDING = {

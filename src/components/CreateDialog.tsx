@@ -4,8 +4,9 @@
  */
 import * as React from 'react';
 
-import { ComputeApiError, IKind, ISize } from '../api';
-import { ComputeModel } from '../model';
+import type { IKind, ISize } from '../api';
+import type { ComputeModel } from '../model';
+import { ComputeApiError } from '../request';
 import {
   FormErrors,
   FormValue,

@@ -5,9 +5,10 @@
 import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { INode, ITarget } from '../api';
-import { ComputeController, messageOf } from '../controller';
-import { ComputeModel } from '../model';
+import type { INode, ITarget } from '../api';
+import type { ComputeController } from '../controller';
+import type { ComputeModel } from '../model';
+import { messageOf } from '../request';
 import { formatIdleShutdown, formatNodes, formatSize } from '../state';
 import { ActionButtons, StateBadge, useNow, useSignalVersion } from './common';
 import { ScaleControl, scaleFields } from './ScaleControl';

@@ -5,9 +5,9 @@
  */
 import * as React from 'react';
 
-import { ComputeApiError, IKind, ITarget } from '../api';
-import { messageOf } from '../controller';
-import { ComputeModel } from '../model';
+import type { IKind, ITarget } from '../api';
+import type { ComputeModel } from '../model';
+import { ComputeApiError, messageOf } from '../request';
 import {
   FormErrors,
   FormValues,

@@ -8,8 +8,9 @@ import { Clipboard } from '@jupyterlab/apputils';
 import { copyIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { ComputeApiError, ISignIn } from '../api';
+import type { ISignIn } from '../api';
 import type { ComputeModel } from '../model';
+import { ComputeApiError } from '../request';
 
 /** How often a pending sign-in is asked how it is going. */
 export const SIGN_IN_POLL_MS = 2000;

@@ -5,9 +5,9 @@
  */
 import * as React from 'react';
 
-import { ComputeApiError, ISshKeyFile, ITarget } from '../api';
-import { messageOf } from '../controller';
-import { ComputeModel } from '../model';
+import type { ISshKeyFile, ITarget } from '../api';
+import type { ComputeModel } from '../model';
+import { ComputeApiError, messageOf } from '../request';
 import type { IControlProps } from './SchemaForm';
 
 export const SSH_KIND = 'ssh';

@@ -5,8 +5,9 @@
 import type { JSONSchema7 } from 'json-schema';
 import * as React from 'react';
 
-import { ComputeApiError, IAddWorkspaceRequest } from '../api';
-import { ComputeModel } from '../model';
+import type { IAddWorkspaceRequest } from '../api';
+import type { ComputeModel } from '../model';
+import { ComputeApiError } from '../request';
 import {
   FormErrors,
   FormValue,

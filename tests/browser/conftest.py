@@ -251,8 +251,8 @@ def lab(tmp_path_factory):
     finally:
         server.stop()
         # Kernels a failed test left behind must not outlive the run.
-        from jupyter_compute.backends.local import _terminate
-        from jupyter_compute.store import Store
+        from jupyter_compute.families.local.backend import _terminate
+        from jupyter_compute.core.store import Store
         if server.db.exists():
             store = Store(str(server.db))
             for row in store.find_targets():

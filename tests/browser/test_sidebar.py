@@ -168,7 +168,7 @@ def test_keyboard_details_and_dark_theme(page, lab, artifacts):
 
 def test_thousand_targets_stay_responsive(page, lab, artifacts):
     """A thousand targets: the first screen comes quickly and only visible rows are in the DOM."""
-    from jupyter_compute.store import Store
+    from jupyter_compute.core.store import Store
 
     names = [f"bulk-{i:04d}" for i in range(1000)]
     store = Store(str(lab.db))

@@ -99,16 +99,18 @@ def make_workspace(tmp_path, *, subscription_id: str, resource_group: str, works
     """A Workspace holding one AzureMLBackend, with a fresh store, as the server would build it."""
     from traitlets.config import Config
 
-    from jupyter_compute.backends.azureml import AzureMLBackend
-    from jupyter_compute.store import AsyncStore, Store
-    from jupyter_compute.workspace import Settings, Workspace
+    from jupyter_compute.families.azureml.backend import AzureMLBackend
+    from jupyter_compute.families.azureml.config import AzureML
+    from jupyter_compute.core.store import AsyncStore, Store
+    from jupyter_compute.core.workspace import Settings, Workspace
 
     cfg = config or Config()
     cfg.AzureML.poll_interval = poll_interval
     settings = Settings(cfg)
-    settings.azure.retry_total = 3
-    settings.azure.retry_backoff_factor = 0.01
-    settings.azure.retry_backoff_max = 0.05
+    azure = settings.of(AzureML)
+    azure.retry_total = 3
+    azure.retry_backoff_factor = 0.01
+    azure.retry_backoff_max = 0.05
     store = AsyncStore(Store(str(tmp_path / f"compute-{time.monotonic_ns()}.db")))
     backend = AzureMLBackend(ws_id, store, settings, subscription_id=subscription_id,
                              resource_group=resource_group, workspace_name=workspace_name, credential=credential)

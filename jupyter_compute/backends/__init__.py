@@ -1,1 +1,0 @@
-"""One module per family of compute, each implementing the ``Backend`` protocol in ``base``."""

@@ -1,0 +1,141 @@
+"""Process identity on this machine: a pid plus its start time, so a reused pid is never mistaken for ours."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import psutil
+
+#: Launching and ending processes block for up to seconds each (a supervisor's fork, a grace
+#: period); they get threads of their own so that, under load, they never queue ahead of the
+#: short probes that listing targets runs on the default pool.
+_LIFECYCLE_THREADS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="jupyter-compute-procs")
+
+
+async def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``spawn_detached``, ``terminate`` or a caller's wrapper of them away from the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(_LIFECYCLE_THREADS, lambda: fn(*args))
+
+
+def identity(pid: int | None = None) -> str:
+    """``"pid:create_time"`` of a process (this one by default)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}:{psutil.Process(pid).create_time():.3f}"
+
+
+def parse(ident: str | None) -> tuple[int, float] | None:
+    if not ident or ":" not in ident:
+        return None
+    pid, _, ctime = ident.partition(":")
+    try:
+        return int(pid), float(ctime)
+    except ValueError:
+        return None
+
+
+def alive(ident: str | None) -> bool:
+    """Whether the process named by ``identity()`` still runs (a zombie counts as gone)."""
+    parsed = parse(ident)
+    if parsed is None:
+        return False
+    pid, ctime = parsed
+    try:
+        p = psutil.Process(pid)
+        return abs(p.create_time() - ctime) < 0.01 and p.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+
+
+def signal_ident(ident: str | None, sig: int = signal.SIGTERM) -> bool:
+    """Send a signal only if the process is still the one we recorded."""
+    if not alive(ident):
+        return False
+    try:
+        os.kill(parse(ident)[0], sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MB."""
+    try:
+        p = psutil.Process(pid)
+        procs = [p, *p.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for q in procs:
+        try:
+            total += q.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 1e6
+
+
+def spawn_detached(argv: list[str], what: str = "supervisor") -> str:
+    """Start a supervisor that calls ``detach()``: it runs in its own session, forks away from
+    the caller (so no caller ever leaves a zombie behind) and prints its identity, which this returns.
+    """
+    import subprocess
+
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         start_new_session=True, close_fds=True)
+    out, err = p.communicate(timeout=60)
+    ident = out.decode().strip()
+    if p.returncode != 0 or not parse(ident):
+        from .errors import InvalidRequest
+        raise InvalidRequest(f"could not launch the {what}: {err.decode().strip()[-500:]}", reason="launch_failed")
+    return ident
+
+
+def detach() -> None:
+    """The supervisor's side of ``spawn_detached``: fork, let the launching process exit with our
+    identity on its stdout, and go on in the child with no terminal and deaf to SIGINT/SIGHUP."""
+    pid = os.fork()
+    if pid:
+        print(identity(pid), flush=True)
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def terminate(primary: str | None, others: list[str | None] = (), grace: float = 5.0) -> None:
+    """Ask ``primary`` (a supervisor) to end with SIGTERM, wait up to ``grace`` seconds for it and
+    ``others`` (what it supervises) to exit, then SIGKILL whatever is left."""
+    import time
+
+    idents = [i for i in (primary, *others) if i]
+    if not signal_ident(primary, signal.SIGTERM):
+        for ident in others:
+            signal_ident(ident, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(alive(i) for i in idents):
+        time.sleep(0.05)
+    for ident in reversed(idents):
+        signal_ident(ident, signal.SIGKILL)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and any(alive(i) for i in idents):
+        time.sleep(0.05)
+
+
+def read_json(path: str) -> dict:
+    """A runtime file a supervisor wrote (a kernel's connection file); call it off the loop."""
+    with open(path) as f:
+        return json.load(f)
+
+
+def remove_quietly(path: str | None) -> None:
+    """Remove a runtime file that may already be gone."""
+    if path:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
