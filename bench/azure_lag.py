@@ -15,7 +15,7 @@ from pathlib import Path
 from tests.servers import ServerProcess, wait_for
 from tests.standins.arm import ArmStandIn
 from tests.standins.azure import _AZURE_VARS
-from tests.test_azureml import instance_resource
+from tests.families.azureml.test_azureml import instance_resource
 
 from .common import Recorder
 from .notebook import MARKER, end_marked

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from . import __version__
+from ._version import __version__
 from .core.models import KindInfo, Node, Operation, Size, Target, Usage, WorkspaceInfo
 
 REF = "#/components/schemas/{model}"

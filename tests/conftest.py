@@ -1,18 +1,18 @@
-"""Shared fixtures: every test gets its own store and a real Jupyter server with the extension."""
+"""Shared fixtures: every test gets its own store and a real Jupyter server with the extension.
+
+Async tests run on pytest-jupyter's loop (``jp_asyncio_loop``); fixtures that hold something async
+(a ``Compute``) set it up and close it on that loop, so no test hand-rolls its own loop.
+"""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytest_jupyter.jupyter_server"]
+from tests.servers import ServerProcess
 
-from .servers import ServerProcess, wait_for  # noqa: E402  (shared with bench/)
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,6 +70,22 @@ def jp_server_config():
 
 
 @pytest.fixture
+def compute(jp_asyncio_loop, compute_db):
+    """This user's ``Compute`` on the test's store, as every face builds it; closed after the test."""
+    from jupyter_compute.core.workspace import Compute
+
+    c = Compute.from_config()
+    yield c
+    jp_asyncio_loop.run_until_complete(c.close())
+
+
+@pytest.fixture
+def local(compute):
+    """The ``local`` workspace of ``compute``."""
+    return compute.workspace("local")
+
+
+@pytest.fixture
 def api(jp_fetch):
     """Call the compute REST API: ``await api("GET", "workspaces/local/targets")`` -> (status, json)."""
     from tornado.httpclient import HTTPClientError
@@ -90,25 +106,6 @@ def api(jp_fetch):
         return r.code, json.loads(r.body) if r.body else None
 
     return call
-
-
-def cli(*args: str, env: dict | None = None, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run ``jupyter compute`` as a real subprocess, with no terminal."""
-    return subprocess.run([sys.executable, "-m", "jupyter_compute.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, input=input if input is not None else "",
-                          timeout=timeout)
-
-
-async def await_for(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
-    import asyncio
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        await asyncio.sleep(interval)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from .servers import ServerProcess
+from tests.servers import ServerProcess
 
 #: Targets starting (create, start) at once across all clients; the server caps too.
 START_CAP = 3

@@ -8,17 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
-    """Poll until ``predicate()`` is truthy; fail (rather than hang) after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
+from tests.support import wait_for
 
 
 class ServerProcess:

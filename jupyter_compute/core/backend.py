@@ -100,7 +100,7 @@ class Backend(abc.ABC):
 
     # Targets --------------------------------------------------------------------------------------
     # The workspace reads the store once and hands each backend the stored rows of its kinds;
-    # a backend whose targets live elsewhere (Azure) ignores them and asks its service.
+    # a backend whose targets live in a cloud service ignores them and asks the service.
     @abc.abstractmethod
     async def list_targets(self, stored: list[dict]) -> list[Target]: ...
 
@@ -108,7 +108,7 @@ class Backend(abc.ABC):
     async def get_target(self, name: str, stored: dict | None) -> Target | None: ...
 
     def check_name(self, kind: str, name: Any) -> str:
-        """Name rules; a backend with stricter ones (Azure's) extends this."""
+        """Name rules; a backend whose service has stricter ones extends this."""
         return check_name(name)
 
     async def precheck(self, name: str, kind: str, spec: Spec, *, force: bool = False) -> None:
@@ -198,11 +198,11 @@ class Backend(abc.ABC):
 
     async def list_jobs(self, target: str | None = None, *, top: int = 20) -> list[dict]:
         """Recent jobs (cells sent as batch jobs), for backends that run them."""
-        raise InvalidRequest("this workspace runs no jobs; jobs are cells sent to Azure ML compute clusters",
+        raise InvalidRequest("this workspace runs no jobs; jobs are cells sent to a compute cluster that runs each cell as a job",
                              reason="unsupported_operation")
 
     async def get_job(self, name: str, *, log_lines: int = 200) -> dict:
-        raise InvalidRequest("this workspace runs no jobs; jobs are cells sent to Azure ML compute clusters",
+        raise InvalidRequest("this workspace runs no jobs; jobs are cells sent to a compute cluster that runs each cell as a job",
                              reason="unsupported_operation")
 
     async def hand_off(self, ctx: OperationContext, argv: list[str], what: str) -> Outcome:

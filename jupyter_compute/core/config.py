@@ -37,7 +37,7 @@ class ComputeConfig(Configurable):
 
     default_workspace = Unicode(
         "", help="Workspace the CLI and magics use when none is named; empty picks a discovered "
-                 "Azure ML workspace, else 'local'.").tag(config=True)
+                 "workspace (a cloud workspace's config.json), else 'local'.").tag(config=True)
 
     kernel_ready_timeout = Float(60.0, help="Seconds a starting kernel has to answer before its start fails.").tag(config=True)
 
@@ -60,7 +60,7 @@ class ComputeConfig(Configurable):
 
     disabled_families = List(
         Unicode(), default_value=[],
-        help="Names of installed families not to load, for example ['azureml'].").tag(config=True)
+        help="Names of installed families not to load (see 'jupyter compute kinds' for the families).").tag(config=True)
 
     def effective_db_path(self) -> str:
         return os.environ.get("JUPYTER_COMPUTE_DB") or self.db_path

@@ -180,7 +180,7 @@ class Spec(BaseModel):
 
 
 def check_name(name: Any, *, field: str = "/name") -> str:
-    """Names shared by every local kind; backends with stricter rules (Azure) check theirs too."""
+    """Names shared by every local kind; backends with stricter rules check theirs too."""
     from .errors import InvalidRequest
 
     if not isinstance(name, str) or not name:

@@ -2,7 +2,7 @@
 ``jupyter_compute.families`` entry point, plus any named in ``c.ComputeConfig.families``.
 
 A family is a ``Family``: the backends it adds to the built-in ``local`` workspace, and, for a
-family that brings workspaces of its own (an Azure ML workspace, say), a ``WorkspaceProvider``.
+family that brings workspaces of its own (a cloud service's workspaces, say), a ``WorkspaceProvider``.
 The core names no family; a third party adds one by publishing an entry point.
 """
 from __future__ import annotations
@@ -68,6 +68,10 @@ class WorkspaceProvider:
 
     #: Interactive sign-ins to this provider's workspaces (start, state, cancel), or None.
     sign_ins: Any = None
+
+    def no_sign_in(self, workspace: "Workspace") -> Exception:
+        """The refusal of a sign-in to a workspace of another kind, in this provider's words."""
+        return InvalidRequest(f"workspace '{workspace.id}' has no interactive sign-in", reason="no_sign_in")
 
     async def close(self) -> None:
         pass

@@ -221,7 +221,7 @@ class Route(abc.ABC):
     it and keeps it while the target's connection (``key``) stays the same.
     """
 
-    #: The route's name ("kernel", "ssh", "dask", "jupyter", "azureml-job", "here").
+    #: The route's name ("kernel", "jupyter", "here", or a family's own).
     name: str = ""
     capabilities: Capabilities = Capabilities()
     #: The target this route reaches, and its kind, for messages.

@@ -127,7 +127,7 @@ class Workspace:
         return (await self._locate(name))[1]
 
     async def field_choices(self, kind: Any, field: str) -> dict[str, Any]:
-        """What to offer for a spec field of ``kind`` (for example the key files of ~/.ssh)."""
+        """What to offer for a spec field of ``kind`` (for example the key files a key field can name)."""
         backend, _ = self._kind(kind)
         choices = await backend.field_choices(kind, field)
         if choices is None:
@@ -165,8 +165,8 @@ class Workspace:
                 if len(self.backends) == 1:
                     raise
         if not out and all(type(b).list_jobs is Backend.list_jobs for b in self.backends):
-            raise InvalidRequest(f"workspace '{self.id}' runs no jobs; jobs are cells sent to Azure ML compute "
-                                 "clusters", reason="unsupported_operation")
+            raise InvalidRequest(f"workspace '{self.id}' runs no jobs; jobs are cells sent to a compute cluster "
+                                 "that runs each cell as a job", reason="unsupported_operation")
         return out[:top]
 
     async def job(self, name: str, *, log_lines: int = 200) -> dict:
@@ -178,7 +178,7 @@ class Workspace:
         for b in self.backends:
             if type(b).get_job is not Backend.get_job:
                 return await b.get_job(name, log_lines=log_lines)
-        raise InvalidRequest(f"workspace '{self.id}' runs no jobs; jobs are cells sent to Azure ML compute clusters",
+        raise InvalidRequest(f"workspace '{self.id}' runs no jobs; jobs are cells sent to a compute cluster that runs each cell as a job",
                              reason="unsupported_operation")
 
     # -- routes ------------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ class Workspace:
 
     async def _running(self, b: Backend, t: Target, *, start: bool, progress: ProgressFn | None) -> Target:
         if t.state in (State.unknown, State.failed) and not start:
-            # The backend's last error says what went wrong (an SSH link reconnecting, a server
+            # The backend's last error says what went wrong (a link reconnecting, a server
             # not answering); say what to do after it.
             what = f": {t.errors[-1].message.rstrip('. ')}" if t.errors else ""
             todo = (f"It may come back by itself: check it with 'jupyter compute show {t.name}' and run the cell "
@@ -541,7 +541,7 @@ class Compute:
     """Everything of one user: settings, the store, the families of compute and the workspaces.
 
     Workspaces are ``local``, whose backends the families register, plus those a family brings
-    of its own through its ``WorkspaceProvider`` (each Azure ML workspace, say). Nothing remote
+    of its own through its ``WorkspaceProvider`` (each cloud workspace, say). Nothing remote
     is contacted until a workspace's targets are asked for.
     """
 
@@ -600,7 +600,7 @@ class Compute:
         self._load_workspaces(stored)
 
     def provider(self, kind: str) -> WorkspaceProvider | None:
-        """The provider of workspaces of ``kind`` ("azureml"), if its family is loaded."""
+        """The provider of workspaces of ``kind``, if its family is loaded."""
         return self._providers.get(kind)
 
     def _provider(self, kind: str | None) -> WorkspaceProvider:
@@ -669,7 +669,7 @@ class Compute:
         return LOCAL_WORKSPACE
 
     def this_instance_info(self) -> dict | None:
-        """The managed machine this runs on (an Azure ML compute instance), for the sidebar to pin."""
+        """The managed machine this runs on (a cloud workstation that is a target), for the sidebar to pin."""
         for provider in self._providers.values():
             info = provider.host_info()
             if info is not None:
@@ -682,13 +682,15 @@ class Compute:
             provider.attach_server(serverapp)
 
     def sign_ins(self, workspace: Workspace) -> Any:
-        """The interactive sign-ins of the workspace's kind; refused for a workspace that has none."""
+        """The interactive sign-ins of the workspace's kind; refused, in the words of a family that
+        has sign-ins, for a workspace that has none."""
         provider = self._providers.get(workspace.kind)
-        if provider is None or provider.sign_ins is None:
-            raise InvalidRequest(f"workspace '{workspace.id}' has no interactive sign-in: only workspaces of "
-                                 f"kind {', '.join(k for k, p in self._providers.items() if p.sign_ins) or 'none'} "
-                                 "are signed in to", reason="not_azure")
-        return provider.sign_ins
+        if provider is not None and provider.sign_ins is not None:
+            return provider.sign_ins
+        for other in self._providers.values():
+            if other.sign_ins is not None:
+                raise other.no_sign_in(workspace)
+        raise InvalidRequest(f"workspace '{workspace.id}' has no interactive sign-in", reason="no_sign_in")
 
     def workspaces(self) -> list[WorkspaceInfo]:
         default = self.default_workspace_id()

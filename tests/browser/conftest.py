@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import wait_for
+from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"

@@ -5,7 +5,7 @@ import re
 
 from playwright.sync_api import Locator, Page, expect
 
-from .conftest import LabServer
+from tests.browser.conftest import LabServer
 
 PICKER = "select[aria-label='Compute target for this notebook']"
 

@@ -14,7 +14,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import copy_for_readme, wait_until
+from tests.browser.conftest import copy_for_readme, wait_until
 from .pages import LabPage
 
 ME = "alice-ci"

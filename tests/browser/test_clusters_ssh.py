@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from tests.sshd import Sshd, stop_ssh_targets
 
-from .conftest import copy_for_readme, wait_until
+from tests.browser.conftest import copy_for_readme, wait_until
 from .pages import LabPage
 
 pytestmark = pytest.mark.browser

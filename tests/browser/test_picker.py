@@ -6,7 +6,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import copy_for_readme
+from tests.browser.conftest import copy_for_readme
 from .pages import LabPage
 
 pytestmark = pytest.mark.browser

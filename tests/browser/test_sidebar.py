@@ -7,7 +7,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import wait_until
+from tests.browser.conftest import wait_until
 from .pages import LabPage
 
 pytestmark = pytest.mark.browser

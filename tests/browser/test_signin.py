@@ -12,16 +12,15 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.standins.arm import ArmStandIn
-from tests.standins.azure import _AZURE_VARS
-from tests.test_azureml import cluster_resource, instance_resource
+from tests.standins.azure import guarded_pythonpath, _AZURE_VARS
+from tests.families.azureml.test_azureml import cluster_resource, instance_resource
 
-from .conftest import LabServer, copy_for_readme
+from tests.browser.conftest import LabServer, copy_for_readme
 from .pages import LabPage
 
 pytestmark = pytest.mark.browser
 
 WS = "ml"
-NETGUARD = Path(__file__).resolve().parents[1] / "standins" / "netguard"
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +47,7 @@ def lab(arm, tmp_path_factory):
     server.env.update({**arm.env(), **arm.aad.env(), "AZURE_TOKEN_CREDENTIALS": "ManagedIdentityCredential",
                        "AZURE_CONFIG_DIR": str(base / "azure-cli"), "NO_PROXY": "127.0.0.1,localhost",
                        "JC_NETGUARD_LOG": str(server.netlog),
-                       "PYTHONPATH": os.pathsep.join(filter(None, [str(NETGUARD), os.environ.get("PYTHONPATH")]))})
+                       "PYTHONPATH": guarded_pythonpath()})
     (server.config_dir / "jupyter_compute_config.json").write_text(json.dumps({"AzureML": {
         "poll_interval": 0.05, "retry_total": 1, "retry_backoff_factor": 0.01,
         "workspaces": [{"subscription_id": arm.subscription_id, "resource_group": arm.resource_group,

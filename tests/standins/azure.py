@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+from pathlib import Path
 import socket
 import time
 from typing import Any
@@ -20,6 +21,14 @@ from .arm import ArmStandIn
 __all__ = ["network_guard", "azure_env", "arm", "run", "make_workspace", "RECORDINGS", "recordings"]
 
 #: Where the recorded Azure traffic lives, beside the repository.
+#: A sitecustomize that fails any connection off loopback in the processes a test starts.
+NETGUARD = Path(__file__).resolve().parent / "netguard"
+
+
+def guarded_pythonpath() -> str:
+    """PYTHONPATH for a child process that must fail any connection off loopback (with JC_NETGUARD_LOG)."""
+    return os.pathsep.join(filter(None, [str(NETGUARD), os.environ.get("PYTHONPATH")]))
+
 RECORDINGS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared",
                                           "azure-recordings"))
 

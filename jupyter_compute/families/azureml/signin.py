@@ -86,7 +86,7 @@ class DeviceCodeSignIn:
 
     async def _sign_in(self, credential: Any) -> None:
         try:
-            record = await credential.authenticate(arm_scope(self.backend.endpoint))
+            record = await credential.authenticate(arm_scope(self.backend.arm.endpoint))
         except Exception as e:  # the outcome is reported through the state, not raised
             await credential.close()
             if self._cancelled.is_set() or isinstance(e.__cause__, SignInCancelled):

@@ -147,6 +147,10 @@ class AzureWorkspaces(WorkspaceProvider):
             self._sign_ins = SignIns()
         return self._sign_ins
 
+    def no_sign_in(self, workspace: Any) -> Exception:
+        return InvalidRequest(f"workspace '{workspace.id}' is not an Azure ML workspace: it has no Azure sign-in",
+                              reason="not_azure")
+
     async def close(self) -> None:
         if self._sign_ins is not None:
             self._sign_ins.close()

@@ -173,7 +173,7 @@ class DaskRoute(Route):
             return
         from distributed import Client
 
-        from .backend import scheduler_identity, security_of
+        from .scheduler import scheduler_identity, security_of
 
         timeout = timeout or 30.0
         # Says which address failed, and why, in the terms the backend uses.

@@ -28,7 +28,7 @@ import uuid
 from ...core import processes as procs
 from ...core.models import utcnow
 from ...core.store import Store
-from .backend import counts_of
+from .scheduler import counts_of
 
 POLL = 0.5
 #: Seconds between Adaptive's decisions; idle_seconds_before_scaledown counts in these.

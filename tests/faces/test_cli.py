@@ -1,0 +1,85 @@
+"""``jupyter compute`` as users run it: real subprocesses, no terminal."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.support import cli
+
+
+def test_help_documents_every_option():
+    r = cli("create", "--help")
+    assert r.returncode == 0
+    for opt in ("--kind", "--size", "--min-nodes", "--max-nodes", "--idle-seconds-before-scaledown",
+                "--idle-shutdown-minutes", "--priority", "--resource-id", "--python", "--env", "--cwd",
+                "--memory-limit-mb", "--description", "--tag", "--workspace", "--output", "--no-wait", "-f"):
+        assert opt in r.stdout, opt
+    for verb in ("delete", "detach", "stop"):
+        assert "--yes" in cli(verb, "--help").stdout
+    r = subprocess.run(["jupyter", "compute", "--help"], capture_output=True, text=True,
+                       env={"PATH": f"{sys.prefix}/bin"})
+    assert r.returncode == 0 and "kinds" in r.stdout
+
+
+def test_list_and_kinds_json():
+    r = cli("list", "--output", "json")
+    assert r.returncode == 0, r.stderr
+    names = [t["name"] for t in json.loads(r.stdout)]
+    assert names == ["this-machine"]
+    r = cli("kinds", "-o", "json")
+    assert {"local", "local-kernel"} <= {k["name"] for k in json.loads(r.stdout)}
+    r = cli("list")
+    assert "this-machine" in r.stdout and "STATE" in r.stdout
+
+
+def test_exit_codes():
+    assert cli("frobnicate").returncode == 2                                     # bad usage
+    assert cli("show", "ghost").returncode == 2                                   # unknown target
+    assert cli("create", "x", "--kind", "local-kernel", "--memory-limit-mb", "many").returncode == 2
+    r = cli("create", "x", "--kind", "local-kernel", "--memory-limit-mb", "1")
+    assert r.returncode == 2 and "memory_limit_mb" in r.stderr
+    r = cli("create", "x", "--kind", "local-kernel", "--env", "novalue")
+    assert r.returncode == 2 and "KEY=VALUE" in r.stderr
+    r = cli("show", "ghost", "-w", "nowhere")
+    assert r.returncode == 2 and "no workspace" in r.stderr
+    r = cli("stop", "this-machine", "--yes")
+    assert r.returncode == 2 and "always running" in r.stderr
+    # an invalid request changed nothing
+    assert [t["name"] for t in json.loads(cli("list", "-o", "json").stdout)] == ["this-machine"]
+
+
+def test_spec_file_progress_and_conflict(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("env:\n  GREETING: hello\nmemory_limit_mb: 2048\ndescription: from a file\n")
+    r = cli("create", "k1", "--kind", "local-kernel", "-f", str(spec), "--env", "EXTRA=1")
+    assert r.returncode == 0, r.stderr
+    assert "waiting for the kernel to answer" in r.stderr          # live progress
+    assert "state: running" in r.stdout                             # ends with the final state
+    t = json.loads(cli("show", "k1", "-o", "json").stdout)
+    assert t["properties"]["env"] == {"GREETING": "hello", "EXTRA": "1"}
+    assert t["properties"]["memory_limit_mb"] == 2048 and t["properties"]["description"] == "from a file"
+    r = cli("create", "k1", "--kind", "local-kernel")
+    assert r.returncode == 1 and "already exists" in r.stderr          # a conflict is a failure, exit 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    assert cli("create", "k2", "--kind", "local-kernel", "-f", str(bad)).returncode == 2
+
+
+def test_no_prompt_without_a_terminal():
+    assert cli("create", "k1", "--kind", "local-kernel").returncode == 0
+    r = cli("delete", "k1")
+    assert r.returncode == 2 and "--yes" in r.stderr
+    r = cli("stop", "k1")
+    assert r.returncode == 0  # stopping a local kernel asks nothing
+    assert cli("show", "k1").returncode == 0
+    r = cli("delete", "k1", "--yes", "-o", "json")
+    assert r.returncode == 0 and json.loads(r.stdout)["status"] == "succeeded"
+    assert cli("show", "k1").returncode == 2
+
+
+def test_no_wait_returns_the_operation():
+    r = cli("create", "k1", "--kind", "local-kernel", "--no-wait", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    op = json.loads(r.stdout)
+    assert op["action"] == "create" and op["status"] in ("running", "succeeded")

@@ -1,0 +1,489 @@
+"""``%compute`` and ``%%compute``: on an InteractiveShell, in notebooks run by nbclient, and on a kernel
+driven through jupyter_client (which shows arrival times and answers input)."""
+from __future__ import annotations
+
+import base64
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+
+import nbformat
+import pytest
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from jupyter_compute.core.route import RemoteError
+
+from tests.support import cli
+from tests.support import wait_for
+def create_target(name: str = "k1", *options: str) -> dict:
+    r = cli("create", name, "--kind", "local-kernel", "--output", "json", *options)
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    assert t["state"] == "running", t
+    return t
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ipython_dir(tmp_path_factory):
+    """IPython's history and profile of the tests' own, not the user's."""
+    old = os.environ.get("IPYTHONDIR")
+    os.environ["IPYTHONDIR"] = str(tmp_path_factory.mktemp("ipython"))
+    yield
+    if old is None:
+        os.environ.pop("IPYTHONDIR", None)
+    else:
+        os.environ["IPYTHONDIR"] = old
+
+
+@pytest.fixture
+def shell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "jupyter_compute")
+    yield sh
+    sh.run_line_magic("unload_ext", "jupyter_compute")
+
+
+@pytest.fixture
+def k1():
+    return create_target("k1")
+
+
+def run(sh, cell: str):
+    """Run a cell as the notebook would; returns (result, error)."""
+    r = sh.run_cell(cell, store_history=True)
+    return r.result, r.error_before_exec or r.error_in_exec
+
+
+# -- bad input: refused before anything runs ---------------------------------------------------------
+@pytest.mark.parametrize("cell, message", [
+    ("%%compute\nx = 1", "TARGET"),
+    ("%%compute k1 --bogus\nx = 1", "unrecognized arguments: --bogus"),
+    ("%%compute k1 --timeout soon\nx = 1", "invalid float value"),
+    ("%%compute k1 --timeout 0\nx = 1", "greater than 0"),
+    ("%%compute k1 --push 1abc\nx = 1", "not a variable name"),
+    ("%%compute k1 --pull class\nx = 1", "not a variable name"),
+    ("%%compute k1 --push not_defined_here,also_not\nx = 1", "not_defined_here, also_not are not defined"),
+    ("%%compute local --push a\nx = 1", "this notebook's own kernel"),
+    ("%%compute local --start\nx = 1", "this notebook's own kernel"),
+    ("%%compute local --nodes 2\nx = 1", "this notebook's own kernel"),
+    ("%%compute k1 --nodes 0\nx = 1", "argument --nodes: takes a whole number of at least 1, not '0'"),
+    ("%%compute k1 --nodes two\nx = 1", "at least 1, not 'two'"),
+    ("%%compute k1 'unbalanced\nx = 1", "cannot read the options"),
+    ("%compute", "say what to do"),
+    ("%compute frobnicate", "invalid choice: 'frobnicate'"),
+    ("%compute start local", "this notebook's own kernel"),
+    ("%compute use local --workspace w", "--workspace does not apply"),
+    ("%compute create k2", "required: --kind"),
+])
+def test_bad_input_is_a_usage_error_and_runs_nothing(shell, cell, message, capsys):
+    from IPython.core.error import UsageError
+
+    shell.user_ns["x"] = 0
+    _, err = run(shell, cell)
+    out = capsys.readouterr()
+    assert isinstance(err, UsageError), err
+    assert message in str(err), str(err)
+    assert shell.user_ns["x"] == 0
+    assert "Traceback" not in out.out + out.err
+
+
+def test_unknown_target_and_workspace_fail_cleanly_with_no_side_effects(shell, capsys):
+    _, err = run(shell, "%%compute nowhere\nx = 1")
+    out = capsys.readouterr().out
+    assert type(err).__name__ == "NotFound" and "no target named 'nowhere'" in str(err)
+    assert "Traceback" not in out and "NotFound: no target named 'nowhere'" in out
+    _, err = run(shell, "%%compute k1 --workspace nowhere\nx = 1")
+    assert type(err).__name__ == "NotFound" and "no workspace 'nowhere'" in str(err)
+    _, err = run(shell, "%compute use nowhere")
+    assert type(err).__name__ == "NotFound"
+    # The reserved name cannot name a target; the core says why.
+    _, err = run(shell, "%compute create local --kind local-kernel")
+    assert "reserved" in str(err)
+    r = cli("list", "--output", "json")
+    assert [t["name"] for t in json.loads(r.stdout)] == ["this-machine"]
+
+
+def test_help_shows_and_does_not_fail(shell, capsys):
+    assert run(shell, "%compute --help") == (None, None)
+    assert run(shell, "%compute create --help") == (None, None)
+    assert run(shell, "%%compute --help\nx") == (None, None)
+    out = capsys.readouterr().out
+    assert "--memory-limit-mb" in out and "--push" in out
+
+
+def test_compute_local_cell_runs_here(shell):
+    result, err = run(shell, "%%compute local\nimport os\nhere = os.getpid()\nhere")
+    assert err is None and result == os.getpid() == shell.user_ns["here"]
+
+
+# -- running cells on a target --------------------------------------------------------------------
+def test_cell_runs_on_the_target_with_push_pull_and_a_result(shell, k1, capsys):
+    shell.user_ns.update(x=21, scale=lambda v: v * 2)
+    result, err = run(shell, "%%compute k1 --push x,scale --pull y,pid\nimport os\npid = os.getpid()\n"
+                             "y = scale(x)\nprint('remote says', y)\ny + 1")
+    assert err is None
+    assert repr(result) == "43"
+    assert shell.user_ns["y"] == 42
+    assert shell.user_ns["pid"] == k1["properties"]["kernel_pid"] != os.getpid()
+    captured = capsys.readouterr()
+    assert "remote says 42" in captured.out
+    assert "pushed x, scale" in captured.err and "pulled y, pid" in captured.err
+    # The namespace persists between cells on the target.
+    result, err = run(shell, "%%compute k1\ny * 10")
+    assert repr(result) == "420"
+
+
+def test_remote_error_is_raised_once_and_skips_the_pull(shell, k1, capsys):
+    shell.user_ns["z"] = "local"
+    _, err = run(shell, "%%compute k1 --pull z\nz = 'remote'\nraise ValueError('bad value ' + str(17))")
+    out = capsys.readouterr().out
+    assert isinstance(err, RemoteError) and isinstance(err, ValueError)
+    assert type(err).__name__ == "ValueError" and str(err) == "bad value 17"
+    assert out.count("bad value 17") == 1 and "magics.py" not in out
+    assert shell.user_ns["z"] == "local"
+
+
+def test_use_routes_following_cells_until_use_local(shell, k1, capsys):
+    assert run(shell, "%compute use k1") == (None, None)
+    assert "Cells now run on 'k1'" in capsys.readouterr().out
+    result, _ = run(shell, "import os\nremote_pid = os.getpid()\nremote_pid")
+    assert repr(result) == str(k1["properties"]["kernel_pid"])
+    result, _ = run(shell, "remote_pid + 1")
+    assert repr(result) == str(k1["properties"]["kernel_pid"] + 1)
+    # Other magics stay here: status is answered by this kernel.
+    run(shell, "%compute status")
+    status = capsys.readouterr().out
+    assert "cells run in: k1" in status and "state: running" in status and "kernel pid" in status
+    # One cell here while routing is on.
+    result, _ = run(shell, "%%compute local\n'remote_pid' in globals()")
+    assert result is False
+    run(shell, "%compute use local")
+    result, _ = run(shell, "import os\nos.getpid()")
+    assert result == os.getpid() and "remote_pid" not in shell.user_ns
+    run(shell, "%compute status")
+    assert "this notebook's kernel (local)" in capsys.readouterr().out
+
+
+def test_stopped_target_says_so_and_start_starts_it(shell, k1, capsys):
+    run(shell, "%compute stop k1 --yes")
+    capsys.readouterr()
+    _, err = run(shell, "%%compute k1\nran = True")
+    assert type(err).__name__ == "Conflict" and "is stopped" in str(err) and "--start" in str(err)
+    result, err = run(shell, "%%compute k1 --start\nimport os\nos.getpid()")
+    out = capsys.readouterr().out
+    assert err is None and "start k1:" in out
+    new_pid = json.loads(cli("show", "k1", "--output", "json").stdout)["properties"]["kernel_pid"]
+    assert repr(result) == str(new_pid) != str(k1["properties"]["kernel_pid"])
+
+
+def test_nodes_needs_a_route_that_runs_on_several(shell, k1, capsys):
+    shell.user_ns["x"] = 0
+    _, err = run(shell, "%%compute k1 --nodes 2\nx = 1")
+    out = capsys.readouterr().out
+    assert type(err).__name__ == "MissingCapability" and err.capability == "nodes"
+    assert "'k1' (local-kernel) does not support nodes (running one cell on several nodes at once)" in str(err)
+    assert "--nodes 2 needs it" in str(err) and "Traceback" not in out
+    result, err = run(shell, "%%compute k1 --nodes 1\nx = 1\n'one node is every route'")
+    assert err is None and repr(result) == "'one node is every route'" and shell.user_ns["x"] == 0
+
+
+def test_a_failed_target_says_why_and_what_to_do(shell, k1, capsys):
+    os.kill(k1["properties"]["kernel_pid"], signal.SIGKILL)
+    wait_for(lambda: json.loads(cli("show", "k1", "--output", "json").stdout)["state"] == "failed", timeout=15,
+             message="k1 to show failed")
+    capsys.readouterr()
+    _, err = run(shell, "%%compute k1\nran = True")
+    out = capsys.readouterr().out
+    assert type(err).__name__ == "Conflict" and "ran" not in shell.user_ns
+    assert str(err).startswith("'k1' is failed: the kernel process exited unexpectedly")
+    assert "so the cell did not run. Start it again with 'jupyter compute start k1'" in str(err)
+    assert "Traceback" not in out and "Conflict: 'k1' is failed: the kernel process exited" in out
+    result, err = run(shell, "%%compute k1 --start\n'back'")
+    assert err is None and repr(result) == "'back'"
+
+
+def test_timeout_interrupts_the_target_and_raises_timeout_error(shell, k1):
+    t0 = time.monotonic()
+    _, err = run(shell, "%%compute k1 --timeout 2\nimport time\ntime.sleep(60)")
+    assert isinstance(err, TimeoutError) and "--timeout 2" in str(err)
+    assert time.monotonic() - t0 < 20
+    t0 = time.monotonic()
+    result, err = run(shell, "%%compute k1 --timeout 10\n'free again'")
+    assert err is None and repr(result) == "'free again'" and time.monotonic() - t0 < 10
+
+
+def test_cli_verbs_render_tables_and_failures_raise(shell, k1, capsys):
+    assert run(shell, "%compute list") == (None, None)
+    out = capsys.readouterr().out
+    assert "NAME" in out and "k1" in out and "this-machine" in out
+    run(shell, "%compute kinds")
+    assert "local-kernel" in capsys.readouterr().out
+    run(shell, "%compute show k1 --output json")
+    assert json.loads(capsys.readouterr().out)["name"] == "k1"
+    _, err = run(shell, "%compute show nowhere")
+    assert type(err).__name__ == "NotFound"
+    _, err = run(shell, "%compute create k1 --kind local-kernel")
+    assert type(err).__name__ == "Conflict" and "already exists" in str(err)
+    # No terminal and no stdin allowed here: delete refuses without --yes.
+    _, err = run(shell, "%compute delete k1")
+    assert "--yes" in str(err)
+
+
+def test_notebook_ui_renders_html_with_text_fallback():
+    from jupyter_compute.notebook.magics import CellOutput, NotebookUI
+
+    shown = []
+
+    class Recorder(CellOutput):
+        def __init__(self):
+            self.kernel, self.parent = None, None
+
+        def send(self, msg_type, content):
+            shown.append((msg_type, content))
+
+    ui = NotebookUI(Recorder())
+    ui.show("targets", [{"name": "k<1>", "kind": "local-kernel", "state": "running", "size": None, "nodes": None}])
+    msg_type, content = shown[-1]
+    assert msg_type == "display_data"
+    assert "<table" in content["data"]["text/html"] and "k&lt;1&gt;" in content["data"]["text/html"]
+    assert "k<1>" in content["data"]["text/plain"]
+
+
+# -- in notebooks, through nbclient ---------------------------------------------------------------
+def _png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    raw = b"".join(b"\x00" + b"\xff\x00\x00" * 4 for _ in range(4))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def notebook(*cells: str) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    return nb
+
+
+def execute(nb, allow_errors=False, timeout=180):
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors).execute()
+    return nb
+
+
+def outputs(cell, kind=None):
+    return [o for o in cell.outputs if kind is None or o.output_type == kind]
+
+
+def text_of(cell) -> str:
+    parts = []
+    for o in cell.outputs:
+        if o.output_type == "stream":
+            parts.append(o.text)
+        elif "data" in o:
+            parts.append(o.data.get("text/plain", ""))
+    return "".join(parts)
+
+
+def test_notebook_runs_cells_on_a_local_kernel_target(k1):
+    png = base64.b64encode(_png()).decode()
+    nb = execute(notebook(
+        "%load_ext jupyter_compute\nimport os, numpy as np\nprint(os.getpid())",
+        "%compute list",
+        "%%compute k1\nimport os\nprint(os.getpid())",
+        "%%compute k1\nfrom IPython.display import HTML, Image, display\nimport base64\n"
+        f"display(HTML('<b>bold</b>'))\ndisplay(Image(data=base64.b64decode('{png}')))",
+        "a = np.random.default_rng(1).random(50 * 2**20 // 8)\ndouble = lambda v: v * 2",
+        "%%compute k1 --push a,double --pull b,add_one\nb = double(a)\nadd_one = lambda v: double(v) + 1\nb.nbytes",
+        "assert np.array_equal(b, a * 2) and b.flags.writeable\nprint(add_one(1))",
+        "%compute use k1",
+        "import os\nremote_pid = os.getpid()\nprint(remote_pid)",
+        "print(remote_pid * 1)",
+        "%compute use local",
+        "print(os.getpid(), 'remote_pid' in globals())",
+    ))
+    c = nb.cells
+    local_pid = int(text_of(c[0]).strip())
+    remote_pid = k1["properties"]["kernel_pid"]
+    assert int(text_of(c[2]).strip()) == remote_pid != local_pid
+    listing = outputs(c[1], "display_data")[0].data
+    assert "<table" in listing["text/html"] and "k1" in listing["text/plain"]
+    displays = outputs(c[3], "display_data")
+    assert displays[0].data["text/html"] == "<b>bold</b>"
+    assert displays[1].data["image/png"].strip() == png
+    assert outputs(c[5], "execute_result")[0].data["text/plain"] == str(50 * 2**20)
+    report = "".join(o.text for o in outputs(c[5], "stream") if o.name == "stderr")
+    assert "pushed a, double (52.4 MB)" in report and "pulled b, add_one (52.4 MB)" in report
+    assert text_of(c[6]).strip() == "3"
+    assert int(text_of(c[8])) == remote_pid and int(text_of(c[9])) == remote_pid
+    assert text_of(c[11]).split() == [str(local_pid), "False"]
+
+
+def test_notebook_remote_error_stops_run_all_once(k1):
+    nb = notebook("%load_ext jupyter_compute",
+                  "%%compute k1\nprint('before')\nraise ValueError('the remote value was wrong')",
+                  "print('never runs')")
+    with pytest.raises(CellExecutionError) as info:
+        execute(nb)
+    assert info.value.ename == "ValueError" and "the remote value was wrong" in info.value.evalue
+    errors = outputs(nb.cells[1], "error")
+    assert len(errors) == 1 and errors[0].ename == "ValueError"
+    assert errors[0].evalue == "the remote value was wrong"
+    assert any("raise ValueError" in re.sub(r"\x1b\[[0-9;]*m", "", line) for line in errors[0].traceback)
+    assert "before" in text_of(nb.cells[1]) and not nb.cells[2].outputs
+
+
+def test_notebook_timeout(k1):
+    nb = execute(notebook("%load_ext jupyter_compute",
+                          "import time\nt0 = time.monotonic()",
+                          "%%compute k1 --timeout 2\nimport time\nprint('started', flush=True)\ntime.sleep(60)",
+                          "print(round(time.monotonic() - t0))",
+                          "%%compute k1\nprint('the target is free')"), allow_errors=True)
+    errors = outputs(nb.cells[2], "error")
+    assert len(errors) == 1 and errors[0].ename == "TimeoutError" and "interrupted" in errors[0].evalue
+    assert "started" in text_of(nb.cells[2])
+    assert int(text_of(nb.cells[3])) < 20
+    assert "the target is free" in text_of(nb.cells[4])
+
+
+# -- on a kernel driven by jupyter_client ---------------------------------------------------------
+@pytest.fixture
+def notebook_kernel():
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+
+    def run_cell(code, *, answer=None, interrupt_after=None, timeout=120):
+        t0 = time.monotonic()
+        seen = []
+        if interrupt_after is not None:
+            threading.Timer(interrupt_after, km.interrupt_kernel).start()
+
+        def on_stdin(msg):
+            seen.append((time.monotonic() - t0, "input_request", msg["content"]))
+            kc.input(answer)
+
+        reply = kc.execute_interactive(
+            code, timeout=timeout, allow_stdin=answer is not None, stdin_hook=on_stdin if answer else None,
+            output_hook=lambda m: seen.append((time.monotonic() - t0, m["msg_type"], m["content"])))
+        return reply["content"], seen, time.monotonic() - t0
+
+    assert run_cell("%load_ext jupyter_compute")[0]["status"] == "ok"
+    yield run_cell
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+def test_output_is_relayed_as_it_arrives(notebook_kernel, k1):
+    notebook_kernel("%%compute k1\nprint('warm')")
+    reply, seen, _ = notebook_kernel("%%compute k1\nimport time\nprint('first', flush=True)\n"
+                                     "time.sleep(3)\nprint('second', flush=True)")
+    assert reply["status"] == "ok"
+    at = {c["text"].strip(): t for t, kind, c in seen if kind == "stream"}
+    assert at["second"] - at["first"] > 2.0
+
+
+def test_input_is_answered_from_the_notebook(notebook_kernel, k1):
+    reply, seen, _ = notebook_kernel("%%compute k1\nname = input('who are you? ')\nprint('hello', name)",
+                                     answer="ada")
+    assert reply["status"] == "ok"
+    assert [c["prompt"] for _, kind, c in seen if kind == "input_request"] == ["who are you? "]
+    assert any(kind == "stream" and c["text"] == "hello ada\n" for _, kind, c in seen)
+
+
+def test_interrupting_the_notebook_interrupts_the_target(notebook_kernel, k1):
+    notebook_kernel("%%compute k1\nprint('warm')")
+    reply, seen, elapsed = notebook_kernel("%%compute k1\nimport time\ntime.sleep(60)", interrupt_after=2)
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    assert elapsed < 10
+    errors = [c for _, kind, c in seen if kind == "error"]
+    assert len(errors) == 1 and errors[0]["ename"] == "KeyboardInterrupt"
+    assert not any("magics.py" in line for line in errors[0]["traceback"])
+    reply, seen, elapsed = notebook_kernel("%%compute k1\nprint('free')")
+    assert reply["status"] == "ok" and elapsed < 10
+
+
+# -- a target running another Python that lacks jupyter_compute --------------------------------------
+def _python_candidates() -> list[str]:
+    found = []
+    for minor in range(8, 15):
+        exe = shutil.which(f"python3.{minor}")
+        if exe:
+            found.append(exe)
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    found += sorted(glob.glob(os.path.join(root, "versions", "3.*", "bin", "python3")))
+    found += ["/usr/bin/python3", "/usr/local/bin/python3"]
+    return found
+
+
+def _version(exe: str) -> tuple[int, int] | None:
+    try:
+        out = subprocess.run([exe, "-c", "import sys, venv, ensurepip; print(*sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    try:
+        major, minor = map(int, out.stdout.split())
+    except ValueError:
+        return None
+    return (major, minor) if out.returncode == 0 else None
+
+
+@pytest.fixture(scope="session")
+def other_python(tmp_path_factory) -> tuple[str, tuple[int, int]]:
+    """A venv with ipykernel and nothing of ours, on another Python minor version where one is installed."""
+    ours = sys.version_info[:2]
+    choice = None
+    for exe in _python_candidates():
+        v = _version(exe)
+        if v and v >= (3, 8) and os.path.realpath(exe) != os.path.realpath(sys.executable):
+            if choice is None or (choice[1] == ours and v != ours):
+                choice = (exe, v)
+    if choice is None:
+        choice = (getattr(sys, "_base_executable", sys.executable), ours)
+    venv = tmp_path_factory.mktemp("other-python") / "venv"
+    subprocess.run([choice[0], "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "ipykernel"],
+                         capture_output=True, text=True, timeout=600)
+    if pip.returncode != 0:
+        pytest.skip(f"cannot install ipykernel into a second interpreter: {pip.stderr[-500:]}")
+    return str(venv), choice[1]
+
+
+def test_push_and_pull_with_another_python_that_lacks_jupyter_compute(shell, other_python, capsys):
+    venv, version = other_python
+    create_target("other", "--python", venv)
+    result, err = run(shell, "%%compute other\nimport importlib.util as u\n"
+                             "(u.find_spec('jupyter_compute') is None, __import__('sys').version_info[:2])")
+    assert err is None and repr(result) == repr((True, version))
+    shell.user_ns.update(data={"ints": list(range(1000)), "blob": b"\x00\xff" * 100_000, "nested": ({1, 2}, None)})
+    result, err = run(shell, "%%compute other --push data --pull summary,back\n"
+                             "summary = {k: type(v).__name__ for k, v in data.items()}\nback = data")
+    assert err is None
+    assert shell.user_ns["summary"] == {"ints": "list", "blob": "bytes", "nested": "tuple"}
+    assert shell.user_ns["back"] == shell.user_ns["data"]
+    assert "pushed data" in capsys.readouterr().err
+    # Functions travel by value, which only works between the same Python minor versions.
+    shell.user_ns["inc"] = lambda v: v + 1
+    result, err = run(shell, "%%compute other --push inc --pull two\ntwo = inc(1)")
+    if version == sys.version_info[:2]:
+        assert err is None and shell.user_ns["two"] == 2
+    else:
+        assert type(err).__name__ == "TransferError" and "'inc'" in str(err)
+        assert f"{version[0]}.{version[1]}" in str(err)
+        # The refusal happened before the cell ran.
+        result, err = run(shell, "%%compute other\n'two' in globals()")
+        assert repr(result) == "False"

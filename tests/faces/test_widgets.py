@@ -1,0 +1,113 @@
+"""TargetPicker and TargetStatus: their traits, the routing they set, and changes made elsewhere reaching them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support import cli, wait_for
+from tests.faces.test_magics import _ipython_dir, create_target, shell  # noqa: F401 (fixtures)
+
+
+def states(picker) -> dict[str, str]:
+    return {t["name"]: t["state"] for t in picker.targets}
+
+
+def test_picker_lists_targets_and_routes_cells(shell):  # noqa: F811
+    from jupyter_compute.notebook.magics import active_route
+    from jupyter_compute.notebook.widgets import TargetPicker
+
+    create_target("k1")
+    picker = TargetPicker()
+    try:
+        assert picker.value == "local" and picker.error == ""
+        assert states(picker) == {"this-machine": "running", "k1": "running"}
+        labels = dict((v, label) for label, v in picker.options)
+        assert labels["local"].startswith("local") and labels["k1"] == "k1 · local-kernel · running"
+        assert active_route(shell) is None
+        picker.value = "k1"
+        assert active_route(shell) == (None, "k1")
+        # The next cell goes to k1, as after '%compute use k1'.
+        r = shell.run_cell("import os\nos.getpid()")
+        pid = json.loads(cli("show", "k1", "--output", "json").stdout)["properties"]["kernel_pid"]
+        assert repr(r.result) == str(pid)
+        picker.value = "local"
+        assert active_route(shell) is None
+    finally:
+        picker.close()
+
+
+def test_a_new_picker_shows_the_active_route_without_changing_it(shell):  # noqa: F811
+    from jupyter_compute.notebook.magics import active_route
+    from jupyter_compute.notebook.widgets import TargetPicker
+
+    create_target("k1")
+    shell.run_cell("%compute use k1")
+    picker = TargetPicker()
+    try:
+        assert picker.value == "k1" and active_route(shell) == (None, "k1")
+    finally:
+        picker.close()
+        shell.run_cell("%compute use local")
+
+
+def test_widgets_follow_changes_made_by_the_cli(shell):  # noqa: F811
+    from jupyter_compute.notebook.widgets import TargetPicker, TargetStatus
+
+    picker = TargetPicker()
+    status = TargetStatus("k1")
+    try:
+        assert "k1" not in states(picker)
+        assert status.state == "unknown" and "no target named 'k1'" in status.message
+
+        create_target("k1")
+        wait_for(lambda: states(picker).get("k1") == "running", timeout=10, message="the picker to list k1")
+        wait_for(lambda: status.state == "running", timeout=10, message="the card to show k1 running")
+        assert status.kind == "local-kernel" and "stop" in status.operations
+
+        assert cli("stop", "k1", "--yes").returncode == 0
+        wait_for(lambda: states(picker).get("k1") == "stopped", timeout=10, message="the picker to show k1 stopped")
+        wait_for(lambda: status.state == "stopped", timeout=10, message="the card to show k1 stopped")
+
+        assert cli("delete", "k1", "--yes").returncode == 0
+        wait_for(lambda: "k1" not in states(picker), timeout=10, message="the picker to drop k1")
+        wait_for(lambda: status.state == "unknown", timeout=10, message="the card to show k1 gone")
+    finally:
+        picker.close()
+        status.close()
+
+
+def test_status_card_buttons_drive_the_target(shell):  # noqa: F811
+    from jupyter_compute.notebook.widgets import TargetStatus
+
+    create_target("k1")
+    card = TargetStatus("k1")
+    try:
+        buttons = {a: b for a, b in card._buttons.items()}
+        assert card.state == "running"
+        assert buttons["start"].disabled and not buttons["stop"].disabled and not buttons["restart"].disabled
+        old_pid = json.loads(cli("show", "k1", "--output", "json").stdout)["properties"]["kernel_pid"]
+
+        card.act("restart").result(timeout=60)
+        assert card.state == "running" and not card.busy and "restart" in card.message
+        new_pid = json.loads(cli("show", "k1", "--output", "json").stdout)["properties"]["kernel_pid"]
+        assert new_pid != old_pid
+
+        card.act("stop").result(timeout=60)
+        assert card.state == "stopped" and not buttons["start"].disabled and buttons["stop"].disabled
+        assert json.loads(cli("show", "k1", "--output", "json").stdout)["state"] == "stopped"
+        with pytest.raises(ValueError):
+            card.act("explode")
+    finally:
+        card.close()
+
+
+def test_this_machine_card_offers_no_lifecycle_buttons(shell):  # noqa: F811
+    from jupyter_compute.notebook.widgets import TargetStatus
+
+    card = TargetStatus("this-machine")
+    try:
+        assert card.state == "running" and card.kind == "local"
+        assert all(b.disabled for b in card._buttons.values())
+    finally:
+        card.close()

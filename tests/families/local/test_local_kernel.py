@@ -1,0 +1,195 @@
+"""Real kernel lifecycles: processes that outlive their starters, die from outside, and race."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import signal
+import sqlite3
+import sys
+import time
+
+import psutil
+import pytest
+from jupyter_client import BlockingKernelClient
+
+from jupyter_compute.core.store import Store
+
+from tests.support import cli, wait_for
+from tests.faces.test_rest import wait_op
+
+VENV = os.path.dirname(os.path.dirname(sys.executable))
+
+
+def kernel_client(db, name) -> BlockingKernelClient:
+    row = Store(str(db)).get_target("local", name)
+    kc = BlockingKernelClient(connection_file=row["runtime"]["connection_file"])
+    kc.load_connection_file()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=30)
+    return kc
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_cli_started_kernel_has_the_right_interpreter_and_outlives_the_cli(compute_db):
+    r = cli("create", "k1", "--kind", "local-kernel", "--python", VENV, "--output", "json")
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)
+    assert t["state"] == "running"
+    pid = t["properties"]["kernel_pid"]
+    proc = psutil.Process(pid)
+    # A venv path resolves to its interpreter, which runs the kernel.
+    assert proc.cmdline()[0] == os.path.join(VENV, "bin", "python")
+    assert "ipykernel_launcher" in proc.cmdline()
+    # The CLI process has exited; the kernel and its supervisor run on, in their own session.
+    time.sleep(1.0)
+    assert proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    assert os.getsid(pid) != os.getsid(0)
+    # The kernel chose its ports on loopback and a key of its own; its connection file is private.
+    conn_file = Store(str(compute_db)).get_target("local", "k1")["runtime"]["connection_file"]
+    with open(conn_file) as f:
+        info = json.load(f)
+    assert info["ip"] == "127.0.0.1" and len(info["key"]) >= 32 and info["signature_scheme"] == "hmac-sha256"
+    assert os.stat(conn_file).st_mode & 0o777 == 0o600
+    kc = kernel_client(compute_db, "k1")
+    reply = kc.execute_interactive("import sys; print(sys.executable)", timeout=30)
+    assert reply["content"]["status"] == "ok"
+    kc.stop_channels()
+    # Unsigned (or wrongly signed) messages are dropped: a client without the key gets no answer.
+    stranger = BlockingKernelClient()
+    stranger.load_connection_info({**info, "key": b""})
+    stranger.start_channels()
+    try:
+        stranger.kernel_info()
+        with pytest.raises(queue.Empty):
+            stranger.get_shell_msg(timeout=3)
+    finally:
+        stranger.stop_channels()
+
+    r = cli("stop", "k1", "--yes")
+    assert r.returncode == 0, r.stderr
+    assert wait_for(lambda: gone(pid), timeout=10, message="kernel to exit")
+    r = cli("show", "k1", "--output", "json")
+    assert json.loads(r.stdout)["state"] == "stopped"
+
+
+def test_server_started_kernel_survives_a_server_restart_and_is_adopted(server_process, compute_db):
+    s1 = server_process()
+    code, body = s1.request("POST", "workspaces/local/targets", {"name": "k1", "kind": "local-kernel"})
+    assert code == 202
+    assert s1.wait_op(body["operation"]["id"])["status"] == "succeeded"
+    pid = s1.request("GET", "workspaces/local/targets/k1")[1]["properties"]["kernel_pid"]
+    s1.stop()
+    assert psutil.pid_exists(pid) and not gone(pid)
+
+    s2 = server_process()
+    code, t = s2.request("GET", "workspaces/local/targets/k1")
+    assert code == 200 and t["state"] == "running" and t["properties"]["kernel_pid"] == pid
+    # The new server can drive it: stop it, and the process ends.
+    code, body = s2.request("POST", "workspaces/local/targets/k1/stop")
+    assert s2.wait_op(body["operation"]["id"])["status"] == "succeeded"
+    assert wait_for(lambda: gone(pid), timeout=10, message="kernel to exit")
+
+
+@pytest.mark.parametrize("victim", ["kernel", "kernel-and-supervisor"])
+async def test_a_kernel_killed_from_outside_shows_failed_within_5s(api, compute_db, victim):
+    code, body = await api("POST", "workspaces/local/targets", {"name": "k1", "kind": "local-kernel"})
+    assert (await wait_op(api, body["operation"]["id"]))["status"] == "succeeded"
+    rt = Store(str(compute_db)).get_target("local", "k1")["runtime"]
+    if victim == "kernel-and-supervisor":
+        os.kill(int(rt["supervisor"].split(":")[0]), signal.SIGKILL)
+    os.kill(rt["kernel_pid"], signal.SIGKILL)
+    t0 = time.monotonic()
+    while True:
+        _, t = await api("GET", "workspaces/local/targets/k1")
+        if t["state"] in ("failed", "stopped"):
+            break
+        assert time.monotonic() - t0 < 5, f"still {t['state']} after 5 s"
+        await asyncio.sleep(0.1)
+    assert t["state"] == "failed" and "exited unexpectedly" in t["errors"][0]["message"]
+    # and it can be started again
+    code, body = await api("POST", "workspaces/local/targets/k1/start")
+    assert (await wait_op(api, body["operation"]["id"]))["status"] == "succeeded"
+    _, t = await api("GET", "workspaces/local/targets/k1")
+    assert t["state"] == "running" and t["errors"] == []
+
+
+async def test_20_concurrent_start_and_stop_calls_end_consistent(api, compute_db):
+    code, body = await api("POST", "workspaces/local/targets", {"name": "k1", "kind": "local-kernel"})
+    await wait_op(api, body["operation"]["id"])
+    calls = [api("POST", f"workspaces/local/targets/k1/{'stop' if i % 2 else 'start'}") for i in range(20)]
+    results = await asyncio.gather(*calls)
+    codes = [c for c, _ in results]
+    assert set(codes) <= {202, 409}, codes
+    assert codes.count(202) >= 1
+    for c, body in results:
+        if c == 409:
+            assert body["reason"] == "operation_in_progress"
+        else:
+            op = await wait_op(api, body["operation"]["id"])
+            assert op["status"] == "succeeded", op
+    _, t = await api("GET", "workspaces/local/targets/k1")
+    rt = Store(str(compute_db)).get_target("local", "k1")["runtime"]
+    if t["state"] == "running":
+        assert not gone(rt["kernel_pid"])
+    else:
+        assert t["state"] == "stopped" and rt == {}
+    # No kernel of k1 other than the recorded one is left running (one being stopped gets a moment).
+    def kernels():
+        return [p for p in psutil.process_iter(["cmdline", "status"])
+                if "ipykernel_launcher" in " ".join(p.info["cmdline"] or [])
+                and str(compute_db.parent) in " ".join(p.info["cmdline"] or [])
+                and p.info["status"] != psutil.STATUS_ZOMBIE]
+    expected = 1 if t["state"] == "running" else 0
+    wait_for(lambda: len(kernels()) == expected, timeout=15, message=f"{expected} kernel(s) of k1")
+    assert sqlite3.connect(compute_db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+async def test_memory_limit_watchdog_stops_the_kernel(api, compute_db):
+    code, body = await api("POST", "workspaces/local/targets",
+                           {"name": "k1", "kind": "local-kernel", "memory_limit_mb": 300})
+    assert (await wait_op(api, body["operation"]["id"]))["status"] == "succeeded"
+    from jupyter_client import AsyncKernelClient
+    row = Store(str(compute_db)).get_target("local", "k1")
+    kc = AsyncKernelClient(connection_file=row["runtime"]["connection_file"])
+    kc.load_connection_file()
+    kc.start_channels()
+    await kc.wait_for_ready(timeout=30)
+    # numpy's allocations work under the watchdog (no RLIMIT_AS), until the limit is crossed.
+    kc.execute("import numpy as np; small = np.ones(10_000_000); big = np.ones(80_000_000); import time; time.sleep(30)")
+    t0 = time.monotonic()
+    while True:
+        _, t = await api("GET", "workspaces/local/targets/k1")
+        if t["state"] == "failed":
+            break
+        assert time.monotonic() - t0 < 20, t
+        await asyncio.sleep(0.2)
+    kc.stop_channels()
+    assert "memory_limit_mb=300" in t["errors"][0]["message"]
+
+
+async def test_idle_shutdown_stops_an_idle_kernel(api, compute_db):
+    """The shortest idle shutdown is a minute: this test waits for it (bounded at three)."""
+    code, body = await api("POST", "workspaces/local/targets",
+                           {"name": "idle", "kind": "local-kernel", "idle_shutdown_minutes": 1})
+    assert (await wait_op(api, body["operation"]["id"]))["status"] == "succeeded"
+    _, t = await api("GET", "workspaces/local/targets/idle")
+    assert t["idle_shutdown_at"] is not None
+    pid = t["properties"]["kernel_pid"]
+    t0 = time.monotonic()
+    while True:
+        _, t = await api("GET", "workspaces/local/targets/idle")
+        if t["state"] not in ("running", "stopping"):
+            break
+        assert time.monotonic() - t0 < 180, "idle shutdown did not fire"
+        await asyncio.sleep(1)
+    assert t["state"] == "stopped" and t["provider_state"] == "idle shutdown"
+    assert 55 < time.monotonic() - t0 < 180
+    assert wait_for(lambda: gone(pid), timeout=10, message="idle kernel to exit")

@@ -1,0 +1,116 @@
+"""Faults end in a clear state within seconds: nothing stays transitional, nothing is lost."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import psutil
+
+from jupyter_compute.core.store import Store
+
+from tests.support import wait_for
+
+
+def slow_python(tmp_path, delay: float) -> str:
+    """An interpreter that takes ``delay`` seconds to start: a start stays in flight that long."""
+    path = tmp_path / "slow-python"
+    path.write_text(f"#!/bin/sh\nsleep {delay}\nexec {sys.executable} \"$@\"\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def test_server_killed_while_a_start_is_in_flight(server_process, compute_db, tmp_path):
+    s1 = server_process()
+    code, body = s1.request("POST", "workspaces/local/targets",
+                            {"name": "slow", "kind": "local-kernel", "python": slow_python(tmp_path, 3)})
+    assert code == 202
+    op_id = body["operation"]["id"]
+    # Once the kernel's supervisor has taken the start over, the server is no longer needed.
+    wait_for(lambda: s1.request("GET", f"operations/{op_id}")[1]["progress"].startswith(
+        ("starting the kernel", "waiting for the kernel")), timeout=10,
+             message="the supervisor to take the start over")
+    os.kill(s1.proc.pid, signal.SIGKILL)          # no clean shutdown
+    s1.proc.wait()
+    s2 = server_process()
+    op = s2.wait_op(op_id, timeout=30)
+    # The start belonged to the kernel's supervisor, so it completes without the server.
+    assert op["status"] == "succeeded", op
+    code, t = s2.request("GET", "workspaces/local/targets/slow")
+    assert t["state"] == "running" and psutil.pid_exists(t["properties"]["kernel_pid"])
+
+
+def test_start_whose_supervisor_dies_is_failed_and_the_target_settles(server_process, compute_db, tmp_path):
+    s = server_process()
+    code, body = s.request("POST", "workspaces/local/targets",
+                           {"name": "slow", "kind": "local-kernel", "python": slow_python(tmp_path, 5)})
+    op_id = body["operation"]["id"]
+    store = Store(str(compute_db))
+    sup = wait_for(lambda: store.get_target("local", "slow")["runtime"].get("supervisor"), timeout=10,
+                   message="the supervisor to record itself")
+    os.kill(int(sup.split(":")[0]), signal.SIGKILL)
+    op = s.wait_op(op_id, timeout=10)
+    assert op["status"] == "failed" and op["error"]["reason"] == "interrupted"
+
+    def settled():
+        _, t = s.request("GET", "workspaces/local/targets/slow")
+        return t if t["state"] not in ("creating", "starting") else None
+    t = wait_for(settled, timeout=10, message="the target to leave 'creating'")
+    assert t["state"] == "failed" and "start it again" in t["errors"][0]["message"]
+    # It can be started again, for real.
+    code, body = s.request("POST", "workspaces/local/targets/slow/start")
+    assert s.wait_op(body["operation"]["id"], timeout=30)["status"] == "succeeded"
+
+
+CLI_WRITER = """
+import io, json, sys
+from contextlib import redirect_stdout
+from jupyter_compute.cli import main
+seen = []
+for i in range(int(sys.argv[1])):
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["update", "shared", "--memory-limit-mb", str(1000 + i), "--output", "json"]) == 0
+    seen.append(json.loads(out.getvalue())["properties"]["description"])
+print(json.dumps(seen))
+"""
+
+
+def _order(description: str | None) -> int:
+    return -1 if not description else int(description.split()[-1])
+
+
+def test_the_cli_and_the_server_writing_at_once_lose_no_update(server_process, compute_db, tmp_path):
+    """The server takes 200 changes of one field over REST while the CLI's code, in another process,
+    makes 200 changes of another field of the same target. Each side only ever counts up, so a write
+    made from a stale read would show the other side's value going back; none may, and both last
+    values are kept."""
+    s = server_process()
+    code, body = s.request("POST", "workspaces/local/targets", {"name": "shared", "kind": "local-kernel"})
+    assert code == 202, body
+    assert s.wait_op(body["operation"]["id"])["status"] == "succeeded"
+    n = 200
+    cli = subprocess.Popen([sys.executable, "-c", CLI_WRITER, str(n)], env={**os.environ},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    memory_seen = []
+    i = 0
+    # At least n writes, and on for as long as the CLI writes too.
+    while i < n or cli.poll() is None:
+        code, t = s.request("PATCH", "workspaces/local/targets/shared", {"description": f"server {i}"})
+        assert code == 200, t
+        assert t["properties"]["description"] == f"server {i}"
+        memory_seen.append(t["properties"].get("memory_limit_mb") or 0)
+        i += 1
+    out, err = cli.communicate(timeout=300)
+    assert cli.returncode == 0, err
+    descriptions_seen = [_order(d) for d in json.loads(out)]
+    assert memory_seen == sorted(memory_seen), "a server write brought back an older memory_limit_mb"
+    assert descriptions_seen == sorted(descriptions_seen), "a CLI write brought back an older description"
+    code, t = s.request("GET", "workspaces/local/targets/shared")
+    assert t["properties"]["description"] == f"server {i - 1}"
+    assert t["properties"]["memory_limit_mb"] == 1000 + n - 1
+    assert Store(str(compute_db)).integrity_check() == "ok"
