@@ -35,12 +35,18 @@ lab: $(STAMP) frontend
 system-deps:
 	@./.ci/system-deps
 
+# Most tests wait on processes, sockets and timers rather than the CPU: more workers than cores
+# keeps both cores busy. Tests marked `serial` (they load the whole machine) run alone afterwards.
+TEST_WORKERS ?= 4
+PYTEST := PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -p no:cacheprovider
+
 test: $(STAMP) system-deps frontend
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm test
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -p no:cacheprovider --ignore=tests/browser $(PYTEST_ARGS)
+	$(PYTEST) --ignore=tests/browser -n $(TEST_WORKERS) --dist loadgroup -m "not serial" $(PYTEST_ARGS)
+	$(PYTEST) --ignore=tests/browser -m serial $(PYTEST_ARGS)
 	# Playwright's sync API keeps an event loop running in the main thread, which the
 	# pytest-jupyter fixtures of the other tests cannot share: the browser tests run on their own.
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -p no:cacheprovider tests/browser $(PYTEST_ARGS)
+	$(PYTEST) tests/browser $(PYTEST_ARGS)
 	$(PY) -m tests.leftovers
 
 bench: $(STAMP) system-deps frontend

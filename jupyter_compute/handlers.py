@@ -14,7 +14,7 @@ from tornado import web
 from .core.errors import ComputeError, InvalidRequest
 from .core.workspace import Compute
 
-log = logging.getLogger("jupyter_compute")
+log = logging.getLogger(__name__)
 
 PREFIX = "jupyter-compute"
 NAME = r"(?P<name>[^/]+)"

@@ -34,7 +34,7 @@ def stop_all_targets(db: Path) -> None:
     strays = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if marker in cmd and ("local_supervisor" in cmd or "ipykernel_launcher" in cmd):
+        if marker in cmd and ("jupyter_compute.families." in cmd or "ipykernel_launcher" in cmd):
             strays.append(p)
     for p in strays:
         p.kill()

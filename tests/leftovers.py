@@ -11,7 +11,7 @@ import time
 
 import psutil
 
-MARKERS = ("pytest-of-", "jupyter_compute.backends.", "azurite", "tests/sshd", "tests.standins")
+MARKERS = ("pytest-of-", "jupyter_compute.families.", "azurite", "tests/sshd", "tests.standins")
 
 
 def leftovers() -> list[psutil.Process]:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .backend import Backend
     from .workspace import Compute, Settings, Workspace
 
-log = logging.getLogger("jupyter_compute")
+log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "jupyter_compute.families"
 

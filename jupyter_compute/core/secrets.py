@@ -15,7 +15,7 @@ import os
 import threading
 from typing import Iterable, Iterator
 
-log = logging.getLogger("jupyter_compute.core.secrets")
+log = logging.getLogger(__name__)
 
 SERVICE = "jupyter_compute"
 FILE_NAME = "secrets.json"

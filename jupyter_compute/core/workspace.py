@@ -26,7 +26,7 @@ from .route import Route
 from .models import KindInfo, Node, Operation, Size, State, Target, Usage, WorkspaceInfo
 from .store import AsyncStore, Store
 
-log = logging.getLogger("jupyter_compute")
+log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[Operation], Any]
 C = TypeVar("C")

@@ -19,7 +19,7 @@ from ..core.errors import ComputeError
 from .bridge import LoopThread, current_compute, shared_compute
 from ..core.models import TRANSITIONAL, State
 
-log = logging.getLogger("jupyter_compute.notebook.widgets")
+log = logging.getLogger(__name__)
 
 LOCAL = "local"
 STATE_COLOURS = {"running": "#2e7d32", "stopped": "#757575", "failed": "#c62828", "unknown": "#757575"}

@@ -24,7 +24,7 @@ from ..core.route import ExecutionError
 from .messaging import MessagingRoute, _Request, cancel_and_wait
 from .transfer import LoopbackRendezvous, Rendezvous, SocketTransport
 
-log = logging.getLogger("jupyter_compute.execution")
+log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("ip", "transport", "key", "shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 #: What identifies one kernel's channels: an open route to other ones reaches another kernel.

@@ -32,7 +32,7 @@ from .jupyter_client import Authorizer, CredentialsRefused, JupyterClient, Kerne
 from .messaging import MessagingRoute, cancel_and_wait
 from .transfer import RunSilent, Transport, helper_failed
 
-log = logging.getLogger("jupyter_compute.execution")
+log = logging.getLogger(__name__)
 
 V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
 #: Tornado's default ``websocket_max_message_size``: a larger message closes the connection.

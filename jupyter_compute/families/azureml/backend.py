@@ -32,7 +32,7 @@ from ...core.models import Node, Size, Spec, State, Target, Usage
 from ...core.backend import Backend, KindSpec, OperationContext, Outcome, stored_target
 from ...core.route import HereRoute, Route
 
-log = logging.getLogger("jupyter_compute.azureml")
+log = logging.getLogger(__name__)
 
 SIZES_TTL = 600.0
 
@@ -399,7 +399,7 @@ class AzureMLBackend(Backend):
     _jobs: Any = None
 
     def jobs(self):
-        """The workspace's jobs (azure/jobs.py), sharing this backend's client and credential."""
+        """The workspace's jobs (``jobs``), sharing this backend's client and credential."""
         if self._jobs is None:
             from .jobs import AzureJobs
             self._jobs = AzureJobs(self.arm)

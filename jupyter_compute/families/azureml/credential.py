@@ -8,7 +8,7 @@ import os
 from typing import Any, Callable
 from urllib.parse import urlparse
 
-log = logging.getLogger("jupyter_compute.azure")
+log = logging.getLogger(__name__)
 
 #: The environment variables that name a CA bundle, in the order they are honoured.
 CA_BUNDLE_VARS = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")

@@ -7,7 +7,7 @@ import logging
 import os
 import re
 
-log = logging.getLogger("jupyter_compute.azure")
+log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 SUBFOLDERS = ("", ".azureml", "aml_config")

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, Protocol
 from urllib.parse import urlsplit
 
-log = logging.getLogger("jupyter_compute.azure")
+log = logging.getLogger(__name__)
 
 #: Where a compute instance keeps its name and domain (``instance=…``, ``domainsuffix=…``).
 NBVM_PATH = "/mnt/azmnt/.nbvm"

@@ -27,7 +27,7 @@ from ...core.route import (BatchOutput, Capabilities, ExecutionError, ExecutionR
 if TYPE_CHECKING:
     from .jobs import AzureJobs
 
-log = logging.getLogger("jupyter_compute.execution")
+log = logging.getLogger(__name__)
 
 #: How long an interrupted cell waits for Azure to report its job Canceled.
 CANCEL_WAIT = 120.0

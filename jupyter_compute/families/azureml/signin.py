@@ -17,7 +17,7 @@ from typing import Any
 from ...core.errors import BackendRefused, InvalidRequest, NotFound, Unavailable
 from .credential import SignInCancelled, arm_scope, device_code_credential
 
-log = logging.getLogger("jupyter_compute.azure")
+log = logging.getLogger(__name__)
 
 PENDING, SIGNED_IN, FAILED, EXPIRED, CANCELLED = "pending", "signed_in", "failed", "expired", "cancelled"
 

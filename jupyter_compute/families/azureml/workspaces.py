@@ -16,7 +16,7 @@ from ...core.registry import WorkspaceProvider
 from ...core.workspace import Workspace
 from .config import AzureML
 
-log = logging.getLogger("jupyter_compute.azure")
+log = logging.getLogger(__name__)
 
 NAME_RULES = {
     "subscription_id": (re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"),

@@ -1,7 +1,7 @@
 """Dask clusters: ``dask-cluster``, a local cluster managed here, and ``dask``, an existing cluster attached by address.
 
 A ``dask-cluster`` runs a real scheduler and worker processes under a detached supervisor
-(``dask_supervisor``) that scales them adaptively between min_nodes and max_nodes, keeps a
+(``supervisor``) that scales them adaptively between min_nodes and max_nodes, keeps a
 snapshot of its workers in the store and outlives the server or CLI call that started it. Its
 scheduler speaks TLS with a certificate only this user can read, so no other local account can
 send it code. A ``dask`` target is any scheduler reachable at a ``tcp://`` or ``tls://`` address

@@ -29,7 +29,7 @@ from ...core.route import (BatchOutput, Capabilities, ExecutionError, ExecutionR
 
 from .on_worker import FUNCTIONS as _W
 
-log = logging.getLogger("jupyter_compute.execution")
+log = logging.getLogger(__name__)
 
 #: After an interrupt, how long a cell's thread has to stop before its worker is restarted.
 INTERRUPT_GRACE = 1.5

@@ -39,7 +39,7 @@ SNAPSHOT_REFRESH = 10.0
 MAX_LEASE = 600.0
 CLOSE_TIMEOUT = 15.0
 
-log = logging.getLogger("jupyter_compute.dask_supervisor")
+log = logging.getLogger(__name__)
 
 
 def write_certificates(folder: str):

@@ -2,7 +2,7 @@
 
 Attach proves the server answers ``/api/status`` with the credentials; start and stop create and
 shut down one kernel through its REST API; cells reach that kernel over the server's channels
-websocket (``execution.websocket``). Credentials live in the secret store (``secrets``), never in
+websocket (``transport.websocket``). Credentials live in the secret store (``core.secrets``), never in
 the sqlite store, a Target, an event or a log line. A server that goes away shows as ``unknown``;
 when it returns, the next cell reconnects, or starts a new kernel and says the namespace was lost.
 """
@@ -26,7 +26,7 @@ from ...transport.jupyter_client import (Authorizer, CredentialsRefused, Jupyter
                                          normalise_url)
 from ...transport.websocket import WebsocketRoute
 
-log = logging.getLogger("jupyter_compute.remote_jupyter")
+log = logging.getLogger(__name__)
 
 KIND = "jupyter"
 SECRET_FIELDS = ("token", "authorization")

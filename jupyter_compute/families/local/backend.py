@@ -2,7 +2,7 @@
 
 ``this-machine`` (kind ``local``) is always there. A ``local-kernel`` is a persistent ipykernel
 with its own interpreter and environment, the local counterpart of an Azure ML compute
-instance. Each runs under a small detached supervisor (``local_supervisor``) that owns the
+instance. Each runs under a small detached supervisor (``supervisor``) that owns the
 kernel process, enforces the memory limit and idle shutdown, and records in the store when the
 kernel answers or dies, so the kernel outlives the server, CLI call or notebook that started it.
 """

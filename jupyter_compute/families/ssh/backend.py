@@ -3,7 +3,7 @@ started there and reached through one SSH connection.
 
 Attach checks the host key against known_hosts (nothing is trusted silently: an unknown key is
 refused with its fingerprint until the user accepts exactly that fingerprint), logs in, and
-looks at the machine. Start hands the target to a detached supervisor (``ssh_supervisor``) that
+looks at the machine. Start hands the target to a detached supervisor (``supervisor``) that
 holds the connection, runs the kernel on the remote's loopback, carries its channels to local
 loopback ports, and keeps the link alive; the target outlives the server or CLI that started it.
 """
@@ -31,7 +31,7 @@ from ...core import processes as procs
 from ...core.errors import BackendRefused, ComputeError, InvalidRequest, Unavailable
 from ...core.models import SECRET, Node, Size, Spec, State, Target, utcnow
 from ...core.secrets import for_store
-from . import on_remote as _ssh_remote
+from . import on_remote
 from ...core.backend import Backend, KindSpec, OperationContext, Outcome, stored_target
 from ...core.route import Route
 
@@ -47,7 +47,7 @@ STOP_GRACE = 30.0
 
 KNOWN_HOSTS_FILE = "ssh_known_hosts"
 SECRET_FIELDS = ("password",)
-REMOTE_SOURCE = inspect.getsource(_ssh_remote)
+REMOTE_SOURCE = inspect.getsource(on_remote)
 FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9._-]{0,252}[A-Za-z0-9_])?$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -33,7 +33,7 @@ from ...core.store import Store
 from .backend import (CONNECT_TIMEOUT, REMOTE_SOURCE, Link, connect, known_hosts_path, no_ipykernel_message,
                   remote_command, run_remote)
 
-log = logging.getLogger("jupyter_compute.ssh")
+log = logging.getLogger(__name__)
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 #: How long a cut link is retried before the target is marked failed (the remote kernel runs on).
