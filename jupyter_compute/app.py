@@ -11,11 +11,14 @@ from tornado.ioloop import IOLoop
 
 from .handlers import HANDLERS
 from .core.models import Operation
+from .core.kernels import sync_kernelspecs
 from .core.workspace import Compute
+from .kernels.provisioner import use_compute
 
 EVENTS = Path(__file__).parent / "events"
 TARGET_EVENT = "https://events.jupyter.org/jupyter_compute/target/v1"
 OPERATION_EVENT = "https://events.jupyter.org/jupyter_compute/operation/v1"
+KERNELSPECS_EVENT = "https://events.jupyter.org/jupyter_compute/kernelspecs/v1"
 FEED_INTERVAL = 0.1
 
 
@@ -28,9 +31,12 @@ class ComputeApp(ExtensionApp):
         self.compute = Compute.from_config(self.config, start_dir=self.serverapp.root_dir)
         self.settings["jupyter_compute"] = self.compute
         self.compute.attach_server(self.serverapp)
+        # Kernels on targets started by this server go through this server's core.
+        use_compute(self.compute)
         logger = self.serverapp.event_logger
-        for schema in ("target.yaml", "operation.yaml"):
+        for schema in ("target.yaml", "operation.yaml", "kernelspecs.yaml"):
             logger.register_event_schema(EVENTS / schema)
+        self._targets_changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._emit_queue: asyncio.Queue | None = None
         IOLoop.current().add_callback(self._start_watchers)
@@ -47,7 +53,7 @@ class ComputeApp(ExtensionApp):
         # Changes this process makes are emitted at once; others' are found by tailing the feed.
         self.compute.sync_store.add_listener(lambda change: loop.call_soon_threadsafe(queue.put_nowait, change))
         self._tasks = [asyncio.create_task(self._emitter()), asyncio.create_task(self._tail_feed()),
-                       asyncio.create_task(self._monitor())]
+                       asyncio.create_task(self._monitor()), asyncio.create_task(self._kernelspecs())]
 
     async def _emitter(self) -> None:
         store = self.compute.store
@@ -63,6 +69,7 @@ class ComputeApp(ExtensionApp):
                             "status": op.status.value, "progress": op.progress,
                             "error": (op.error or {}).get("message")})
                 else:
+                    self._targets_changed.set()
                     row = await store.get_target(change["workspace"], change["name"])
                     self.serverapp.event_logger.emit(schema_id=TARGET_EVENT, data={
                         "workspace": change["workspace"], "name": change["name"],
@@ -87,6 +94,22 @@ class ComputeApp(ExtensionApp):
             except Exception:
                 self.log.exception("jupyter_compute: reading the change feed failed")
                 await asyncio.sleep(FEED_INTERVAL)
+
+    async def _kernelspecs(self) -> None:
+        """Keep the kernelspecs of targets in step with them, and tell the browsers when they change."""
+        self._targets_changed.set()
+        while True:
+            await self._targets_changed.wait()
+            self._targets_changed.clear()
+            try:
+                written, removed = await sync_kernelspecs(self.compute)
+                if written or removed:
+                    self.serverapp.event_logger.emit(schema_id=KERNELSPECS_EVENT,
+                                                     data={"written": written, "removed": removed})
+            except Exception:
+                self.log.exception("jupyter_compute: could not write the kernelspecs of targets")
+            # Changes come in bursts (an operation's steps): one write covers a burst.
+            await asyncio.sleep(0.2)
 
     async def _monitor(self) -> None:
         interval = self.compute.settings.compute.monitor_interval

@@ -14,6 +14,7 @@ from .errors import InvalidRequest
 from .models import KindInfo, Node, Size, Spec, State, Target, Usage, check_name
 
 if TYPE_CHECKING:
+    from .kernels import KernelSpecInfo, TargetKernel
     from .route import Route
     from .store import AsyncStore
 
@@ -132,6 +133,16 @@ class Backend(abc.ABC):
         """An unopened route to a running target (see core.route), which ``Workspace.open_route``
         opens, or reuses while its ``key`` is unchanged."""
         raise InvalidRequest(f"cells cannot be sent to '{target.name}' ({target.kind})",
+                             reason="unsupported_operation")
+
+    def kernel_specs(self, row: dict) -> list["KernelSpecInfo"]:
+        """The kernels a stored target offers (see core.kernels); none unless its family hosts kernels.
+        Reads only the stored row: kernelspecs are written often and must never wait on the target."""
+        return []
+
+    async def kernel(self, target: Target, variant: str = "") -> "TargetKernel":
+        """A new kernel on a running target, for one notebook (see core.kernels)."""
+        raise InvalidRequest(f"'{target.name}' ({target.kind}) cannot run a kernel of its own",
                              reason="unsupported_operation")
 
     async def field_choices(self, kind: str, field: str) -> dict[str, Any] | None:

@@ -62,8 +62,16 @@ class ComputeConfig(Configurable):
         Unicode(), default_value=[],
         help="Names of installed families not to load (see 'jupyter compute kinds' for the families).").tag(config=True)
 
+    kernelspec_dir = Unicode(
+        "", help="Folder the kernelspecs of targets are written to, so that every Jupyter client finds them; "
+                 "empty: the 'kernels' folder of the Jupyter data directory (where 'ipykernel install --user' "
+                 "writes).").tag(config=True)
+
     def effective_db_path(self) -> str:
         return os.environ.get("JUPYTER_COMPUTE_DB") or self.db_path
+
+    def effective_kernelspec_dir(self) -> str:
+        return self.kernelspec_dir or os.path.join(jupyter_data_dir(), "kernels")
 
 
 def load_config(extra: Config | None = None, config_dirs: list[str] | None = None) -> Config:

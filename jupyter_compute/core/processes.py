@@ -139,3 +139,25 @@ def remove_quietly(path: str | None) -> None:
             os.remove(path)
         except OSError:
             pass
+
+
+def kernel_connection(path: str) -> dict | None:
+    """The connection file a kernel wrote once it bound its ports; None until it is complete."""
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    ports = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+    return info if all(info.get(p) for p in ports) and info.get("key") else None
+
+
+def tail_of(path: str, n: int = 4000) -> str:
+    """The last ``n`` bytes of a log file, as text; "" when there is none."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - n))
+            return f.read().decode(errors="replace").strip()
+    except OSError:
+        return ""

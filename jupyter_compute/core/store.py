@@ -72,6 +72,19 @@ MIGRATIONS: list[str] = [
         created TEXT NOT NULL
     );
     """,
+    # 3: kernels started on targets for notebooks, so each can be found and ended with its target
+    """
+    CREATE TABLE kernels (
+        id TEXT PRIMARY KEY,
+        workspace TEXT NOT NULL,
+        target TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        process TEXT,
+        runtime TEXT NOT NULL DEFAULT '{}',
+        started TEXT NOT NULL
+    );
+    CREATE INDEX kernels_by_target ON kernels (workspace, target);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_MS = 30_000
@@ -392,6 +405,43 @@ class Store:
     def remove_workspace(self, ws_id: str) -> bool:
         with self.write() as c:
             return bool(c.execute("DELETE FROM workspaces WHERE id = ?", (ws_id,)).rowcount)
+
+
+    # -- kernels started on targets for notebooks (core.kernels) --------------------------------------
+    def add_kernel(self, kernel_id: str, workspace: str, target: str, owner: str, *,
+                   process: str | None = None, runtime: dict | None = None) -> None:
+        with self.write() as c:
+            c.execute("INSERT OR REPLACE INTO kernels (id, workspace, target, owner, process, runtime, started) "
+                      "VALUES (?,?,?,?,?,?,?)", (kernel_id, workspace, target, owner, process,
+                                                 json.dumps(runtime or {}), _ts(utcnow())))
+
+    def update_kernel(self, kernel_id: str, **runtime: Any) -> None:
+        """Merge ``runtime`` into the kernel's record (its reason for ending, say)."""
+        with self.write() as c:
+            r = c.execute("SELECT runtime FROM kernels WHERE id = ?", (kernel_id,)).fetchone()
+            if r is not None:
+                c.execute("UPDATE kernels SET runtime = ? WHERE id = ?",
+                          (json.dumps({**json.loads(r["runtime"]), **runtime}), kernel_id))
+
+    def get_kernel(self, kernel_id: str) -> dict | None:
+        r = self._conn().execute("SELECT * FROM kernels WHERE id = ?", (kernel_id,)).fetchone()
+        return _row_kernel(r) if r else None
+
+    def list_kernels(self, workspace: str | None = None, target: str | None = None) -> list[dict]:
+        q, args = "SELECT * FROM kernels", []
+        if workspace is not None:
+            q += " WHERE workspace = ?" + (" AND target = ?" if target is not None else "")
+            args = [workspace] + ([target] if target is not None else [])
+        return [_row_kernel(r) for r in self._conn().execute(q + " ORDER BY started", args).fetchall()]
+
+    def remove_kernel(self, kernel_id: str) -> bool:
+        with self.write() as c:
+            return bool(c.execute("DELETE FROM kernels WHERE id = ?", (kernel_id,)).rowcount)
+
+
+def _row_kernel(r: sqlite3.Row) -> dict[str, Any]:
+    return {"id": r["id"], "workspace": r["workspace"], "target": r["target"], "owner": r["owner"],
+            "process": r["process"], "runtime": json.loads(r["runtime"]), "started": r["started"]}
 
 
 class AsyncStore:

@@ -21,6 +21,7 @@ from . import processes as procs
 from .backend import Backend, KindSpec, OperationContext, Outcome, SpecChanged
 from .config import ComputeConfig, load_config
 from .errors import ComputeError, ConfirmationRequired, Conflict, InvalidRequest, NotFound
+from .kernels import TargetKernel, reconcile_kernels, sync_kernelspecs
 from .registry import Family, WorkspaceProvider, load_families
 from .route import Route
 from .models import KindInfo, Node, Operation, Size, State, Target, Usage, WorkspaceInfo
@@ -72,6 +73,8 @@ class Workspace:
         self._owner = procs.identity()
         self._start_slots = asyncio.Semaphore(max(1, settings.compute.max_concurrent_starts))
         self._slot_holders: set[asyncio.Task] = set()
+        #: Called once an operation of this process has changed a target (the kernelspecs follow).
+        self.on_targets_changed: Callable[[], Any] | None = None
         #: Routes this process opened, by target, reused while their key is unchanged.
         self._routes: dict[str, Route] = {}
         self._route_locks: dict[str, asyncio.Lock] = {}
@@ -125,6 +128,17 @@ class Workspace:
 
     async def get(self, name: str) -> Target:
         return (await self._locate(name))[1]
+
+    async def kernel_specs(self) -> list[tuple[str, list]]:
+        """(target, the kernels it offers) for each stored target of this workspace."""
+        out = []
+        for row in await self.store.list_targets(self.id):
+            pair = self._kinds.get(row["kind"])
+            if pair is not None:
+                infos = pair[0].kernel_specs(row)
+                if infos:
+                    out.append((row["name"], infos))
+        return out
 
     async def field_choices(self, kind: Any, field: str) -> dict[str, Any]:
         """What to offer for a spec field of ``kind`` (for example the key files a key field can name)."""
@@ -245,6 +259,30 @@ class Workspace:
                            reason="not_running", details={"state": t.state.value, "target": t.name})
         return t
 
+    # -- kernels -----------------------------------------------------------------------------------
+    async def start_kernel(self, name: str, kernel_id: str, *, env: dict[str, str] | None = None,
+                           variant: str = "", start: bool = False, progress: ProgressFn | None = None,
+                           connection: dict | None = None) -> tuple["TargetKernel", dict]:
+        """Start a new kernel on target ``name`` for one notebook; (the kernel, its connection info).
+
+        The target itself is started first under ``start`` (with each step to ``progress``); a
+        target that is gone or not running is refused in words that say what happened.
+        """
+        try:
+            b, t = await self._locate(name)
+        except NotFound:
+            raise NotFound(f"target '{name}' no longer exists in workspace '{self.id}': choose another kernel",
+                           reason="target_gone") from None
+        if t.state != State.running:
+            if not start:
+                last = f": {t.errors[-1].message}" if t.errors else ""
+                raise Conflict(f"target '{name}' is {t.state.value}{last}; start it, or restart the kernel to "
+                               "start it", reason="not_running", details={"state": t.state.value, "target": name})
+            t = await self._running(b, t, start=True, progress=progress)
+        kernel = await b.kernel(t, variant)
+        info = await kernel.start(kernel_id, dict(env or {}), connection)
+        return kernel, info
+
     def route_if_open(self, name: str) -> Route | None:
         """The route this process has open to ``name``, if any (nothing is opened)."""
         route = self._routes.get(name)
@@ -282,12 +320,17 @@ class Workspace:
         op = await self.store.begin_operation(
             self.id, name, action, self._owner, is_stale,
             new_target={"kind": kind, "managed": ks.managed, "spec": model.public(), "state": State.creating.value})
+        self._targets_changed()
 
         def work(ctx: OperationContext) -> Awaitable[Any]:
             if attach:
                 return backend.attach(name, kind, model, ctx)
             return self._starting(ctx, lambda: backend.create(name, kind, model, ctx))
         return await self._drive(op, work, wait, on_progress, forget_on_failure=attach)
+
+    def _targets_changed(self) -> None:
+        if self.on_targets_changed is not None:
+            self.on_targets_changed()
 
     async def _starting(self, ctx: OperationContext, start: Callable[[], Awaitable[Any]]) -> Any:
         """Run a create, start or restart in one of ``max_concurrent_starts`` slots, held for the whole
@@ -345,6 +388,7 @@ class Workspace:
         for _ in range(UPDATE_TRIES):
             try:
                 await b.update(t, changes)
+                self._targets_changed()
                 return await self.get(name)
             except SpecChanged:
                 t = await self.get(name)
@@ -453,6 +497,8 @@ class Workspace:
                 await self._fail(name, op_id, {"message": f"{op['action']} failed: {type(e).__name__}: {e}",
                                                "reason": "internal_error"},
                                  forget=forget_on_failure, previous=previous)
+            finally:
+                self._targets_changed()
 
         task = asyncio.get_running_loop().create_task(body())
         self._tasks.add(task)
@@ -505,6 +551,9 @@ class Workspace:
         await self.store.fail_stale_operations(is_stale)
         for b in self.backends:
             await b.reconcile()
+        if await self.store.list_kernels(self.id):
+            names = {r["name"] for r in await self.store.list_targets(self.id)}
+            await asyncio.to_thread(reconcile_kernels, self.store.sync, self.id, names)
 
     async def join(self) -> None:
         """Wait for this process's operations (the CLI does, before it exits)."""
@@ -561,6 +610,9 @@ class Compute:
             LOCAL_WORKSPACE, "local", "This machine: local kernels, clusters and remote machines you attach",
             self.store, settings, local_backends)
         self._sources[LOCAL_WORKSPACE] = "builtin"
+        self._workspaces[LOCAL_WORKSPACE].on_targets_changed = self.kernelspecs_changed
+        self._kernelspec_sync: asyncio.Task | None = None
+        self._kernelspec_again = False
         for f in self.families:
             if f.workspaces is not None:
                 provider = f.workspaces(self)
@@ -584,6 +636,7 @@ class Compute:
                     continue
                 alias = provider.alias(cfg, set(self._workspaces))
                 self._workspaces[alias] = provider.make(alias, cfg, source)
+                self._workspaces[alias].on_targets_changed = self.kernelspecs_changed
                 self._sources[alias] = source
                 known[key] = alias
 
@@ -692,6 +745,10 @@ class Compute:
                 raise other.no_sign_in(workspace)
         raise InvalidRequest(f"workspace '{workspace.id}' has no interactive sign-in", reason="no_sign_in")
 
+    def each_workspace(self) -> list[Workspace]:
+        """Every workspace known to this process, as it is now (no refresh)."""
+        return list(self._workspaces.values())
+
     def workspaces(self) -> list[WorkspaceInfo]:
         default = self.default_workspace_id()
         return [w.info(default=w.id == default) for w in self._workspaces.values()]
@@ -706,11 +763,34 @@ class Compute:
         """Check this machine's targets; remote workspaces are read live, so they need no check."""
         await self._workspaces[LOCAL_WORKSPACE].reconcile()
 
+    # -- kernelspecs ---------------------------------------------------------------------------------
+    def kernelspecs_changed(self) -> None:
+        """Targets changed: bring their kernelspecs in step soon (one sync for a burst of changes)."""
+        if self._kernelspec_sync is not None and not self._kernelspec_sync.done():
+            self._kernelspec_again = True
+            return
+        self._kernelspec_sync = asyncio.get_running_loop().create_task(self._sync_kernelspecs())
+
+    async def _sync_kernelspecs(self) -> None:
+        while True:
+            self._kernelspec_again = False
+            try:
+                await sync_kernelspecs(self)
+            except Exception:
+                log.exception("jupyter_compute: could not write the kernelspecs of targets")
+            if not self._kernelspec_again:
+                return
+
     async def join(self) -> None:
         for w in self._workspaces.values():
             await w.join()
+        if self._kernelspec_sync is not None:
+            await self._kernelspec_sync
 
     async def close(self) -> None:
+        if self._kernelspec_sync is not None:
+            with contextlib.suppress(Exception):
+                await self._kernelspec_sync
         for provider in self._providers.values():
             await provider.close()
         for w in self._workspaces.values():

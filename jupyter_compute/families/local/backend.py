@@ -27,9 +27,11 @@ from ...core import processes as procs
 from ...core.errors import Conflict
 from ...core.models import Node, Size, Spec, State, Target, Usage, utcnow
 from ...core.backend import Backend, KindSpec, OperationContext, Outcome, stored_target
+from ...core.kernels import KernelSpecInfo, TargetKernel, end_recorded_kernels
 from ...core.route import HereRoute, Route
 
 THIS_MACHINE = "this-machine"
+_VERSION = ".".join(map(str, sys.version_info[:2]))
 #: Seconds one probe of this machine (memory, load, GPUs) serves every list and get that asks.
 MACHINE_PROBE_TTL = 1.0
 
@@ -289,21 +291,41 @@ class LocalBackend(Backend):
                 "--ready-timeout", str(cfg.kernel_ready_timeout)]
         return await self.hand_off(ctx, argv, "kernel supervisor")
 
-    async def stop(self, target: Target, ctx: OperationContext) -> Outcome:
+    async def stop(self, target: Target, ctx: OperationContext, *, why: str = "stopped") -> Outcome:
         row = await self.store.get_target(self.workspace_id, target.name)
         rt = row["runtime"] if row else {}
         await ctx.progress("shutting the kernel down")
+        await procs.off_loop(end_recorded_kernels, self.store.sync, self.workspace_id, target.name,
+                             f"the target '{target.name}' was {why}")
         await procs.off_loop(_terminate, rt)
         procs.remove_quietly(rt.get("connection_file"))
         return Outcome(State.stopped, runtime={})
 
     async def restart(self, target: Target, ctx: OperationContext) -> Outcome:
-        await self.stop(target, ctx)
+        await self.stop(target, ctx, why="restarted")
         await self.store.update_target(self.workspace_id, target.name, runtime={})
         return await self.start(target, ctx)
 
     async def delete(self, target: Target, ctx: OperationContext) -> None:
-        await self.stop(target, ctx)
+        await self.stop(target, ctx, why="deleted")
+
+    # -- kernels for notebooks ---------------------------------------------------------------------
+    def kernel_specs(self, row: dict) -> list[KernelSpecInfo]:
+        if row["kind"] != "local-kernel":
+            return []
+        spec, rt = row.get("spec") or {}, row.get("runtime") or {}
+        python = spec.get("python") or sys.executable
+        version = rt.get("python_version") or (_VERSION if python == sys.executable else None)
+        label = f"Python {version}" if version else "Python"
+        return [KernelSpecInfo(f"{label} · {row['name']} (local kernel)",
+                               metadata={"kind": row["kind"], "python": python})]
+
+    async def kernel(self, target: Target, variant: str = "") -> TargetKernel:
+        from .kernels import LocalTargetKernel
+        if target.kind != "local-kernel":
+            return await super().kernel(target, variant)
+        row = await self.store.get_target(self.workspace_id, target.name)
+        return LocalTargetKernel(self, target, row)
 
     async def reconcile(self) -> None:
         """Bring the store in line with the processes: a kernel killed from outside, or a target

@@ -18,6 +18,7 @@ import traceback
 import uuid
 
 from ...core import processes as procs
+from ...core.kernels import end_recorded_kernels
 from ...core.models import utcnow
 from ...core.store import Store
 
@@ -35,6 +36,7 @@ class Supervisor:
         self.kernel_ident: str | None = None
         self.stopping = threading.Event()
         self.busy = False
+        self.python_version: str | None = None
         self.last_activity = time.time()
         self._activity_written = 0.0
 
@@ -87,11 +89,22 @@ class Supervisor:
         if not self.wait_ready(conn_file, log_file, python):
             return 1
         self.store.update_target(self.ws, self.name, expect_runtime={"supervisor": self.ident},
-                                 state="running", errors=[], provider_state=None)
+                                 state="running", errors=[], provider_state=None,
+                                 runtime_merge={"python_version": self.python_version})
         if self.op:
             self.store.finish_operation(self.op, progress="running")
             self.op = None
-        return self.watch(conn_file, spec)
+        try:
+            return self.watch(conn_file, spec)
+        finally:
+            # The notebooks' kernels on this target go with it, saying why.
+            row = self.store.get_target(self.ws, self.name) or {}
+            why = {"idle shutdown": "stopped after its idle time"}.get(row.get("provider_state") or "", None)
+            errors = row.get("errors") or []
+            reason = (f"the target '{self.name}' {why}" if why else
+                      f"the target '{self.name}' stopped: {errors[-1]['message']}" if errors else
+                      f"the target '{self.name}' was stopped")
+            end_recorded_kernels(self.store, self.ws, self.name, reason)
 
     def wait_ready(self, conn_file: str, log_file: str, python: str) -> bool:
         from jupyter_client import BlockingKernelClient
@@ -104,7 +117,7 @@ class Supervisor:
                     self.kill_kernel()
                     return False
                 if self.kernel.poll() is not None:
-                    tail = _tail(log_file)
+                    tail = procs.tail_of(log_file)
                     hint = ""
                     if "No module named ipykernel" in tail:
                         hint = f" ipykernel is not installed for {python}: run '{python} -m pip install ipykernel'."
@@ -112,7 +125,7 @@ class Supervisor:
                               f"Last output: {tail[-800:]}", "kernel_start_failed")
                     return False
                 if kc is None:
-                    info = _connection_info(conn_file)
+                    info = procs.kernel_connection(conn_file)
                     if info is None:  # the kernel has not bound its ports yet
                         time.sleep(0.05)
                         continue
@@ -123,7 +136,10 @@ class Supervisor:
                 try:
                     # Any reply proves the kernel answers; requests sent while it was still
                     # starting are all answered at once, so don't insist on the latest one.
-                    if kc.get_shell_msg(timeout=1.0)["msg_type"] == "kernel_info_reply":
+                    reply = kc.get_shell_msg(timeout=1.0)
+                    if reply["msg_type"] == "kernel_info_reply":
+                        version = (reply["content"].get("language_info") or {}).get("version") or ""
+                        self.python_version = ".".join(version.split(".")[:2]) or None
                         return True
                 except Exception:
                     continue
@@ -217,29 +233,6 @@ class Supervisor:
                 self.kernel.wait(timeout=wait)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-
-
-def _connection_info(path: str) -> dict | None:
-    """The connection file the kernel wrote, once it is complete; None before."""
-    import json
-
-    try:
-        with open(path) as f:
-            info = json.load(f)
-    except (OSError, ValueError):
-        return None
-    ports = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
-    return info if all(info.get(p) for p in ports) and info.get("key") else None
-
-
-def _tail(path: str, n: int = 4000) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - n))
-            return f.read().decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def main(argv: list[str] | None = None) -> int:

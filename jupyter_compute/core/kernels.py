@@ -1,0 +1,243 @@
+"""Targets as Jupyter kernels: the kernelspecs that name them, and the protocol of a kernel a family
+starts on a target for one notebook.
+
+Every kernel-capable target offers one or more kernelspecs (``Backend.kernel_specs``). They are
+written as ordinary kernelspec folders in the Jupyter data directory, so the Launcher, the kernel
+picker, ``jupyter kernelspec list``, nbclient and papermill all find them, each naming the
+``jupyter-compute`` kernel provisioner and its target. ``sync_kernelspecs`` keeps the folders in
+step with the store; every face that changes targets calls it.
+
+Choosing such a kernel starts a ``TargetKernel`` (``Backend.kernel``): a fresh kernel on the target
+for that notebook, never the target itself, recorded in the store so it is found and ended when its
+target goes or the process that started it dies.
+"""
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .workspace import Compute
+
+log = logging.getLogger(__name__)
+
+#: The provisioner's name in kernelspecs (the ``jupyter_client.kernel_provisioners`` entry point).
+PROVISIONER = "jupyter-compute"
+#: Kernelspec folders written here start with this, and hold ``MARKER`` in their metadata.
+PREFIX = "compute-"
+MARKER = "jupyter_compute"
+_UNSAFE = re.compile(r"[^a-z0-9._-]+")
+
+
+@dataclass
+class KernelSpecInfo:
+    """One kernel a target offers: what the Launcher and kernel picker show, and how to start it."""
+    display_name: str
+    language: str = "python"
+    #: Distinguishes several kernels of one target (a remote server's kernelspec names); "" for one.
+    variant: str = ""
+    #: "signal" (SIGINT to the process) or "message" (an interrupt_request on the control channel).
+    interrupt_mode: str = "signal"
+    #: Shown in the Launcher's "Compute" section.
+    category: str = "Compute"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def spec_name(workspace: str, target: str, variant: str = "") -> str:
+    """The kernelspec name of a target's kernel: ``compute-NAME`` in the local workspace."""
+    parts = [target] if workspace == "local" else [workspace, target]
+    if variant:
+        parts.append(variant)
+    return PREFIX + _UNSAFE.sub("_", "-".join(parts).lower())
+
+
+def kernel_json(workspace: str, target: str, info: KernelSpecInfo, db_path: str) -> dict[str, Any]:
+    """The kernel.json of one kernel of a target. The command line is only what a client without
+    provisioners would run: one that explains how to use the kernel."""
+    import sys
+
+    return {
+        "argv": [sys.executable, "-m", "jupyter_compute.kernels.unprovisioned", "{connection_file}"],
+        "display_name": info.display_name,
+        "language": info.language,
+        "interrupt_mode": info.interrupt_mode,
+        "metadata": {
+            "kernel_provisioner": {
+                "provisioner_name": PROVISIONER,
+                "config": {"workspace": workspace, "target": target, "variant": info.variant, "store": db_path},
+            },
+            MARKER: {"workspace": workspace, "target": target, "variant": info.variant, "store": db_path,
+                     "category": info.category, **info.metadata},
+        },
+    }
+
+
+def kernels_dir(settings: Any) -> str:
+    return settings.compute.effective_kernelspec_dir()
+
+
+def _ours(path: str, db_path: str) -> bool:
+    """Whether the kernelspec folder ``path`` was written for the store at ``db_path``."""
+    try:
+        with open(os.path.join(path, "kernel.json")) as f:
+            meta = (json.load(f).get("metadata") or {}).get(MARKER) or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    return meta.get("store") == db_path
+
+
+def _write(folder: str, spec: dict) -> bool:
+    """Write ``spec`` as ``folder``/kernel.json unless it is already that; True if it changed."""
+    path = os.path.join(folder, "kernel.json")
+    text = json.dumps(spec, indent=1, sort_keys=True)
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return False
+    except OSError:
+        pass
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".kernel-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+    return True
+
+
+async def expected_kernelspecs(compute: "Compute") -> dict[str, dict]:
+    """name -> kernel.json of every kernel the targets of this store offer now."""
+    db_path = os.path.abspath(compute.settings.compute.effective_db_path())
+    wanted: dict[str, dict] = {}
+    for ws in compute.each_workspace():
+        for target, infos in await ws.kernel_specs():
+            for info in infos:
+                name = spec_name(ws.id, target, info.variant)
+                if name in wanted:  # names differ only in case: the first keeps the kernel
+                    log.warning("jupyter_compute: two targets would share the kernel name %s; %s has none", name,
+                                target)
+                    continue
+                wanted[name] = kernel_json(ws.id, target, info, db_path)
+    return wanted
+
+
+def write_kernelspecs(directory: str, db_path: str, wanted: dict[str, dict]) -> tuple[list[str], list[str]]:
+    """Make ``directory`` hold exactly ``wanted`` among the folders of this store; (written, removed).
+    Blocking: call it off the event loop."""
+    written, removed = [], []
+    os.makedirs(directory, exist_ok=True)
+    for name, spec in wanted.items():
+        if _write(os.path.join(directory, name), spec):
+            written.append(name)
+    for entry in os.listdir(directory):
+        folder = os.path.join(directory, entry)
+        if entry.startswith(PREFIX) and entry not in wanted and _ours(folder, db_path):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(entry)
+    return written, removed
+
+
+async def sync_kernelspecs(compute: "Compute") -> tuple[list[str], list[str]]:
+    """Bring the kernelspec folders of this store in step with its targets; (written, removed)."""
+    import asyncio
+
+    wanted = await expected_kernelspecs(compute)
+    db_path = os.path.abspath(compute.settings.compute.effective_db_path())
+    return await asyncio.to_thread(write_kernelspecs, kernels_dir(compute.settings), db_path, wanted)
+
+
+class KernelGone(Exception):
+    """The kernel ended; ``reason`` says why in words a person can act on."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TargetKernel(abc.ABC):
+    """A kernel a family starts on a target for one notebook (``Backend.kernel``).
+
+    ``start`` returns the kernel's connection info, reachable from this machine's loopback; the
+    kernel's channels then go straight to it. The rest is what jupyter_client's provisioner API asks
+    of the far side. ``reason`` says why the kernel ended, once it has.
+    """
+
+    #: Why the kernel ended, when it did not end because it was asked to.
+    reason: str | None = None
+
+    @abc.abstractmethod
+    async def start(self, kernel_id: str, env: dict[str, str], connection: dict | None = None) -> dict[str, Any]:
+        """Start the kernel; its connection info (ip, ports, key, transport, signature_scheme).
+
+        ``connection`` is the info of the kernel this one replaces (a restart): clients still
+        connected to it keep working when the new kernel takes its ports and key again."""
+
+    @abc.abstractmethod
+    async def poll(self) -> int | None:
+        """None while the kernel runs; its exit code (negative: the signal) once it has ended."""
+
+    @abc.abstractmethod
+    async def send_signal(self, signum: int) -> None:
+        """Deliver a signal to the kernel (SIGINT interrupts it)."""
+
+    @abc.abstractmethod
+    async def stop(self, *, force: bool = False) -> None:
+        """End the kernel (``force``: at once); the target itself keeps running."""
+
+    @abc.abstractmethod
+    async def cleanup(self) -> None:
+        """Release what the kernel held here (files, tunnels, its record in the store)."""
+
+    def info(self) -> dict[str, Any]:
+        """What another process needs to find this kernel again (``restore``)."""
+        return {}
+
+    def restore(self, info: dict[str, Any]) -> None:
+        """Take up a kernel ``info`` describes."""
+
+
+def end_recorded_kernels(store: Any, workspace: str, target: str | None, reason: str, *,
+                         only: Any = None, grace: float = 3.0) -> list[str]:
+    """End the kernels the store records for ``target`` (all of the workspace's when None) that run
+    on this machine, saying ``reason``; their records stay for their owners to read the reason and
+    remove. ``only`` picks among the records. Blocking: supervisors call it, async code off the loop."""
+    from . import processes
+
+    ended = []
+    for row in store.list_kernels(workspace, target):
+        if only is not None and not only(row):
+            continue
+        if not (row.get("runtime") or {}).get("reason"):
+            store.update_kernel(row["id"], reason=reason)
+        if row.get("process") and processes.alive(row["process"]):
+            processes.terminate(None, [row["process"]], grace)
+            ended.append(row["id"])
+    return ended
+
+
+def reconcile_kernels(store: Any, workspace: str, targets: set[str]) -> list[dict]:
+    """End and forget the kernels of ``workspace`` whose target is gone or whose owner (the process
+    that started them: a Jupyter server, nbclient) has died without ending them; those it ended."""
+    from . import processes
+
+    ended = []
+    for row in store.list_kernels(workspace):
+        gone = row["target"] not in targets
+        orphaned = not processes.alive(row["owner"])
+        if not (gone or orphaned):
+            continue
+        if row.get("process") and processes.alive(row["process"]):
+            processes.terminate(None, [row["process"]], 2.0)
+            why = f"its target '{row['target']}' no longer exists" if gone else "the process that started it is gone"
+            log.warning("jupyter_compute: ended kernel %s of '%s': %s", row["id"], row["target"], why)
+            ended.append(row)
+        if orphaned or not (row.get("process") and processes.alive(row["process"])):
+            store.remove_kernel(row["id"])
+    return ended

@@ -1,0 +1,325 @@
+"""A ``local-kernel`` target as a Jupyter kernel: its kernelspec follows the target, and a client that
+names it (a kernel manager, nbclient, the Jupyter server's REST API) gets a fresh ipykernel of its own
+on the target, with everything a local ipykernel does."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+
+from jupyter_compute.core.store import Store
+from tests.support import cli, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A Jupyter data folder of the test's own: kernelspecs are written there, and read from there."""
+    path = tmp_path / "jupyter-data"
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def k1(data_dir, tmp_path):
+    """A running local-kernel target with an environment variable and a working directory of its own."""
+    work = tmp_path / "work"
+    work.mkdir()
+    r = cli("create", "k1", "--kind", "local-kernel", "--env", "GREETING=from k1", "--cwd", str(work),
+            "--output", "json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def specs() -> dict:
+    return KernelSpecManager().get_all_specs()
+
+
+def kernel_rows(db) -> list[dict]:
+    store = Store(str(db))
+    try:
+        return store.list_kernels()
+    finally:
+        store.close()
+
+
+async def started(name: str = "compute-k1") -> tuple[AsyncKernelManager, object]:
+    km = AsyncKernelManager(kernel_name=name)
+    await km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    await kc.wait_for_ready(timeout=60)
+    return km, kc
+
+
+async def run(kc, code: str, timeout: float = 30, **kw) -> tuple[dict, list[dict]]:
+    """Execute ``code``; (its reply's content, the iopub messages it caused)."""
+    msg_id = kc.execute(code, **kw)
+    outputs = []
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = await kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+        outputs.append(msg)
+    reply = await kc.get_shell_msg(timeout=timeout)
+    return reply["content"], outputs
+
+
+def text(outputs: list[dict]) -> str:
+    out = []
+    for m in outputs:
+        c = m["content"]
+        out.append(c.get("text") or (c.get("data") or {}).get("text/plain", ""))
+    return "".join(out)
+
+
+# -- the kernelspec follows the target ------------------------------------------------------------------
+def test_creating_and_deleting_a_target_adds_and_removes_its_kernel(data_dir, compute_db):
+    assert "compute-k1" not in specs()
+    assert cli("create", "k1", "--kind", "local-kernel", "--no-wait").returncode == 0
+    spec = wait_for(lambda: specs().get("compute-k1"), timeout=2, message="the kernelspec of k1")["spec"]
+    assert spec["display_name"] == f"Python {sys.version_info[0]}.{sys.version_info[1]} · k1 (local kernel)"
+    assert spec["metadata"]["kernel_provisioner"]["provisioner_name"] == "jupyter-compute"
+    assert spec["metadata"]["kernel_provisioner"]["config"]["target"] == "k1"
+    # `jupyter kernelspec list`, a separate process, sees it too.
+    out = subprocess.run([sys.executable, "-m", "jupyter_client.kernelspecapp", "list", "--json"],
+                         capture_output=True, text=True, env=os.environ, timeout=60)
+    assert "compute-k1" in json.loads(out.stdout)["kernelspecs"], out.stderr
+
+    wait_for(lambda: json.loads(cli("show", "k1", "--output", "json").stdout)["state"] == "running", timeout=60,
+             message="k1 to run")
+    assert cli("delete", "k1", "--yes").returncode == 0
+    wait_for(lambda: "compute-k1" not in specs(), timeout=2, message="the kernelspec of k1 to go")
+    assert not (data_dir / "kernels" / "compute-k1").exists()
+
+
+def test_kernelspecs_of_another_store_are_left_alone(data_dir, compute_db, tmp_path, monkeypatch):
+    assert cli("create", "mine", "--kind", "local-kernel").returncode == 0
+    other = tmp_path / "other" / "compute.db"
+    monkeypatch.setenv("JUPYTER_COMPUTE_DB", str(other))
+    assert cli("create", "theirs", "--kind", "local-kernel").returncode == 0
+    wait_for(lambda: {"compute-mine", "compute-theirs"} <= set(specs()), timeout=5, message="both kernelspecs")
+    assert cli("delete", "theirs", "--yes").returncode == 0
+    wait_for(lambda: "compute-theirs" not in specs(), timeout=5, message="the other store's kernelspec to go")
+    assert "compute-mine" in specs()
+    monkeypatch.setenv("JUPYTER_COMPUTE_DB", str(compute_db))
+    assert cli("delete", "mine", "--yes").returncode == 0
+
+
+# -- a kernel of its own, on the target -----------------------------------------------------------------
+def test_nbclient_runs_a_notebook_on_the_target_by_kernel_name(k1, compute_db):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in (
+        "import os, sys\nprint(os.getpid(), sys.executable, os.environ.get('GREETING'), os.getcwd(), sep='|')",
+        "x = 41\nx + 1",
+    )]
+    NotebookClient(nb, kernel_name="compute-k1", timeout=60).execute()
+    pid, python, greeting, cwd = nb.cells[0].outputs[0]["text"].strip().split("|")
+    assert int(pid) != k1["properties"]["kernel_pid"]  # its own kernel, not the target's
+    assert python == k1["properties"]["python"] and greeting == "from k1" and cwd.endswith("work")
+    assert nb.cells[1].outputs[0]["data"]["text/plain"] == "42"
+    # Shutting the notebook's kernel down ends that kernel only: the target runs on, and no record is left.
+    shown = json.loads(cli("show", "k1", "--output", "json").stdout)
+    assert shown["state"] == "running" and shown["properties"]["kernel_pid"] == k1["properties"]["kernel_pid"]
+    wait_for(lambda: not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE,
+             timeout=10, message="the notebook's kernel to end")
+    assert kernel_rows(compute_db) == []
+
+
+async def test_full_fidelity_completion_inspection_input_widgets_interrupt_debug(k1, compute_db):
+    km, kc = await started()
+    try:
+        rows = kernel_rows(compute_db)
+        assert [(r["target"], r["id"]) for r in rows] == [("k1", km.kernel_id)]
+        reply, _ = await run(kc, "defined_here = {'a': 1}")
+        assert reply["status"] == "ok"
+        # Completion and inspection see the kernel's own namespace.
+        kc.complete("defined_h", 9)
+        completion = (await kc.get_shell_msg(timeout=10))["content"]
+        assert "defined_here" in completion["matches"]
+        kc.inspect("defined_here", 12)
+        inspection = (await kc.get_shell_msg(timeout=10))["content"]
+        assert inspection["found"] and "dict" in inspection["data"]["text/plain"]
+
+        # input() is answered by the client.
+        msg_id = kc.execute("answer = input('who? ')\nprint('hi', answer)", allow_stdin=True)
+        request = await kc.get_stdin_msg(timeout=10)
+        assert request["content"]["prompt"] == "who? "
+        kc.input("ada")
+        reply = await kc.get_shell_msg(timeout=10)
+        assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["status"] == "ok"
+        reply, outputs = await run(kc, "print(answer)")
+        assert text(outputs) == "ada\n"
+
+        # A widget made there opens a comm here, and a change sent from here reaches the kernel.
+        reply, outputs = await run(kc, "import ipywidgets\nslider = ipywidgets.IntSlider(value=3)\nslider")
+        opened = [m for m in outputs if m["msg_type"] == "comm_open"
+                  and m["content"]["data"]["state"].get("_model_name") == "IntSliderModel"]
+        assert reply["status"] == "ok" and opened
+        comm_id = opened[0]["content"]["comm_id"]
+        kc.session.send(kc.shell_channel.socket, kc.session.msg(
+            "comm_msg", {"comm_id": comm_id, "data": {"method": "update", "state": {"value": 7},
+                                                      "buffer_paths": []}}))
+        for _ in range(50):
+            _, outputs = await run(kc, "slider.value")
+            if "7" in text(outputs):
+                break
+            await asyncio.sleep(0.05)
+        assert text(outputs) == "7"
+
+        # The control channel answers the debugger.
+        msg = kc.session.msg("debug_request", {"type": "request", "seq": 1, "command": "initialize",
+                                               "arguments": {"clientID": "test", "adapterID": "python"}})
+        kc.control_channel.send(msg)
+        debug = await kc.get_control_msg(timeout=15)
+        assert debug["msg_type"] == "debug_reply" and debug["content"].get("success") is True
+
+        # An interrupt ends a long sleep at once.
+        msg_id = kc.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(60)")
+        while True:  # interrupted once the sleep has begun, not while the request is being read
+            m = await kc.get_iopub_msg(timeout=10)
+            if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream":
+                break
+        t0 = time.monotonic()
+        await km.interrupt_kernel()
+        while True:
+            reply = await kc.get_shell_msg(timeout=10)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+        assert time.monotonic() - t0 < 2
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+    assert kernel_rows(compute_db) == []
+    assert json.loads(cli("show", "k1", "--output", "json").stdout)["state"] == "running"
+
+
+async def test_a_restart_gives_a_fresh_namespace_on_the_same_target(k1, compute_db):
+    km, kc = await started()
+    try:
+        await run(kc, "kept = 1")
+        first = kernel_rows(compute_db)[0]["runtime"]["pid"]
+        await km.restart_kernel(now=True)
+        await kc.wait_for_ready(timeout=60)
+        reply, outputs = await run(kc, "import os\nprint('kept' in globals(), os.environ['GREETING'])")
+        assert text(outputs) == "False from k1\n"
+        rows = kernel_rows(compute_db)
+        assert [r["target"] for r in rows] == ["k1"] and rows[0]["runtime"]["pid"] != first
+        assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+
+
+async def test_a_stopped_target_is_started_first_when_its_kernel_is_chosen(k1, compute_db):
+    assert cli("stop", "k1", "--yes").returncode == 0
+    km, kc = await started()
+    try:
+        reply, outputs = await run(kc, "print('up')")
+        assert text(outputs) == "up\n"
+        assert json.loads(cli("show", "k1", "--output", "json").stdout)["state"] == "running"
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+
+
+# -- clear failures, and nothing left behind ------------------------------------------------------------
+async def test_a_deleted_target_fails_the_kernel_start_at_once(k1, compute_db, data_dir):
+    spec_dir = data_dir / "kernels" / "compute-k1"
+    saved = (spec_dir / "kernel.json").read_text()
+    assert cli("delete", "k1", "--yes").returncode == 0
+    # A client that still has the kernelspec (a notebook reopened later) names the gone target.
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    (spec_dir / "kernel.json").write_text(saved)
+    km = AsyncKernelManager(kernel_name="compute-k1")
+    t0 = time.monotonic()
+    with pytest.raises(Exception, match="target 'k1' no longer exists"):
+        await km.start_kernel()
+    assert time.monotonic() - t0 < 5
+    assert kernel_rows(compute_db) == []
+
+
+async def test_stopping_the_target_ends_its_kernels_with_the_reason(k1, compute_db, caplog):
+    km, kc = await started()
+    try:
+        pid = kernel_rows(compute_db)[0]["runtime"]["pid"]
+        assert (await asyncio.to_thread(cli, "stop", "k1", "--yes")).returncode == 0
+        deadline = time.monotonic() + 10
+        while await km.is_alive():
+            assert time.monotonic() < deadline, "the kernel outlived its target"
+            await asyncio.sleep(0.1)
+        assert km.provisioner._kernel.reason == "the target 'k1' was stopped"
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        # A restart (the server's automatic one, say) does not bring a stopped target back, and says why.
+        with pytest.raises(Exception, match="target 'k1' is stopped"):
+            await km.restart_kernel(now=True)
+        assert json.loads(cli("show", "k1", "--output", "json").stdout)["state"] == "stopped"
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+
+
+async def test_the_memory_limit_holds_for_a_notebooks_kernel(data_dir, compute_db):
+    assert cli("create", "small", "--kind", "local-kernel", "--memory-limit-mb", "200").returncode == 0
+    km, kc = await started("compute-small")
+    try:
+        kc.execute("import numpy as np\nbig = np.ones(60_000_000)\nimport time\ntime.sleep(30)")
+        deadline = time.monotonic() + 20
+        while await km.is_alive():
+            assert time.monotonic() < deadline, "the kernel kept running above its memory limit"
+            await asyncio.sleep(0.1)
+        reason = km.provisioner._kernel.reason
+        assert reason.startswith("the kernel of 'small' was stopped: it used ") and "above its memory limit of 200 MB" in reason
+        assert json.loads(cli("show", "small", "--output", "json").stdout)["state"] == "running"
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+
+
+def test_a_killed_jupyter_server_leaves_no_kernel_behind(k1, compute_db, server_process):
+    server = server_process()
+    import urllib.request
+    req = urllib.request.Request(f"{server.url}/api/kernels", data=json.dumps({"name": "compute-k1"}).encode(),
+                                 method="POST", headers={"Authorization": f"token {server.token}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        kernel = json.loads(r.read())
+    rows = wait_for(lambda: kernel_rows(compute_db), timeout=10, message="the kernel's record")
+    assert rows[0]["id"] == kernel["id"]
+    pid = rows[0]["runtime"]["pid"]
+    assert psutil.pid_exists(pid)
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait(10)
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+             timeout=15, message="the kernel of the killed server to end")
+    # Its record goes with the next look at the store (any CLI call reconciles), and the target runs on.
+    shown = json.loads(cli("show", "k1", "--output", "json").stdout)
+    assert shown["state"] == "running"
+    assert kernel_rows(compute_db) == []
+
+
+async def test_the_server_lists_the_kernel_and_starts_it(k1, jp_fetch):
+    r = await jp_fetch("api", "kernelspecs")
+    body = json.loads(r.body)
+    assert "compute-k1" in body["kernelspecs"]
+    assert body["kernelspecs"]["compute-k1"]["spec"]["display_name"].endswith("· k1 (local kernel)")
+    r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "compute-k1"}))
+    kernel = json.loads(r.body)
+    assert kernel["name"] == "compute-k1"
+    await jp_fetch("api", "kernels", kernel["id"], method="DELETE")
