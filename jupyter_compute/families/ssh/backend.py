@@ -33,6 +33,7 @@ from ...core.models import SECRET, Node, Size, Spec, State, Target, utcnow
 from ...core.secrets import for_store
 from . import on_remote
 from ...core.backend import Backend, KindSpec, OperationContext, Outcome, stored_target
+from ...core.kernels import KernelSpecInfo, TargetKernel
 from ...core.route import Route
 
 #: Seconds to reach and log in to a host.
@@ -732,6 +733,18 @@ class SSHBackend(Backend):
         from .route import SSHRoute  # zmq and jupyter_client, only once a cell is sent
         return SSHRoute(connection, rt.get("control"), remote_pid=(rt.get("remote") or {}).get("pid"),
                         target=target.name)
+
+    def kernel_specs(self, row: dict) -> list[KernelSpecInfo]:
+        facts = (row.get("runtime") or {}).get("facts") or {}
+        version = ".".join(str(facts.get("python_version") or "").split(".")[:2])
+        label = f"Python {version}" if version else "Python"
+        return [KernelSpecInfo(f"{label} · {row['name']} (SSH)",
+                               metadata={"kind": row["kind"], "host": (row.get("spec") or {}).get("host")})]
+
+    async def kernel(self, target: Target, variant: str = "") -> TargetKernel:
+        from .kernels import SSHTargetKernel
+        row = await self.store.get_target(self.workspace_id, target.name)
+        return SSHTargetKernel(self, target, row)
 
     async def field_choices(self, kind: str, field: str) -> dict[str, Any] | None:
         if field != "ssh_private_key":

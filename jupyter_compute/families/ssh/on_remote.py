@@ -97,19 +97,6 @@ def runtime_dir():
     return path
 
 
-def free_ports(n):
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def alive(pid, conn_file):
     """Whether ``pid`` is still the kernel started with ``conn_file`` (a reused pid is not)."""
     try:
@@ -140,28 +127,57 @@ def launch(arg):
     ident = arg.get("id") or uuid.uuid4().hex[:12]
     conn_file = os.path.join(rdir, PREFIX + ident + ".json")
     log_file = os.path.join(rdir, PREFIX + ident + ".log")
-    shell, iopub, stdin, control, hb = free_ports(5)
-    conn = {"shell_port": shell, "iopub_port": iopub, "stdin_port": stdin, "control_port": control,
-            "hb_port": hb, "ip": "127.0.0.1", "key": uuid.uuid4().hex + uuid.uuid4().hex, "transport": "tcp",
-            "signature_scheme": "hmac-sha256", "kernel_name": ""}
-    fd = os.open(conn_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(conn, f)
     env = dict(os.environ)
     # Without a parent to poll, the kernel lives until it is told to stop.
     for k in ("JPY_PARENT_PID", "JPY_INTERRUPT_EVENT"):
         env.pop(k, None)
     env.update(arg.get("env") or {})
+    if arg.get("key"):
+        # A restart: the new kernel signs with the old one's key, so connected clients carry on.
+        # Its ports are still its own choice (0 here); it writes them back.
+        fd = os.open(conn_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"key": arg["key"], "ip": "127.0.0.1", "transport": "tcp", "signature_scheme": "hmac-sha256",
+                       "shell_port": 0, "iopub_port": 0, "stdin_port": 0, "control_port": 0, "hb_port": 0}, f)
     log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "ipykernel_launcher", "-f", conn_file],
+        # The kernel binds ports of its own choosing and writes them, with a key, to conn_file:
+        # ports chosen here and bound there could be taken in between.
+        proc = subprocess.Popen([sys.executable, "-m", "ipykernel_launcher", "-f", conn_file, "--ip=127.0.0.1"],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                 cwd=os.path.expanduser("~"), close_fds=True, start_new_session=True)
     finally:
         os.close(log)
+    conn = None
+    deadline = time.monotonic() + float(arg.get("ready", 60))
+    while time.monotonic() < deadline and proc.poll() is None:
+        conn = written_connection(conn_file)
+        if conn is not None:
+            break
+        time.sleep(0.02)
+    if conn is None:
+        code = proc.poll()
+        if code is None:
+            proc.kill()
+        with open(log_file, "rb") as f:
+            tail = f.read()[-2000:].decode(errors="replace")
+        emit({"error": "the kernel did not start (%s): %s" % (
+            "exit code %s" % code if code is not None else "no ports within the time allowed", tail.strip())})
+        return 0
     emit({"pid": proc.pid, "connection": conn, "conn_file": conn_file, "log_file": log_file,
           "facts": facts()})
     return 0
+
+
+def written_connection(path):
+    """The connection file a kernel wrote, once complete; None before."""
+    try:
+        with open(path) as f:
+            conn = json.load(f)
+    except (OSError, ValueError):
+        return None
+    ports = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+    return conn if all(conn.get(p) for p in ports) and conn.get("key") else None
 
 
 def adopt(arg):

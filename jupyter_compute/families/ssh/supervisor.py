@@ -75,6 +75,8 @@ class Supervisor:
         self.tasks: set[asyncio.Task] = set()
         self.reconnects = 0
         self.generation = 0
+        #: Kernels started here for notebooks, by kernel id (see NotebookKernel).
+        self.notebook_kernels: dict[str, NotebookKernel] = {}
 
     # -- the store, off this loop ------------------------------------------------------------------
     async def db(self, fn, *args, **kw):
@@ -187,12 +189,8 @@ class Supervisor:
     # -- the tunnel --------------------------------------------------------------------------------
     async def open_tunnel(self) -> None:
         assert self.connection is not None
-        for ch in CHANNELS:
-            remote_port = int(self.connection[f"{ch}_port"])
-            server = await asyncio.start_server(
-                lambda r, w, p=remote_port: self._spawn(self.carry(p, r, w)), "127.0.0.1", 0)
-            self.servers.append(server)
-            self.local_ports[ch] = server.sockets[0].getsockname()[1]
+        servers, self.local_ports = await self._tunnel(self.connection)
+        self.servers.extend(servers)
         local = {**self.connection, "ip": "127.0.0.1", "transport": "tcp",
                  **{f"{ch}_port": port for ch, port in self.local_ports.items()}}
         os.makedirs(self.args.runtime_dir, mode=0o700, exist_ok=True)
@@ -201,6 +199,30 @@ class Supervisor:
         fd = os.open(self.conn_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(local, f)
+
+    async def _tunnel(self, connection: dict, prefer: dict | None = None
+                      ) -> tuple[list[asyncio.AbstractServer], dict[str, int]]:
+        """A loopback port here for each of a remote kernel's channels (``prefer``'s where free)."""
+        servers, ports = [], {}
+        try:
+            for ch in CHANNELS:
+                remote_port = int(connection[f"{ch}_port"])
+
+                async def listen(port: int, rp: int = remote_port) -> asyncio.AbstractServer:
+                    return await asyncio.start_server(lambda r, w: self._spawn(self.carry(rp, r, w)), "127.0.0.1", port)
+
+                wanted = int((prefer or {}).get(f"{ch}_port") or 0)
+                try:
+                    server = await listen(wanted)
+                except OSError:  # taken meanwhile: any free port
+                    server = await listen(0)
+                servers.append(server)
+                ports[ch] = server.sockets[0].getsockname()[1]
+        except BaseException:
+            for server in servers:
+                server.close()
+            raise
+        return servers, ports
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -275,6 +297,8 @@ class Supervisor:
                         listener.close()
             elif op == "interrupt":
                 await answer(await self.remote_call("signal", {**self.remote, "signal": "SIGINT"}))
+            elif op == "kernel":
+                await self.notebook_kernel(req, reader, writer, answer)
             elif op == "probe":
                 result = await self.remote_call("probe", {})
                 if result.get("facts"):
@@ -309,6 +333,103 @@ class Supervisor:
             return await run_remote(self.link, self.python, command, arg, timeout=timeout)
         except ComputeError as e:
             return {"ok": False, "error": e.message}
+
+    # -- kernels for notebooks ----------------------------------------------------------------------
+    async def notebook_kernel(self, req: dict, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                              answer) -> None:
+        """A fresh kernel there for one notebook, its channels carried over this target's link.
+
+        The asker's control connection is the kernel's lease: signals and a stop come over it, its
+        end comes over it, and when the asker goes away (its process died) the kernel is ended.
+        """
+        kid = str(req.get("id") or uuid.uuid4().hex)
+        try:
+            await asyncio.wait_for(self.link_up.wait(), 30)
+        except asyncio.TimeoutError:
+            await answer({"ok": False, "error": f"the SSH link to {self.where} is down"})
+            return
+        launch = {"id": "nb-" + kid[:12]}
+        if isinstance(req.get("key"), str) and req["key"]:
+            launch["key"] = req["key"]
+        launched = await self.remote_call("launch", launch, timeout=60)
+        if launched.get("error") == "no_ipykernel":
+            await answer({"ok": False, "error": no_ipykernel_message(launched, self.where)})
+            return
+        if "pid" not in launched:
+            await answer({"ok": False, "error": f"a kernel could not be started on {self.where}: "
+                                                f"{launched.get('error', 'no answer')}"})
+            return
+        remote = {k: launched[k] for k in ("pid", "conn_file", "log_file")}
+        nb = NotebookKernel(kid, remote, writer)
+        self.notebook_kernels[kid] = nb
+        try:
+            # Recorded at once: a stop, or reconcile, ends it even if this process dies now.
+            await self.db(self.store.add_kernel, kid, self.ws, self.name, str(req.get("owner") or self.ident),
+                          runtime={"remote": remote, "supervisor": self.ident})
+            nb.servers, ports = await self._tunnel(launched["connection"], req.get("ports"))
+            local = {**launched["connection"], "ip": "127.0.0.1", "transport": "tcp",
+                     **{f"{ch}_port": port for ch, port in ports.items()}}
+            await answer({"ok": True, "connection": local, "remote_pid": remote["pid"]})
+            self._spawn(self.watch_notebook_kernel(nb))
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break  # the notebook's side is gone
+                ask = json.loads(line)
+                if ask.get("op") == "signal":
+                    await answer(await self.remote_call("signal", {**remote, "signal": str(ask.get("signal"))}))
+                elif ask.get("op") == "stop":
+                    await self.end_notebook_kernel(nb, None)
+                    await answer({"ok": True})
+                    break
+        finally:
+            await self.end_notebook_kernel(nb, None)
+            self.notebook_kernels.pop(kid, None)
+            with contextlib.suppress(Exception):
+                await self.db(self.store.remove_kernel, kid)
+
+    async def watch_notebook_kernel(self, nb: "NotebookKernel") -> None:
+        """Tell the notebook's side when its kernel exits on the remote machine."""
+        while not nb.ended:
+            link = self.link
+            if link is not None and self.link_up.is_set():
+                try:
+                    proc = await link.conn.create_process(remote_command(self.python, "watch", nb.remote))
+                    proc.stdin.write(REMOTE_SOURCE)
+                    proc.stdin.write_eof()
+                    async for line in proc.stdout:
+                        with contextlib.suppress(ValueError):
+                            msg = json.loads(line)
+                            if msg.get("exited") or msg.get("alive") is False:
+                                if not nb.ended:
+                                    tail = (await self.remote_call("tail", nb.remote, timeout=15)).get("log", "")
+                                    nb.notify({"event": "exited", "reason": f"the kernel on {self.where} exited. "
+                                                                            f"Last output: {tail.strip()[-400:]}"})
+                                    nb.ended = True
+                                return
+                except Exception as e:
+                    log.debug("notebook kernel watcher ended: %s", e)
+            await asyncio.sleep(1.0)
+
+    async def end_notebook_kernel(self, nb: "NotebookKernel", reason: str | None) -> None:
+        """End a notebook's kernel on the remote machine and close its tunnel; ``reason`` is told to
+        the notebook's side when the kernel did not end because it asked."""
+        if reason and not nb.ended:
+            nb.notify({"event": "exited", "reason": reason})
+        if not nb.stopped:
+            nb.stopped = True
+            if self.link is not None and self.link_up.is_set():
+                await self.remote_call("stop", nb.remote, timeout=20)
+        nb.ended = True
+        for server in nb.servers:
+            server.close()
+        nb.servers = []
+
+    async def end_notebook_kernels(self, reason: str) -> None:
+        for nb in list(self.notebook_kernels.values()):
+            await self.end_notebook_kernel(nb, reason)
+            with contextlib.suppress(Exception):
+                nb.writer.close()
 
     # -- watching the kernel -----------------------------------------------------------------------
     def start_watcher(self) -> None:
@@ -463,6 +584,7 @@ class Supervisor:
             delay = min(delay * 2, RECONNECT_MAX_DELAY)
 
     async def kernel_died(self) -> None:
+        await self.end_notebook_kernels(f"the target '{self.name}' failed: its kernel on {self.where} exited")
         tail = (await self.remote_tail()).strip()
         if self.link is not None and self.remote:
             with contextlib.suppress(ComputeError):
@@ -480,6 +602,7 @@ class Supervisor:
     async def shutdown(self) -> None:
         """Asked to stop: end the remote kernel (reconnecting once if the link is down), then exit."""
         await self.broadcast({"event": "closing", "why": "the target was stopped"})
+        await self.end_notebook_kernels(f"the target '{self.name}' was stopped")
         ended = self.remote is None
         if self.remote:
             link = self.link if self.link_up.is_set() else None
@@ -503,6 +626,7 @@ class Supervisor:
 
     async def fail(self, message: str, code: str) -> None:
         log.warning("failed: %s", message)
+        await self.end_notebook_kernels(f"the target '{self.name}' failed: {message}")
         await self.broadcast({"event": "closing", "why": message})
         if self.link is not None and self.remote and code in ("kernel_start_failed", "kernel_start_timeout"):
             with contextlib.suppress(ComputeError):
@@ -534,6 +658,21 @@ class Supervisor:
         if self.control_dir:
             with contextlib.suppress(OSError):
                 os.rmdir(self.control_dir)
+
+
+class NotebookKernel:
+    """A kernel started on the remote machine for one notebook, and its lease (the asker's connection)."""
+
+    def __init__(self, kernel_id: str, remote: dict, writer: asyncio.StreamWriter):
+        self.id, self.remote, self.writer = kernel_id, remote, writer
+        self.servers: list[asyncio.AbstractServer] = []
+        #: The kernel has exited or been ended; ``stopped``: the remote was told to end it.
+        self.ended = False
+        self.stopped = False
+
+    def notify(self, event: dict) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.write(json.dumps(event).encode() + b"\n")
 
 
 class _Stopped(Exception):

@@ -1,0 +1,183 @@
+"""An ``ssh`` target as a Jupyter kernel, against a real sshd on 127.0.0.1: a fresh ipykernel on the
+remote machine for each notebook, its channels over the target's one SSH connection."""
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+
+import nbformat
+import psutil
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+
+from tests.families.ssh.test_ssh import PY, attach_args
+from tests.kernels.test_local import data_dir, kernel_rows, run, text  # noqa: F401  (data_dir is a fixture)
+from tests.sshd import sshd  # noqa: F401  (a fixture)
+from tests.support import cli, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.fixture
+def vm(sshd, data_dir, compute_db):  # noqa: F811
+    r = cli(*attach_args(sshd, "vm"))
+    assert r.returncode == 0, r.stderr
+    r = cli("start", "vm", "--output", "json")
+    assert r.returncode == 0, r.stderr + r.stdout
+    return json.loads(r.stdout)
+
+
+async def started(name: str = "compute-vm"):
+    km = AsyncKernelManager(kernel_name=name)
+    await km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    await kc.wait_for_ready(timeout=60)
+    return km, kc
+
+
+def test_the_kernelspec_says_where_it_runs(vm):
+    spec = wait_for(lambda: KernelSpecManager().get_all_specs().get("compute-vm"), timeout=2,
+                    message="the kernelspec of vm")["spec"]
+    version = vm["properties"]["python_version"].rsplit(".", 1)[0]
+    assert spec["display_name"] == f"Python {version} · vm (SSH)"
+    assert spec["metadata"]["kernel_provisioner"]["config"]["target"] == "vm"
+
+
+def test_nbclient_runs_a_notebook_on_the_remote_machine(vm, compute_db):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in (
+        "import os, sys\nprint(os.getpid(), sys.executable, sep='|')",
+        "x = 20\nx * 2 + 2",
+    )]
+    NotebookClient(nb, kernel_name="compute-vm", timeout=90).execute()
+    pid, python = nb.cells[0].outputs[0]["text"].strip().split("|")
+    assert int(pid) != vm["properties"]["remote_pid"] and python == PY
+    assert nb.cells[1].outputs[0]["data"]["text/plain"] == "42"
+    # The notebook's kernel ended with it; the target's own kernel runs on.
+    wait_for(lambda: gone(int(pid)), timeout=15, message="the notebook's remote kernel to end")
+    assert not gone(vm["properties"]["remote_pid"])
+    assert json.loads(cli("show", "vm", "--output", "json").stdout)["state"] == "running"
+    assert kernel_rows(compute_db) == []
+
+
+async def test_completion_widgets_interrupt_and_restart_over_ssh(vm, compute_db):
+    km, kc = await started()
+    try:
+        await run(kc, "remote_var = [1, 2, 3]")
+        kc.complete("remote_v", 8)
+        assert "remote_var" in (await kc.get_shell_msg(timeout=10))["content"]["matches"]
+        kc.inspect("remote_var", 10)
+        assert "list" in (await kc.get_shell_msg(timeout=10))["content"]["data"]["text/plain"]
+
+        reply, outputs = await run(kc, "import ipywidgets\nslider = ipywidgets.IntSlider(value=3)\nslider")
+        opened = [m for m in outputs if m["msg_type"] == "comm_open"
+                  and m["content"]["data"]["state"].get("_model_name") == "IntSliderModel"]
+        assert opened, outputs
+        kc.session.send(kc.shell_channel.socket, kc.session.msg(
+            "comm_msg", {"comm_id": opened[0]["content"]["comm_id"],
+                         "data": {"method": "update", "state": {"value": 9}, "buffer_paths": []}}))
+        for _ in range(50):
+            _, outputs = await run(kc, "slider.value")
+            if text(outputs) == "9":
+                break
+            await asyncio.sleep(0.05)
+        assert text(outputs) == "9"
+
+        msg_id = kc.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(60)")
+        while True:
+            m = await kc.get_iopub_msg(timeout=10)
+            if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream":
+                break
+        t0 = time.monotonic()
+        await km.interrupt_kernel()
+        while True:
+            reply = await kc.get_shell_msg(timeout=10)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        assert reply["content"]["ename"] == "KeyboardInterrupt" and time.monotonic() - t0 < 2
+
+        first = kernel_rows(compute_db)[0]["runtime"]["remote"]["pid"]
+        await km.restart_kernel(now=True)
+        await kc.wait_for_ready(timeout=60)
+        _, outputs = await run(kc, "print('remote_var' in globals())")
+        assert text(outputs) == "False\n"
+        assert kernel_rows(compute_db)[0]["runtime"]["remote"]["pid"] != first
+        wait_for(lambda: gone(first), timeout=15, message="the kernel before the restart to end")
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+    assert kernel_rows(compute_db) == []
+
+
+async def test_stopping_the_target_ends_its_notebook_kernels_with_the_reason(vm, compute_db):
+    km, kc = await started()
+    try:
+        remote_pid = kernel_rows(compute_db)[0]["runtime"]["remote"]["pid"]
+        assert (await asyncio.to_thread(cli, "stop", "vm", "--yes")).returncode == 0
+        deadline = time.monotonic() + 15
+        while await km.is_alive():
+            assert time.monotonic() < deadline, "the kernel outlived its target"
+            await asyncio.sleep(0.1)
+        assert km.provisioner._kernel.reason == "the target 'vm' was stopped"
+        assert gone(remote_pid)
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+
+
+def test_an_unreachable_host_fails_the_kernel_start_in_words(sshd, data_dir, compute_db):  # noqa: F811
+    r = cli(*attach_args(sshd, "vm"))
+    assert r.returncode == 0, r.stderr
+    sshd.stop()  # the host is gone before the notebook chooses the kernel: starting the target fails
+
+    async def start():
+        km = AsyncKernelManager(kernel_name="compute-vm")
+        t0 = time.monotonic()
+        with pytest.raises(Exception) as info:
+            await km.start_kernel()
+        return time.monotonic() - t0, str(info.value)
+    took, message = asyncio.run(start())
+    assert took < 30, took
+    assert "127.0.0.1" in message and "Traceback" not in message, message
+
+
+def test_a_killed_client_ends_its_remote_kernel(vm, compute_db, tmp_path):
+    """The process that started the kernel dies: its lease to the supervisor closes, and the
+    supervisor ends the kernel on the remote machine."""
+    import subprocess
+    import sys
+    script = tmp_path / "client.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from jupyter_client.manager import AsyncKernelManager\n"
+        "async def main():\n"
+        "    km = AsyncKernelManager(kernel_name='compute-vm')\n"
+        "    await km.start_kernel()\n"
+        "    print('started', flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "asyncio.run(main())\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        remote_pid = wait_for(lambda: kernel_rows(compute_db), timeout=10,
+                              message="the kernel's record")[0]["runtime"]["remote"]["pid"]
+        assert not gone(remote_pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        wait_for(lambda: gone(remote_pid), timeout=15, message="the remote kernel of the killed client to end")
+        wait_for(lambda: kernel_rows(compute_db) == [], timeout=10, message="its record to go")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
