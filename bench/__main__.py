@@ -11,7 +11,7 @@ from . import goals
 from .common import RESULTS, Recorder
 from .notebook import MARKER, end_marked
 
-SECTIONS = ["bench.control", "bench.routing", "bench.streaming", "bench.data", "bench.azure_lag",
+SECTIONS = ["bench.control", "bench.routing", "bench.kernels", "bench.streaming", "bench.data", "bench.azure_lag",
             "bench.sidebar", "bench.load"]
 
 

@@ -32,7 +32,9 @@ def use_compute(compute: Compute) -> None:
     _computes[os.path.abspath(compute.settings.compute.effective_db_path())] = compute
 
 
-async def compute_for(store: str) -> Compute:
+async def compute_for(store: str, kernels_dir: str = "") -> Compute:
+    """The Compute of ``store``; one made here writes the store's kernelspecs where this one was
+    found (``kernels_dir``), whatever this client's own data directory is."""
     global _lock
     if _lock is None:
         _lock = asyncio.Lock()
@@ -45,6 +47,8 @@ async def compute_for(store: str) -> Compute:
             config = Config()
             if store:
                 config.ComputeConfig.db_path = store
+            if kernels_dir:
+                config.ComputeConfig.kernelspec_dir = kernels_dir
             compute = await asyncio.to_thread(_make, config, store)
             _computes[key] = compute
         return compute
@@ -88,7 +92,8 @@ class ComputeProvisioner(KernelProvisionerBase):
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
-        compute = await compute_for(self.store)
+        resource_dir = getattr(self.kernel_spec, "resource_dir", "") or ""
+        compute = await compute_for(self.store, os.path.dirname(resource_dir) if resource_dir else "")
         first = not self._launched
         self._launched = True
         self._exit_code = None

@@ -323,3 +323,28 @@ async def test_the_server_lists_the_kernel_and_starts_it(k1, jp_fetch):
     kernel = json.loads(r.body)
     assert kernel["name"] == "compute-k1"
     await jp_fetch("api", "kernels", kernel["id"], method="DELETE")
+
+
+# -- other Jupyter clients, by kernel name ---------------------------------------------------------------
+def test_papermill_runs_a_notebook_on_the_target(k1, tmp_path):
+    import papermill
+
+    source, out = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "compute-k1", "display_name": "k1",
+                                                           "language": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell("greeting = 'default'", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("import os\nprint(greeting, os.environ['GREETING'], os.getpid())")]
+    nbformat.write(nb, source)
+    papermill.execute_notebook(str(source), str(out), parameters={"greeting": "param"}, kernel_name="compute-k1",
+                               progress_bar=False)
+    printed = nbformat.read(out, as_version=4).cells[-1].outputs[0]["text"].split()
+    assert printed[:2] == ["param", "from"] and int(printed[-1]) != k1["properties"]["kernel_pid"]
+
+
+def test_jupyter_console_runs_on_the_target(k1):
+    """`jupyter console --kernel compute-k1`, fed a line and an exit on its input."""
+    out = subprocess.run([sys.executable, "-m", "jupyter_console", "--kernel", "compute-k1", "--simple-prompt",
+                          "--ZMQTerminalIPythonApp.kernel_timeout=60"],
+                         input="import os; print('console says', os.environ['GREETING'])\nexit\n",
+                         capture_output=True, text=True, timeout=120)
+    assert "console says from k1" in out.stdout, out.stdout + out.stderr
