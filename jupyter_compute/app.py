@@ -13,12 +13,13 @@ from .handlers import HANDLERS
 from .core.models import Operation
 from .core.kernels import sync_kernelspecs
 from .core.workspace import Compute
-from .kernels.provisioner import use_compute
+from .kernels.provisioner import ended_listeners, use_compute
 
 EVENTS = Path(__file__).parent / "events"
 TARGET_EVENT = "https://events.jupyter.org/jupyter_compute/target/v1"
 OPERATION_EVENT = "https://events.jupyter.org/jupyter_compute/operation/v1"
 KERNELSPECS_EVENT = "https://events.jupyter.org/jupyter_compute/kernelspecs/v1"
+KERNEL_EVENT = "https://events.jupyter.org/jupyter_compute/kernel/v1"
 FEED_INTERVAL = 0.1
 
 
@@ -34,8 +35,9 @@ class ComputeApp(ExtensionApp):
         # Kernels on targets started by this server go through this server's core.
         use_compute(self.compute)
         logger = self.serverapp.event_logger
-        for schema in ("target.yaml", "operation.yaml", "kernelspecs.yaml"):
+        for schema in ("target.yaml", "operation.yaml", "kernelspecs.yaml", "kernel.yaml"):
             logger.register_event_schema(EVENTS / schema)
+        ended_listeners.append(self._kernel_ended)
         self._targets_changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._emit_queue: asyncio.Queue | None = None
@@ -95,6 +97,10 @@ class ComputeApp(ExtensionApp):
                 self.log.exception("jupyter_compute: reading the change feed failed")
                 await asyncio.sleep(FEED_INTERVAL)
 
+    def _kernel_ended(self, kernel_id: str, workspace: str, target: str, reason: str) -> None:
+        self.serverapp.event_logger.emit(schema_id=KERNEL_EVENT, data={
+            "kernel_id": kernel_id, "workspace": workspace, "target": target, "reason": reason})
+
     async def _kernelspecs(self) -> None:
         """Keep the kernelspecs of targets in step with them, and tell the browsers when they change."""
         self._targets_changed.set()
@@ -122,6 +128,8 @@ class ComputeApp(ExtensionApp):
 
     async def stop_extension(self) -> None:
         # Targets keep running: they belong to the user, not to this server process.
+        if self._kernel_ended in ended_listeners:
+            ended_listeners.remove(self._kernel_ended)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

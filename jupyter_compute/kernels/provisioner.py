@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from typing import Any
+from typing import Any, Callable
 
 from jupyter_client.provisioning import KernelProvisionerBase
 from traitlets import Unicode
@@ -62,6 +62,19 @@ def _make(config: Any, store: str) -> Compute:
     finally:
         if saved is not None:
             os.environ["JUPYTER_COMPUTE_DB"] = saved
+
+
+#: Called with (kernel_id, workspace, target, reason) when a kernel on a target ends for a reason of
+#: its own (its target stopped, its memory limit): the server extension tells the browsers.
+ended_listeners: list[Callable[[str, str, str, str], None]] = []
+
+
+def _tell_ended(kernel_id: str, workspace: str, target: str, reason: str) -> None:
+    for listener in list(ended_listeners):
+        try:
+            listener(kernel_id, workspace, target, reason)
+        except Exception:  # a listener's failure must not take the kernel manager down
+            pass
 
 
 class KernelStartFailed(RuntimeError):
@@ -136,6 +149,7 @@ class ComputeProvisioner(KernelProvisionerBase):
             self._exit_code = code
             if self._kernel.reason:
                 self.log.warning("jupyter_compute: %s", self._kernel.reason)
+                _tell_ended(self.kernel_id, self.workspace, self.target, self._kernel.reason)
         return code
 
     async def wait(self) -> int | None:

@@ -348,3 +348,20 @@ def test_jupyter_console_runs_on_the_target(k1):
                          input="import os; print('console says', os.environ['GREETING'])\nexit\n",
                          capture_output=True, text=True, timeout=120)
     assert "console says from k1" in out.stdout, out.stdout + out.stderr
+
+
+async def test_the_browser_is_told_why_a_kernel_ended(k1, jp_fetch, jp_ws_fetch):
+    r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "compute-k1"}))
+    kernel = json.loads(r.body)
+    ws = await jp_ws_fetch("api", "events", "subscribe")
+    try:
+        assert (await asyncio.to_thread(cli, "stop", "k1", "--yes")).returncode == 0
+        deadline = time.monotonic() + 30
+        while True:
+            event = json.loads(await asyncio.wait_for(ws.read_message(), max(0.1, deadline - time.monotonic())))
+            if event["schema_id"].endswith("/kernel/v1"):
+                break
+        assert (event["kernel_id"], event["target"]) == (kernel["id"], "k1")
+        assert event["reason"] == "the target 'k1' was stopped"
+    finally:
+        ws.close()
