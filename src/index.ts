@@ -1,6 +1,7 @@
 /**
  * The plugins of jupyter_compute's JupyterLab extension: the Compute sidebar with its
- * commands and settings, and the notebook toolbar's target picker.
+ * commands and settings, the notebook toolbar's target picker, and the kernels of targets
+ * (kept in step in JupyterLab's kernel lists, and in the Launcher's Compute section).
  */
 import {
   ILayoutRestorer,
@@ -8,6 +9,7 @@ import {
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
+import { ILauncher } from '@jupyterlab/launcher';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { ComputeApi } from './api';
@@ -16,6 +18,9 @@ import { ComputePanel } from './components/ComputePanel';
 import { TargetPickerExtension } from './components/TargetPicker';
 import { ComputeController } from './controller';
 import { DetailsTabs } from './detailsTabs';
+import { computeIcon } from './icons';
+import { KernelSpecsFollower } from './kernelspecs';
+import { ComputeLauncherItems, addNewNotebookCommand } from './launcher';
 import { ComputeModel } from './model';
 import { followSettings } from './settings';
 import { IComputeService } from './tokens';
@@ -96,9 +101,32 @@ const picker: JupyterFrontEndPlugin<void> = {
   activate: (app: JupyterFrontEnd, service: IComputeService): void => {
     app.docRegistry.addWidgetExtension(
       'Notebook',
-      new TargetPickerExtension(service.model, service.controller)
+      new TargetPickerExtension(
+        service.model,
+        service.controller,
+        app.serviceManager.kernelspecs
+      )
     );
   }
 };
 
-export default [sidebar, picker];
+const kernels: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-compute:kernels',
+  description:
+    "Kernels on targets: JupyterLab's kernel lists follow the targets, and the Launcher has a Compute section.",
+  autoStart: true,
+  optional: [ILauncher],
+  activate: (app: JupyterFrontEnd, launcher: ILauncher | null): void => {
+    const { kernelspecs, events } = app.serviceManager;
+    new KernelSpecsFollower({
+      events: events.stream,
+      refresh: () => kernelspecs.refreshSpecs()
+    });
+    if (launcher) {
+      addNewNotebookCommand(app.commands, kernelspecs, computeIcon);
+      new ComputeLauncherItems({ launcher, specs: kernelspecs });
+    }
+  }
+};
+
+export default [sidebar, picker, kernels];

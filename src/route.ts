@@ -50,7 +50,7 @@ export function routeCode(name: string, workspace: string): string {
  * magics are not loaded or no route is active.
  */
 export const ROUTE_EXPRESSION =
-  "(__import__('sys').modules['jupyter_compute.magics'].active_route() or (None, 'local'))[1] " +
+  "(__import__('sys').modules['jupyter_compute.notebook.magics'].active_route() or (None, 'local'))[1] " +
   "if 'compute' in get_ipython().magics_manager.magics['line'] else 'local'";
 
 /** The target name in a user expression's answer (`'name'`, a Python string's repr). */

@@ -52,13 +52,13 @@ class Result:
     stderr: str
 
 
-def cli_subprocess(*args: str, env: dict | None = None, input: str | None = None,
-                   timeout: float = 120) -> subprocess.CompletedProcess:
+def cli_subprocess(*args: str, env: dict | None = None, input: str | None = None, timeout: float = 120,
+                   cwd: str | None = None) -> subprocess.CompletedProcess:
     """Run ``jupyter compute`` as a real subprocess with no terminal: for exit codes, the entry point,
     and behaviour that depends on the calling process ending (``--no-wait`` hand-offs)."""
     return subprocess.run([sys.executable, "-m", "jupyter_compute.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, input=input if input is not None else "",
-                          timeout=timeout)
+                          timeout=timeout, cwd=cwd)
 
 
 _CLI_LOCK = threading.Lock()

@@ -140,6 +140,11 @@ class Backend(abc.ABC):
         Reads only the stored row: kernelspecs are written often and must never wait on the target."""
         return []
 
+    def can_host_kernels(self, target: Target) -> bool:
+        """Whether a notebook's kernel can start on ``target`` as it is now, or it must be started
+        first (a server reached over the network hosts kernels whatever its own kernel does)."""
+        return target.state == State.running
+
     async def kernel(self, target: Target, variant: str = "") -> "TargetKernel":
         """A new kernel on a running target, for one notebook (see core.kernels)."""
         raise InvalidRequest(f"'{target.name}' ({target.kind}) cannot run a kernel of its own",

@@ -171,6 +171,9 @@ class TargetKernel(abc.ABC):
 
     #: Why the kernel ended, when it did not end because it was asked to.
     reason: str | None = None
+    #: Whether a restart is made by the far side itself (``restart``), keeping this object and its
+    #: connection, rather than by ending this kernel and starting another.
+    keeps_across_restart: bool = False
 
     @abc.abstractmethod
     async def start(self, kernel_id: str, env: dict[str, str], connection: dict | None = None) -> dict[str, Any]:
@@ -194,6 +197,10 @@ class TargetKernel(abc.ABC):
     @abc.abstractmethod
     async def cleanup(self) -> None:
         """Release what the kernel held here (files, tunnels, its record in the store)."""
+
+    async def restart(self) -> dict[str, Any]:
+        """Restart the kernel in place (for ``keeps_across_restart``); its connection info."""
+        raise NotImplementedError
 
     def info(self) -> dict[str, Any]:
         """What another process needs to find this kernel again (``restore``)."""

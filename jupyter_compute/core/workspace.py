@@ -273,7 +273,7 @@ class Workspace:
         except NotFound:
             raise NotFound(f"target '{name}' no longer exists in workspace '{self.id}': choose another kernel",
                            reason="target_gone") from None
-        if t.state != State.running:
+        if not b.can_host_kernels(t):
             if not start:
                 last = f": {t.errors[-1].message}" if t.errors else ""
                 raise Conflict(f"target '{name}' is {t.state.value}{last}; start it, or restart the kernel to "

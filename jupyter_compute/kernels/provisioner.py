@@ -117,12 +117,16 @@ class ComputeProvisioner(KernelProvisionerBase):
                 self.log.info("jupyter_compute: %s %s: %s", op.action, self.target, op.progress)
 
         try:
-            ws = await compute.resolve(self.workspace)
-            # A restart keeps the notebook on its target, but does not bring back a target that was
-            # stopped: that would undo a stop made on purpose elsewhere.
-            kernel, info = await ws.start_kernel(self.target, self.kernel_id, env=kwargs.get("env"),
-                                                 variant=self.variant, start=first, progress=progress,
-                                                 connection=None if first else self._previous())
+            if self._kernel is not None and self._kernel.keeps_across_restart:
+                # Restarted where it runs, through the far side's own restart.
+                kernel, info = self._kernel, await self._kernel.restart()
+            else:
+                ws = await compute.resolve(self.workspace)
+                # A restart keeps the notebook on its target, but does not bring back a target that
+                # was stopped: that would undo a stop made on purpose elsewhere.
+                kernel, info = await ws.start_kernel(self.target, self.kernel_id, env=kwargs.get("env"),
+                                                     variant=self.variant, start=first, progress=progress,
+                                                     connection=None if first else self._previous())
         except ComputeError as e:
             self.log.error("jupyter_compute: the kernel on %s did not start: %s", where, e.message)
             raise KernelStartFailed(e.message) from None
@@ -163,16 +167,19 @@ class ComputeProvisioner(KernelProvisionerBase):
         if self._kernel is not None:
             await self._kernel.send_signal(signum)
 
+    def _kept(self, restart: bool) -> bool:
+        return restart and self._kernel is not None and self._kernel.keeps_across_restart
+
     async def kill(self, restart: bool = False) -> None:
-        if self._kernel is not None:
+        if self._kernel is not None and not self._kept(restart):
             await self._kernel.stop(force=True)
 
     async def terminate(self, restart: bool = False) -> None:
-        if self._kernel is not None:
+        if self._kernel is not None and not self._kept(restart):
             await self._kernel.send_signal(signal.SIGTERM)
 
     async def cleanup(self, restart: bool = False) -> None:
-        if self._kernel is not None:
+        if self._kernel is not None and not self._kept(restart):
             kernel, self._kernel = self._kernel, None
             await kernel.cleanup()
 

@@ -129,11 +129,23 @@ class LoopThread:
                 done.set()
                 bridge._wake()
 
-        asyncio.run_coroutine_threadsafe(main(), self.loop)
+        coro = main()
+        handed: concurrent.futures.Future | None = None
         try:
+            # Inside the try: an interrupt that lands while the coroutine is being handed over must
+            # still cancel it (and wait for its cleanup), not leave it running on the loop thread.
+            handed = asyncio.run_coroutine_threadsafe(coro, self.loop)
             bridge._serve(done)
         except KeyboardInterrupt:
-            self._cancel(box, bridge, done)
+            if handed is None:
+                # It may or may not have reached the loop: if it did, it stops at once (it sees
+                # "cancelled" first); if not, there is nothing to wait for.
+                box["cancelled"] = True
+                bridge._serve(done, serve_calls=False, timeout=1.0)
+                if not done.is_set():
+                    coro.close()
+            else:
+                self._cancel(box, bridge, done)
             raise
         if "error" in box:
             err = box.pop("error")

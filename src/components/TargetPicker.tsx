@@ -1,13 +1,16 @@
 /**
- * The notebook toolbar's target picker: shows where the notebook's cells run (`local` by
- * default) and routes them elsewhere when another target is chosen.
+ * The notebook toolbar's target picker: shows where the notebook's next cell runs (`local` by
+ * default, or the target of the notebook's kernel) and takes it elsewhere when another target is
+ * chosen.
  */
 import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { INotebookModel, NotebookPanel } from '@jupyterlab/notebook';
+import type { KernelSpec } from '@jupyterlab/services';
 import { ReactWidget } from '@jupyterlab/ui-components';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 import * as React from 'react';
 
+import { activityText, optionNote } from '../choice';
 import type { ComputeController } from '../controller';
 import type { ComputeModel } from '../model';
 import { computeIcon } from '../icons';
@@ -45,24 +48,30 @@ function TargetPicker(props: {
     .filter(t => !SAME_AS_LOCAL.has(t.kind))
     .sort((a, b) => a.name.localeCompare(b.name));
   const currentTarget = model.targets.get(current);
-  const busy = router.status !== 'idle';
+  const startingTarget = router.startingTarget;
+  // A kernel on its way is not changed again until it is there.
+  const busy = router.status !== 'idle' || startingTarget !== null;
   const tone =
     current === LOCAL
       ? 'running'
       : currentTarget
         ? badgeTone(currentTarget.state)
         : 'stopped';
-  const label =
-    router.status === 'starting'
-      ? 'starting…'
-      : router.status === 'routing'
-        ? 'routing…'
-        : '';
+  const label = activityText({
+    activity: router.status,
+    startingTarget
+  });
+  const noteOf = (name: string, kind: string | null) =>
+    optionNote(kind, router.hasKernel(name));
+  const title =
+    current === LOCAL
+      ? "Where this notebook's cells run: here, in the notebook's own kernel"
+      : `Where this notebook's cells run: on '${current}', ${noteOf(
+          current,
+          currentTarget?.kind ?? null
+        )}`;
   return (
-    <div
-      className="jp-ComputePicker-body"
-      title="Where this notebook's cells run"
-    >
+    <div className="jp-ComputePicker-body" title={title}>
       <computeIcon.react tag="span" elementSize="small" />
       <span
         className={`jp-ComputePicker-dot jp-mod-${tone}`}
@@ -75,12 +84,21 @@ function TargetPicker(props: {
         disabled={busy}
         onChange={event => void router.choose(event.target.value)}
       >
-        <option value={LOCAL}>local</option>
+        <option value={LOCAL} title="the notebook's own kernel, here">
+          local
+        </option>
         {!currentTarget && current !== LOCAL ? (
-          <option value={current}>{current}</option>
+          <option value={current} title={noteOf(current, null)}>
+            {current}
+          </option>
         ) : null}
         {targets.map(t => (
-          <option key={t.name} value={t.name}>
+          <option
+            key={t.name}
+            value={t.name}
+            title={noteOf(t.name, t.kind)}
+            data-kind={t.kind}
+          >
             {t.name}
             {t.state === 'running' ? '' : ` (${t.state})`}
           </option>
@@ -101,14 +119,16 @@ export class TargetPickerExtension
 {
   constructor(
     private readonly _model: ComputeModel,
-    private readonly _controller: ComputeController
+    private readonly _controller: ComputeController,
+    private readonly _specs: KernelSpec.IManager
   ) {}
 
   createNew(panel: NotebookPanel): IDisposable {
     const router = new NotebookRouter({
       panel,
       model: this._model,
-      controller: this._controller
+      controller: this._controller,
+      specs: this._specs
     });
     const widget = new TargetPickerWidget(router);
     if (!panel.toolbar.insertBefore('kernelName', 'computeTarget', widget)) {

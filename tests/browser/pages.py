@@ -106,10 +106,12 @@ class LabPage:
         return self.field(name).locator(".jp-ComputeForm-error")
 
     # -- notebooks ------------------------------------------------------------------------------------
-    def write_notebook(self, path: str, sources: list[str], metadata: dict | None = None) -> None:
+    def write_notebook(self, path: str, sources: list[str], metadata: dict | None = None,
+                       kernel: str = "python3") -> None:
         cells = [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": s}
                  for s in sources]
-        nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+        display = self.kernelspecs().get(kernel, {}).get("spec", {}).get("display_name", "Python 3")
+        nb = {"cells": cells, "metadata": {"kernelspec": {"name": kernel, "display_name": display,
                                                           "language": "python"}, **(metadata or {})},
               "nbformat": 4, "nbformat_minor": 5}
         code, body = self.lab.request("PUT", f"api/contents/{path}", {"type": "notebook", "format": "json",
@@ -140,6 +142,76 @@ class LabPage:
     @property
     def picker(self) -> Locator:
         return self.page.locator(f".jp-NotebookPanel:not(.lm-mod-hidden) {PICKER}").first
+
+    @property
+    def picker_status(self) -> Locator:
+        """What the picker says is under way beside the target ("starting 'k1'…")."""
+        return self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-ComputePicker-status").first
+
+    def record_picker_status(self) -> None:
+        """Keep every text the picker's status shows from now on, however briefly it shows."""
+        self.page.evaluate("""() => {
+            window.__pickerStatus = [];
+            const seen = () => document.querySelectorAll('.jp-ComputePicker-status').forEach(
+                e => window.__pickerStatus.push(e.textContent));
+            new MutationObserver(seen).observe(document.body, {childList: true, subtree: true, characterData: true});
+        }""")
+
+    def picker_status_seen(self) -> list[str]:
+        return self.page.evaluate("() => window.__pickerStatus || []")
+
+    @property
+    def kernel_indicator(self) -> Locator:
+        """The toolbar's kernel name, which opens JupyterLab's kernel picker."""
+        return self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Toolbar-kernelName").first
+
+    def kernel_name(self) -> str | None:
+        """The kernelspec of the current notebook's kernel."""
+        return self.page.evaluate("""() => {
+            const w = window.jupyterapp.shell.currentWidget;
+            const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+            return k ? k.name : null;
+        }""")
+
+    def kernelspecs(self) -> dict:
+        """The kernelspecs the server lists now, by name."""
+        code, body = self.lab.request("GET", "api/kernelspecs")
+        assert code == 200, body
+        return body["kernelspecs"]
+
+    def cell(self, index: int) -> Locator:
+        return self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell").nth(index)
+
+    def run_cell(self, index: int) -> None:
+        """Run one cell of the current notebook, as Shift+Enter on it does."""
+        self.page.evaluate("""async (i) => {
+            const panel = window.jupyterapp.shell.currentWidget;
+            panel.content.activeCellIndex = i;
+            panel.content.deselectAll();
+            await window.jupyterapp.commands.execute('notebook:run-cell');
+        }""", index)
+
+    # -- the Launcher and JupyterLab's kernel picker ----------------------------------------------
+    def open_launcher(self) -> Locator:
+        self.command("launcher:create")
+        launcher = self.page.locator(".jp-Launcher:visible").first
+        expect(launcher).to_be_visible()
+        return launcher
+
+    def launcher_section(self, category: str) -> Locator:
+        return self.page.locator(".jp-Launcher:visible .jp-Launcher-section").filter(
+            has=self.page.locator(".jp-Launcher-sectionTitle", has_text=re.compile(f"^{re.escape(category)}$")))
+
+    def launcher_card(self, category: str, label: str) -> Locator:
+        return self.launcher_section(category).locator(".jp-LauncherCard").filter(
+            has=self.page.locator(".jp-LauncherCard-label", has_text=re.compile(f"^{re.escape(label)}$")))
+
+    def open_kernel_dialog(self) -> Locator:
+        """JupyterLab's "Select Kernel" dialog, opened from the notebook toolbar's kernel name."""
+        self.kernel_indicator.click()
+        dialog = self.page.locator(".jp-Dialog")
+        expect(dialog).to_be_visible()
+        return dialog
 
     def run_all(self) -> None:
         self.command("notebook:run-all-cells")

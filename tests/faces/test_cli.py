@@ -1,11 +1,12 @@
-"""``jupyter compute`` as users run it: real subprocesses, no terminal."""
+"""``jupyter compute`` as users run it, with no terminal: in this process for what it prints, and as
+real processes for exit codes, the console scripts and hand-offs that outlive the call."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 
-from tests.support import cli
+from tests.support import cli, cli_subprocess, wait_for
 
 
 def test_help_documents_every_option():
@@ -34,8 +35,14 @@ def test_list_and_kinds_json():
 
 
 def test_exit_codes():
-    assert cli("frobnicate").returncode == 2                                     # bad usage
-    assert cli("show", "ghost").returncode == 2                                   # unknown target
+    # The exit status a shell sees is the process's own: a usage error, an unknown target and a
+    # refused request through the real entry points (python -m and the installed console script).
+    assert cli_subprocess("frobnicate").returncode == 2                          # bad usage
+    assert cli_subprocess("show", "ghost").returncode == 2                        # unknown target
+    r = subprocess.run([f"{sys.prefix}/bin/jupyter-compute", "stop", "this-machine", "--yes"],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert r.returncode == 2 and "always running" in r.stderr
+    # The same mapping, for the rest, in this process.
     assert cli("create", "x", "--kind", "local-kernel", "--memory-limit-mb", "many").returncode == 2
     r = cli("create", "x", "--kind", "local-kernel", "--memory-limit-mb", "1")
     assert r.returncode == 2 and "memory_limit_mb" in r.stderr
@@ -79,7 +86,13 @@ def test_no_prompt_without_a_terminal():
 
 
 def test_no_wait_returns_the_operation():
-    r = cli("create", "k1", "--kind", "local-kernel", "--no-wait", "-o", "json")
+    r = cli_subprocess("create", "k1", "--kind", "local-kernel", "--no-wait", "-o", "json")
     assert r.returncode == 0, r.stderr
     op = json.loads(r.stdout)
     assert op["action"] == "create" and op["status"] in ("running", "succeeded")
+    # The CLI process has exited; what it handed off finishes without it.
+    def settled():
+        t = json.loads(cli("show", "k1", "-o", "json").stdout)
+        return t if t["state"] not in ("creating", "starting") else None
+    t = wait_for(settled, timeout=60, message="k1's create to end after the CLI exited")
+    assert t["state"] == "running", t

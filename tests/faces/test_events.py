@@ -5,8 +5,7 @@ import asyncio
 import json
 import time
 
-from tests.support import cli
-from tests.faces.test_rest import wait_op
+from tests.support import cli_subprocess, wait_op
 
 TARGET = "https://events.jupyter.org/jupyter_compute/target/v1"
 OPERATION = "https://events.jupyter.org/jupyter_compute/operation/v1"
@@ -50,11 +49,13 @@ async def test_rest_changes_are_published(api, jp_ws_fetch):
 
 
 async def test_cli_changes_are_noticed_and_published(api, jp_ws_fetch):
+    # A CLI process of its own: the server learns of its changes only through the store, and the
+    # create it hands off with --no-wait finishes after that process has exited.
     ws = await jp_ws_fetch("api", "events", "subscribe")
-    r = await asyncio.to_thread(cli, "create", "ev2", "--kind", "local-kernel", "--no-wait")
+    r = await asyncio.to_thread(cli_subprocess, "create", "ev2", "--kind", "local-kernel", "--no-wait")
     assert r.returncode == 0, r.stderr
     await collect(ws, is_target("ev2", "running"))
-    r = await asyncio.to_thread(cli, "update", "ev2", "--description", "from the CLI")
+    r = await asyncio.to_thread(cli_subprocess, "update", "ev2", "--description", "from the CLI")
     assert r.returncode == 0, r.stderr
     await collect(ws, lambda e: e.get("schema_id") == TARGET and e.get("name") == "ev2")
     ws.close()

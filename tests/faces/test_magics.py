@@ -12,7 +12,6 @@ import signal
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zlib
 
@@ -24,47 +23,19 @@ from nbclient.exceptions import CellExecutionError
 
 from jupyter_compute.core.route import RemoteError
 
-from tests.support import cli
-from tests.support import wait_for
-def create_target(name: str = "k1", *options: str) -> dict:
-    r = cli("create", name, "--kind", "local-kernel", "--output", "json", *options)
-    assert r.returncode == 0, r.stderr
-    t = json.loads(r.stdout)
-    assert t["state"] == "running", t
-    return t
+from tests.faces.conftest import create_target
+from tests.support import cli, wait_for
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _ipython_dir(tmp_path_factory):
-    """IPython's history and profile of the tests' own, not the user's."""
-    old = os.environ.get("IPYTHONDIR")
-    os.environ["IPYTHONDIR"] = str(tmp_path_factory.mktemp("ipython"))
-    yield
-    if old is None:
-        os.environ.pop("IPYTHONDIR", None)
-    else:
-        os.environ["IPYTHONDIR"] = old
-
-
-@pytest.fixture
-def shell():
-    from IPython.core.interactiveshell import InteractiveShell
-
-    sh = InteractiveShell.instance()
-    sh.run_line_magic("load_ext", "jupyter_compute")
-    yield sh
-    sh.run_line_magic("unload_ext", "jupyter_compute")
+def run_cell(sh, cell: str):
+    """Run a cell as the notebook would; returns (result, error)."""
+    r = sh.run_cell(cell, store_history=True)
+    return r.result, r.error_before_exec or r.error_in_exec
 
 
 @pytest.fixture
 def k1():
     return create_target("k1")
-
-
-def run(sh, cell: str):
-    """Run a cell as the notebook would; returns (result, error)."""
-    r = sh.run_cell(cell, store_history=True)
-    return r.result, r.error_before_exec or r.error_in_exec
 
 
 # -- bad input: refused before anything runs ---------------------------------------------------------
@@ -92,7 +63,7 @@ def test_bad_input_is_a_usage_error_and_runs_nothing(shell, cell, message, capsy
     from IPython.core.error import UsageError
 
     shell.user_ns["x"] = 0
-    _, err = run(shell, cell)
+    _, err = run_cell(shell, cell)
     out = capsys.readouterr()
     assert isinstance(err, UsageError), err
     assert message in str(err), str(err)
@@ -101,38 +72,38 @@ def test_bad_input_is_a_usage_error_and_runs_nothing(shell, cell, message, capsy
 
 
 def test_unknown_target_and_workspace_fail_cleanly_with_no_side_effects(shell, capsys):
-    _, err = run(shell, "%%compute nowhere\nx = 1")
+    _, err = run_cell(shell, "%%compute nowhere\nx = 1")
     out = capsys.readouterr().out
     assert type(err).__name__ == "NotFound" and "no target named 'nowhere'" in str(err)
     assert "Traceback" not in out and "NotFound: no target named 'nowhere'" in out
-    _, err = run(shell, "%%compute k1 --workspace nowhere\nx = 1")
+    _, err = run_cell(shell, "%%compute k1 --workspace nowhere\nx = 1")
     assert type(err).__name__ == "NotFound" and "no workspace 'nowhere'" in str(err)
-    _, err = run(shell, "%compute use nowhere")
+    _, err = run_cell(shell, "%compute use nowhere")
     assert type(err).__name__ == "NotFound"
     # The reserved name cannot name a target; the core says why.
-    _, err = run(shell, "%compute create local --kind local-kernel")
+    _, err = run_cell(shell, "%compute create local --kind local-kernel")
     assert "reserved" in str(err)
     r = cli("list", "--output", "json")
     assert [t["name"] for t in json.loads(r.stdout)] == ["this-machine"]
 
 
 def test_help_shows_and_does_not_fail(shell, capsys):
-    assert run(shell, "%compute --help") == (None, None)
-    assert run(shell, "%compute create --help") == (None, None)
-    assert run(shell, "%%compute --help\nx") == (None, None)
+    assert run_cell(shell, "%compute --help") == (None, None)
+    assert run_cell(shell, "%compute create --help") == (None, None)
+    assert run_cell(shell, "%%compute --help\nx") == (None, None)
     out = capsys.readouterr().out
     assert "--memory-limit-mb" in out and "--push" in out
 
 
 def test_compute_local_cell_runs_here(shell):
-    result, err = run(shell, "%%compute local\nimport os\nhere = os.getpid()\nhere")
+    result, err = run_cell(shell, "%%compute local\nimport os\nhere = os.getpid()\nhere")
     assert err is None and result == os.getpid() == shell.user_ns["here"]
 
 
 # -- running cells on a target --------------------------------------------------------------------
 def test_cell_runs_on_the_target_with_push_pull_and_a_result(shell, k1, capsys):
     shell.user_ns.update(x=21, scale=lambda v: v * 2)
-    result, err = run(shell, "%%compute k1 --push x,scale --pull y,pid\nimport os\npid = os.getpid()\n"
+    result, err = run_cell(shell, "%%compute k1 --push x,scale --pull y,pid\nimport os\npid = os.getpid()\n"
                              "y = scale(x)\nprint('remote says', y)\ny + 1")
     assert err is None
     assert repr(result) == "43"
@@ -142,13 +113,13 @@ def test_cell_runs_on_the_target_with_push_pull_and_a_result(shell, k1, capsys):
     assert "remote says 42" in captured.out
     assert "pushed x, scale" in captured.err and "pulled y, pid" in captured.err
     # The namespace persists between cells on the target.
-    result, err = run(shell, "%%compute k1\ny * 10")
+    result, err = run_cell(shell, "%%compute k1\ny * 10")
     assert repr(result) == "420"
 
 
 def test_remote_error_is_raised_once_and_skips_the_pull(shell, k1, capsys):
     shell.user_ns["z"] = "local"
-    _, err = run(shell, "%%compute k1 --pull z\nz = 'remote'\nraise ValueError('bad value ' + str(17))")
+    _, err = run_cell(shell, "%%compute k1 --pull z\nz = 'remote'\nraise ValueError('bad value ' + str(17))")
     out = capsys.readouterr().out
     assert isinstance(err, RemoteError) and isinstance(err, ValueError)
     assert type(err).__name__ == "ValueError" and str(err) == "bad value 17"
@@ -157,32 +128,32 @@ def test_remote_error_is_raised_once_and_skips_the_pull(shell, k1, capsys):
 
 
 def test_use_routes_following_cells_until_use_local(shell, k1, capsys):
-    assert run(shell, "%compute use k1") == (None, None)
+    assert run_cell(shell, "%compute use k1") == (None, None)
     assert "Cells now run on 'k1'" in capsys.readouterr().out
-    result, _ = run(shell, "import os\nremote_pid = os.getpid()\nremote_pid")
+    result, _ = run_cell(shell, "import os\nremote_pid = os.getpid()\nremote_pid")
     assert repr(result) == str(k1["properties"]["kernel_pid"])
-    result, _ = run(shell, "remote_pid + 1")
+    result, _ = run_cell(shell, "remote_pid + 1")
     assert repr(result) == str(k1["properties"]["kernel_pid"] + 1)
     # Other magics stay here: status is answered by this kernel.
-    run(shell, "%compute status")
+    run_cell(shell, "%compute status")
     status = capsys.readouterr().out
     assert "cells run in: k1" in status and "state: running" in status and "kernel pid" in status
     # One cell here while routing is on.
-    result, _ = run(shell, "%%compute local\n'remote_pid' in globals()")
+    result, _ = run_cell(shell, "%%compute local\n'remote_pid' in globals()")
     assert result is False
-    run(shell, "%compute use local")
-    result, _ = run(shell, "import os\nos.getpid()")
+    run_cell(shell, "%compute use local")
+    result, _ = run_cell(shell, "import os\nos.getpid()")
     assert result == os.getpid() and "remote_pid" not in shell.user_ns
-    run(shell, "%compute status")
+    run_cell(shell, "%compute status")
     assert "this notebook's kernel (local)" in capsys.readouterr().out
 
 
 def test_stopped_target_says_so_and_start_starts_it(shell, k1, capsys):
-    run(shell, "%compute stop k1 --yes")
+    run_cell(shell, "%compute stop k1 --yes")
     capsys.readouterr()
-    _, err = run(shell, "%%compute k1\nran = True")
+    _, err = run_cell(shell, "%%compute k1\nran = True")
     assert type(err).__name__ == "Conflict" and "is stopped" in str(err) and "--start" in str(err)
-    result, err = run(shell, "%%compute k1 --start\nimport os\nos.getpid()")
+    result, err = run_cell(shell, "%%compute k1 --start\nimport os\nos.getpid()")
     out = capsys.readouterr().out
     assert err is None and "start k1:" in out
     new_pid = json.loads(cli("show", "k1", "--output", "json").stdout)["properties"]["kernel_pid"]
@@ -191,12 +162,12 @@ def test_stopped_target_says_so_and_start_starts_it(shell, k1, capsys):
 
 def test_nodes_needs_a_route_that_runs_on_several(shell, k1, capsys):
     shell.user_ns["x"] = 0
-    _, err = run(shell, "%%compute k1 --nodes 2\nx = 1")
+    _, err = run_cell(shell, "%%compute k1 --nodes 2\nx = 1")
     out = capsys.readouterr().out
     assert type(err).__name__ == "MissingCapability" and err.capability == "nodes"
     assert "'k1' (local-kernel) does not support nodes (running one cell on several nodes at once)" in str(err)
     assert "--nodes 2 needs it" in str(err) and "Traceback" not in out
-    result, err = run(shell, "%%compute k1 --nodes 1\nx = 1\n'one node is every route'")
+    result, err = run_cell(shell, "%%compute k1 --nodes 1\nx = 1\n'one node is every route'")
     assert err is None and repr(result) == "'one node is every route'" and shell.user_ns["x"] == 0
 
 
@@ -205,40 +176,40 @@ def test_a_failed_target_says_why_and_what_to_do(shell, k1, capsys):
     wait_for(lambda: json.loads(cli("show", "k1", "--output", "json").stdout)["state"] == "failed", timeout=15,
              message="k1 to show failed")
     capsys.readouterr()
-    _, err = run(shell, "%%compute k1\nran = True")
+    _, err = run_cell(shell, "%%compute k1\nran = True")
     out = capsys.readouterr().out
     assert type(err).__name__ == "Conflict" and "ran" not in shell.user_ns
     assert str(err).startswith("'k1' is failed: the kernel process exited unexpectedly")
     assert "so the cell did not run. Start it again with 'jupyter compute start k1'" in str(err)
     assert "Traceback" not in out and "Conflict: 'k1' is failed: the kernel process exited" in out
-    result, err = run(shell, "%%compute k1 --start\n'back'")
+    result, err = run_cell(shell, "%%compute k1 --start\n'back'")
     assert err is None and repr(result) == "'back'"
 
 
 def test_timeout_interrupts_the_target_and_raises_timeout_error(shell, k1):
     t0 = time.monotonic()
-    _, err = run(shell, "%%compute k1 --timeout 2\nimport time\ntime.sleep(60)")
+    _, err = run_cell(shell, "%%compute k1 --timeout 2\nimport time\ntime.sleep(60)")
     assert isinstance(err, TimeoutError) and "--timeout 2" in str(err)
     assert time.monotonic() - t0 < 20
     t0 = time.monotonic()
-    result, err = run(shell, "%%compute k1 --timeout 10\n'free again'")
+    result, err = run_cell(shell, "%%compute k1 --timeout 10\n'free again'")
     assert err is None and repr(result) == "'free again'" and time.monotonic() - t0 < 10
 
 
 def test_cli_verbs_render_tables_and_failures_raise(shell, k1, capsys):
-    assert run(shell, "%compute list") == (None, None)
+    assert run_cell(shell, "%compute list") == (None, None)
     out = capsys.readouterr().out
     assert "NAME" in out and "k1" in out and "this-machine" in out
-    run(shell, "%compute kinds")
+    run_cell(shell, "%compute kinds")
     assert "local-kernel" in capsys.readouterr().out
-    run(shell, "%compute show k1 --output json")
+    run_cell(shell, "%compute show k1 --output json")
     assert json.loads(capsys.readouterr().out)["name"] == "k1"
-    _, err = run(shell, "%compute show nowhere")
+    _, err = run_cell(shell, "%compute show nowhere")
     assert type(err).__name__ == "NotFound"
-    _, err = run(shell, "%compute create k1 --kind local-kernel")
+    _, err = run_cell(shell, "%compute create k1 --kind local-kernel")
     assert type(err).__name__ == "Conflict" and "already exists" in str(err)
     # No terminal and no stdin allowed here: delete refuses without --yes.
-    _, err = run(shell, "%compute delete k1")
+    _, err = run_cell(shell, "%compute delete k1")
     assert "--yes" in str(err)
 
 
@@ -366,11 +337,18 @@ def notebook_kernel():
     kc.start_channels()
     kc.wait_for_ready(timeout=60)
 
-    def run_cell(code, *, answer=None, interrupt_after=None, timeout=120):
+    def execute_cell(code, *, answer=None, interrupt_on=None, timeout=120):
+        """Run ``code``; with ``interrupt_on``, interrupt the kernel once a stream shows that text."""
         t0 = time.monotonic()
         seen = []
-        if interrupt_after is not None:
-            threading.Timer(interrupt_after, km.interrupt_kernel).start()
+        interrupted = []
+
+        def on_output(m):
+            seen.append((time.monotonic() - t0, m["msg_type"], m["content"]))
+            if (interrupt_on is not None and not interrupted and m["msg_type"] == "stream"
+                    and interrupt_on in m["content"]["text"]):
+                interrupted.append(True)
+                km.interrupt_kernel()
 
         def on_stdin(msg):
             seen.append((time.monotonic() - t0, "input_request", msg["content"]))
@@ -378,11 +356,11 @@ def notebook_kernel():
 
         reply = kc.execute_interactive(
             code, timeout=timeout, allow_stdin=answer is not None, stdin_hook=on_stdin if answer else None,
-            output_hook=lambda m: seen.append((time.monotonic() - t0, m["msg_type"], m["content"])))
+            output_hook=on_output)
         return reply["content"], seen, time.monotonic() - t0
 
-    assert run_cell("%load_ext jupyter_compute")[0]["status"] == "ok"
-    yield run_cell
+    assert execute_cell("%load_ext jupyter_compute")[0]["status"] == "ok"
+    yield execute_cell
     kc.stop_channels()
     km.shutdown_kernel(now=True)
 
@@ -406,7 +384,8 @@ def test_input_is_answered_from_the_notebook(notebook_kernel, k1):
 
 def test_interrupting_the_notebook_interrupts_the_target(notebook_kernel, k1):
     notebook_kernel("%%compute k1\nprint('warm')")
-    reply, seen, elapsed = notebook_kernel("%%compute k1\nimport time\ntime.sleep(60)", interrupt_after=2)
+    reply, seen, elapsed = notebook_kernel("%%compute k1\nimport time\nprint('started', flush=True)\n"
+                                           "time.sleep(60)", interrupt_on="started")
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
     assert elapsed < 10
     errors = [c for _, kind, c in seen if kind == "error"]
@@ -466,11 +445,11 @@ def other_python(tmp_path_factory) -> tuple[str, tuple[int, int]]:
 def test_push_and_pull_with_another_python_that_lacks_jupyter_compute(shell, other_python, capsys):
     venv, version = other_python
     create_target("other", "--python", venv)
-    result, err = run(shell, "%%compute other\nimport importlib.util as u\n"
+    result, err = run_cell(shell, "%%compute other\nimport importlib.util as u\n"
                              "(u.find_spec('jupyter_compute') is None, __import__('sys').version_info[:2])")
     assert err is None and repr(result) == repr((True, version))
     shell.user_ns.update(data={"ints": list(range(1000)), "blob": b"\x00\xff" * 100_000, "nested": ({1, 2}, None)})
-    result, err = run(shell, "%%compute other --push data --pull summary,back\n"
+    result, err = run_cell(shell, "%%compute other --push data --pull summary,back\n"
                              "summary = {k: type(v).__name__ for k, v in data.items()}\nback = data")
     assert err is None
     assert shell.user_ns["summary"] == {"ints": "list", "blob": "bytes", "nested": "tuple"}
@@ -478,12 +457,12 @@ def test_push_and_pull_with_another_python_that_lacks_jupyter_compute(shell, oth
     assert "pushed data" in capsys.readouterr().err
     # Functions travel by value, which only works between the same Python minor versions.
     shell.user_ns["inc"] = lambda v: v + 1
-    result, err = run(shell, "%%compute other --push inc --pull two\ntwo = inc(1)")
+    result, err = run_cell(shell, "%%compute other --push inc --pull two\ntwo = inc(1)")
     if version == sys.version_info[:2]:
         assert err is None and shell.user_ns["two"] == 2
     else:
         assert type(err).__name__ == "TransferError" and "'inc'" in str(err)
         assert f"{version[0]}.{version[1]}" in str(err)
         # The refusal happened before the cell ran.
-        result, err = run(shell, "%%compute other\n'two' in globals()")
+        result, err = run_cell(shell, "%%compute other\n'two' in globals()")
         assert repr(result) == "False"

@@ -1,7 +1,6 @@
 """Every REST route and error status, through a real Jupyter server (pytest-jupyter)."""
 from __future__ import annotations
 
-import json
 import re
 
 import jsonschema
@@ -12,15 +11,7 @@ from tornado.httpclient import HTTPClientError
 
 from jupyter_compute.handlers import HANDLERS
 
-from tests.support import await_for
-
-
-async def wait_op(api, op_id, timeout=60):
-    async def done():
-        code, op = await api("GET", f"operations/{op_id}")
-        assert code == 200
-        return op if op["status"] != "running" else None
-    return await await_for(done, timeout=timeout, message=f"operation {op_id}")
+from tests.support import wait_op
 
 
 async def test_workspaces_and_kinds(api):

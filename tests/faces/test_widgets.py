@@ -5,15 +5,15 @@ import json
 
 import pytest
 
+from tests.faces.conftest import create_target
 from tests.support import cli, wait_for
-from tests.faces.test_magics import _ipython_dir, create_target, shell  # noqa: F401 (fixtures)
 
 
 def states(picker) -> dict[str, str]:
     return {t["name"]: t["state"] for t in picker.targets}
 
 
-def test_picker_lists_targets_and_routes_cells(shell):  # noqa: F811
+def test_picker_lists_targets_and_routes_cells(shell):
     from jupyter_compute.notebook.magics import active_route
     from jupyter_compute.notebook.widgets import TargetPicker
 
@@ -37,7 +37,7 @@ def test_picker_lists_targets_and_routes_cells(shell):  # noqa: F811
         picker.close()
 
 
-def test_a_new_picker_shows_the_active_route_without_changing_it(shell):  # noqa: F811
+def test_a_new_picker_shows_the_active_route_without_changing_it(shell):
     from jupyter_compute.notebook.magics import active_route
     from jupyter_compute.notebook.widgets import TargetPicker
 
@@ -51,7 +51,7 @@ def test_a_new_picker_shows_the_active_route_without_changing_it(shell):  # noqa
         shell.run_cell("%compute use local")
 
 
-def test_widgets_follow_changes_made_by_the_cli(shell):  # noqa: F811
+def test_widgets_follow_changes_made_by_the_cli(shell):
     from jupyter_compute.notebook.widgets import TargetPicker, TargetStatus
 
     picker = TargetPicker()
@@ -77,7 +77,7 @@ def test_widgets_follow_changes_made_by_the_cli(shell):  # noqa: F811
         status.close()
 
 
-def test_status_card_buttons_drive_the_target(shell):  # noqa: F811
+def test_status_card_buttons_drive_the_target(shell):
     from jupyter_compute.notebook.widgets import TargetStatus
 
     create_target("k1")
@@ -102,7 +102,7 @@ def test_status_card_buttons_drive_the_target(shell):  # noqa: F811
         card.close()
 
 
-def test_this_machine_card_offers_no_lifecycle_buttons(shell):  # noqa: F811
+def test_this_machine_card_offers_no_lifecycle_buttons(shell):
     from jupyter_compute.notebook.widgets import TargetStatus
 
     card = TargetStatus("this-machine")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faces.test_rest import wait_op
+from tests.support import wait_op
 
 ROOT = Path(__file__).resolve().parents[2]
 

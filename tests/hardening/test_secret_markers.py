@@ -7,6 +7,7 @@ Each marker must reach only where it is used (the secret store, a mode-0600 file
 keyring; Azure) and appear in no REST answer, event, log line, CLI output or other file."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -17,11 +18,11 @@ import pytest
 
 from jupyter_compute.core.secrets import SecretStore
 from tests.conftest import azure_server_config
-from tests.support import files_holding, cli
+from tests.support import cli, files_holding, wait_op
 from tests.sshd import sshd  # noqa: F401  (fixture)
 from tests.standins.azure import arm, azure_env, network_guard  # noqa: F401  (fixtures)
 from tests.families.azureml.test_azureml_attach import CASES
-from tests.families.azureml.test_azureml_attach_rest import Events, wait_op
+from tests.families.azureml.test_azureml_attach_rest import Events
 from tests.families.jupyter_server.test_remote_jupyter import remote  # noqa: F401  (fixture)
 
 WS = "ml"
@@ -35,8 +36,6 @@ def marker(label: str) -> str:
 @pytest.fixture
 def jp_server_config(arm):  # noqa: F811
     return azure_server_config(arm, WS)
-
-
 
 
 async def test_no_secret_of_any_kind_shows_anywhere(api, jp_ws_fetch, arm, sshd, remote, compute_db,  # noqa: F811
@@ -85,8 +84,9 @@ async def test_no_secret_of_any_kind_shows_anywhere(api, jp_ws_fetch, arm, sshd,
     assert store.get("local", "m-jupyter", "token") == m["jupyter"]
 
     # The command line shows the same targets from the same store.
-    outputs = [cli("list", "--output", "json"), cli("show", "m-ssh", "--output", "json"),
-               cli("show", "m-jupyter", "--output", "json")]
+    outputs = [await asyncio.to_thread(cli, *args) for args in
+               (("list", "--output", "json"), ("show", "m-ssh", "--output", "json"),
+                ("show", "m-jupyter", "--output", "json"))]
     assert all(r.returncode == 0 for r in outputs), [r.stderr for r in outputs]
 
     # Azure received the secrets of its kinds: they were used, not dropped.
@@ -108,7 +108,7 @@ async def test_no_secret_of_any_kind_shows_anywhere(api, jp_ws_fetch, arm, sshd,
         for where, text in seen.items():
             assert value not in text, f"the {key} secret shows in the {where}"
         # Only the secret store's own file may have held it, and it is gone with its target.
-        holding = files_holding(tmp_path, value)
+        holding = await asyncio.to_thread(files_holding, tmp_path, value)
         assert holding in ([], [store.path]), (key, holding)
         if holding:
             assert os.stat(store.path).st_mode & 0o777 == 0o600

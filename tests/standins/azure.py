@@ -3,10 +3,13 @@
 Import the fixtures into a test module (``from tests.standins.azure import *``). Every test that
 uses them runs with a network guard: a connection to anything but loopback fails the test, so
 no credential can probe the cloud metadata address or a sign-in endpoint.
+
+``azure_workspace`` is the workspace of the ``arm`` stand-in as ``(workspace, backend)``;
+``workspace_for`` makes others (other settings, another stand-in or a replayer). Both close what
+they made at teardown, on the test's loop, so an ``async def`` test only awaits.
 """
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import os
 from pathlib import Path
@@ -18,7 +21,8 @@ import pytest
 
 from .arm import ArmStandIn
 
-__all__ = ["network_guard", "azure_env", "arm", "run", "make_workspace", "RECORDINGS", "recordings"]
+__all__ = ["network_guard", "azure_env", "arm", "make_workspace", "workspace_for", "azure_workspace", "RECORDINGS",
+           "recordings"]
 
 #: Where the recorded Azure traffic lives, beside the repository.
 #: A sitecustomize that fails any connection off loopback in the processes a test starts.
@@ -98,11 +102,6 @@ def arm(azure_env):
     server.stop()
 
 
-def run(coro, timeout: float = 60.0):
-    """Run a coroutine to its end on a fresh loop, within a bound."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
 def make_workspace(tmp_path, *, subscription_id: str, resource_group: str, workspace_name: str,
                    poll_interval: float = 0.01, config: Any = None, credential: Any = None, ws_id: str = "azure"):
     """A Workspace holding one AzureMLBackend, with a fresh store, as the server would build it."""
@@ -124,6 +123,31 @@ def make_workspace(tmp_path, *, subscription_id: str, resource_group: str, works
     backend = AzureMLBackend(ws_id, store, settings, subscription_id=subscription_id,
                              resource_group=resource_group, workspace_name=workspace_name, credential=credential)
     return Workspace(ws_id, "azureml", workspace_name, store, settings, [backend]), backend
+
+
+@pytest.fixture
+def workspace_for(tmp_path, jp_asyncio_loop):
+    """Factory: ``workspace_for(server, **options)`` -> ``(workspace, backend)`` on the workspace ``server``
+    (a stand-in or replayer) serves, or on ``subscription_id``/``resource_group``/``workspace_name`` given
+    outright; ``options`` as ``make_workspace`` takes them. Every one is closed when the test ends."""
+    made: list = []
+
+    def make(server: Any = None, **options):
+        if server is not None:
+            options = {"subscription_id": server.subscription_id, "resource_group": server.resource_group,
+                       "workspace_name": server.workspace_name, **options}
+        ws, backend = make_workspace(tmp_path, **options)
+        made.append(ws)
+        return ws, backend
+    yield make
+    for ws in reversed(made):
+        jp_asyncio_loop.run_until_complete(ws.close())
+
+
+@pytest.fixture
+def azure_workspace(arm, workspace_for):
+    """``(workspace, backend)`` on the ``arm`` stand-in's workspace, with the default test settings."""
+    return workspace_for(arm)
 
 
 def recordings() -> str:

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -20,6 +21,9 @@ from jupyter_compute.transport.kernel import KernelRoute
 from jupyter_compute.notebook.bridge import LoopThread
 from jupyter_compute.transport import in_kernel as _helper
 from jupyter_compute.transport.transfer import Payload, Transport, VariableMover, bootstrap_code
+
+# A kernel that stops answering fails its test in two minutes rather than holding up the run.
+pytestmark = pytest.mark.timeout(120)
 
 
 def start_kernel() -> KernelManager:
@@ -35,27 +39,61 @@ def km():
     km.shutdown_kernel(now=True)
 
 
+@pytest.fixture
+def own_km():
+    """A kernel of the test's own, for a test that kills it."""
+    km = start_kernel()
+    yield km
+    km.shutdown_kernel(now=True)
+
+
 def route_of(km: KernelManager, **kw) -> KernelRoute:
     return KernelRoute(km.get_connection_info(session=False), km.provisioner.pid, target="k", **kw)
 
 
-def run(coro, timeout: float = 120):
-    """Run a coroutine on a fresh loop, failing instead of hanging."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+@pytest.fixture
+def opened(jp_asyncio_loop):
+    """``await opened(route)`` opens a route on the test's loop; every route handed to it is closed at
+    teardown, opened or not."""
+    routes: list[KernelRoute] = []
+
+    async def open_(route: KernelRoute, timeout: float = 30.0) -> KernelRoute:
+        routes.append(route)
+        await route.open(timeout=timeout)
+        return route
+    yield open_
+    for route in reversed(routes):
+        jp_asyncio_loop.run_until_complete(route.close())
 
 
-def test_messages_arrive_live_in_order_with_the_result(km):
-    async def body():
-        async with route_of(km) as route:
-            seen: list[tuple[float, str, dict]] = []
-            t0 = time.monotonic()
-            r = await route.execute(
-                "import time\nprint('one', flush=True)\ntime.sleep(1.5)\nprint('two')\n"
-                "from IPython.display import display, HTML\ndisplay(HTML('<b>x</b>'))\n40 + 2",
-                on_message=lambda m: seen.append((time.monotonic() - t0, m["msg_type"], m["content"])))
-            return r, seen
+@pytest.fixture
+def route(km, opened, jp_asyncio_loop):
+    """An open route to the module's kernel."""
+    return jp_asyncio_loop.run_until_complete(opened(route_of(km)))
 
-    r, seen = run(body())
+
+#: A cell that says when its sleep has begun, so a test can act while it surely runs.
+SLEEPING = "import time\nprint('sleeping', flush=True)\ntime.sleep(60)"
+
+
+def sleeping_seen() -> tuple[asyncio.Event, Callable[[dict], None]]:
+    """An event set once a cell has printed 'sleeping', and the ``on_message`` that sets it."""
+    seen = asyncio.Event()
+
+    def on_message(msg: dict) -> None:
+        if msg["msg_type"] == "stream" and "sleeping" in msg["content"].get("text", ""):
+            seen.set()
+    return seen, on_message
+
+
+async def test_messages_arrive_live_in_order_with_the_result(route):
+    seen: list[tuple[float, str, dict]] = []
+    t0 = time.monotonic()
+    r = await route.execute(
+        "import time\nprint('one', flush=True)\ntime.sleep(1.5)\nprint('two')\n"
+        "from IPython.display import display, HTML\ndisplay(HTML('<b>x</b>'))\n40 + 2",
+        on_message=lambda m: seen.append((time.monotonic() - t0, m["msg_type"], m["content"])))
+
     assert r.status == "ok" and r.result == {"text/plain": "42"}
     streams = [(t, c["text"]) for t, kind, c in seen if kind == "stream"]
     assert [s for _, s in streams] == ["one\n", "two\n"]
@@ -66,12 +104,8 @@ def test_messages_arrive_live_in_order_with_the_result(km):
     assert kinds[-1] == "status"  # idle: everything the cell published came before the return
 
 
-def test_remote_error_keeps_type_message_and_traceback(km):
-    async def body():
-        async with route_of(km) as route:
-            return await route.execute("def f():\n    raise KeyError('nope')\nf()")
-
-    r = run(body())
+async def test_remote_error_keeps_type_message_and_traceback(route):
+    r = await route.execute("def f():\n    raise KeyError('nope')\nf()")
     assert (r.status, r.ename, r.evalue) == ("error", "KeyError", "'nope'")
     with pytest.raises(KeyError) as info:
         r.raise_for_error()
@@ -80,91 +114,75 @@ def test_remote_error_keeps_type_message_and_traceback(km):
     assert any("f()" in line for line in err._render_traceback_())
 
 
-def test_stdin_is_answered_and_a_refusal_interrupts(km):
-    async def body():
-        async with route_of(km) as route:
-            prompts = []
+async def test_stdin_is_answered_and_a_refusal_interrupts(route):
+    prompts = []
 
-            async def answer(prompt, password):
-                prompts.append((prompt, password))
-                return "alice"
+    async def answer(prompt, password):
+        prompts.append((prompt, password))
+        return "alice"
 
-            out = []
-            r = await route.execute("name = input('who? ')\nprint('hi', name)", stdin=answer,
-                                    on_message=lambda m: out.append(m["content"].get("text")))
+    out = []
+    r = await route.execute("name = input('who? ')\nprint('hi', name)", stdin=answer,
+                            on_message=lambda m: out.append(m["content"].get("text")))
 
-            def refuse(prompt, password):
-                raise RuntimeError("nobody is there")
+    def refuse(prompt, password):
+        raise RuntimeError("nobody is there")
 
-            with pytest.raises(RuntimeError, match="nobody"):
-                await route.execute("input('again? ')", stdin=refuse)
-            # Without a stdin handler the kernel refuses input() itself.
-            r2 = await route.execute("input('x')")
-            return prompts, out, r, r2
+    with pytest.raises(RuntimeError, match="nobody"):
+        await route.execute("input('again? ')", stdin=refuse)
+    # Without a stdin handler the kernel refuses input() itself.
+    r2 = await route.execute("input('x')")
 
-    prompts, out, r, r2 = run(body())
     assert r.status == "ok" and prompts == [("who? ", False)] and "hi alice\n" in out
     assert r2.status == "error" and r2.ename == "StdinNotImplementedError"
 
 
-def test_timeout_interrupts_the_target(km):
-    async def body():
-        async with route_of(km) as route:
-            t0 = time.monotonic()
-            with pytest.raises(ExecutionTimeout):
-                await route.execute("import time; time.sleep(60)", timeout=1.5)
-            elapsed = time.monotonic() - t0
-            # The target is free again: it was interrupted, not left sleeping.
-            r = await route.execute("'free'", timeout=10)
-            return elapsed, r
+async def test_timeout_interrupts_the_target(route):
+    t0 = time.monotonic()
+    with pytest.raises(ExecutionTimeout):
+        await route.execute("import time; time.sleep(60)", timeout=1.5)
+    elapsed = time.monotonic() - t0
+    # The target is free again: it was interrupted, not left sleeping.
+    r = await route.execute("'free'", timeout=10)
 
-    elapsed, r = run(body())
     assert elapsed < 10 and r.result == {"text/plain": "'free'"}
 
 
-def test_cancelling_an_execution_interrupts_the_target(km):
-    async def body():
-        async with route_of(km) as route:
-            task = asyncio.ensure_future(route.execute("import time; time.sleep(60)"))
-            await asyncio.sleep(1.0)
-            t0 = time.monotonic()
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            r = await route.execute("'after'", timeout=10)
-            return time.monotonic() - t0, r
+async def test_cancelling_an_execution_interrupts_the_target(route):
+    sleeping, on_message = sleeping_seen()
+    task = asyncio.ensure_future(route.execute(SLEEPING, on_message=on_message))
+    await asyncio.wait_for(sleeping.wait(), 30)
+    t0 = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    r = await route.execute("'after'", timeout=10)
+    elapsed = time.monotonic() - t0
 
-    elapsed, r = run(body())
     assert elapsed < 10 and r.status == "ok"
 
 
-def test_interrupt_message_is_used_without_a_pid(km):
+async def test_interrupt_message_is_used_without_a_pid(km, opened):
     """Without a pid (as for a remote kernel) the control channel carries the interrupt."""
-    async def body():
-        route = KernelRoute(km.get_connection_info(session=False), None, target="k")
-        async with route:
-            task = asyncio.ensure_future(route.execute("import time; time.sleep(60)"))
-            await asyncio.sleep(1.0)
-            t0 = time.monotonic()
-            await route.interrupt()
-            r = await asyncio.wait_for(task, 10)
-            return time.monotonic() - t0, r
+    route = await opened(KernelRoute(km.get_connection_info(session=False), None, target="k"))
+    sleeping, on_message = sleeping_seen()
+    task = asyncio.ensure_future(route.execute(SLEEPING, on_message=on_message))
+    await asyncio.wait_for(sleeping.wait(), 30)
+    t0 = time.monotonic()
+    await route.interrupt()
+    r = await asyncio.wait_for(task, 10)
+    elapsed = time.monotonic() - t0
 
-    elapsed, r = run(body())
     assert r.status == "error" and r.ename == "KeyboardInterrupt" and elapsed < 10
 
 
-def test_push_and_pull_large_arrays_and_functions(km):
+async def test_push_and_pull_large_arrays_and_functions(route):
     a = np.random.default_rng(0).random(50 * 2**20 // 8)
 
-    async def body():
-        async with route_of(km) as route:
-            up = await route.push({"a": a, "f": lambda x: x * 2})
-            r = await route.execute("b = f(a)\ng = lambda x: f(x) + 1\nwritable = a.flags.writeable")
-            values, down = await route.pull(["b", "g", "writable"])
-            return up, r, values, down
+    up = await route.push({"a": a, "f": lambda x: x * 2})
+    r = await route.execute("b = f(a)\ng = lambda x: f(x) + 1\nwritable = a.flags.writeable")
+    values, down = await route.pull(["b", "g", "writable"])
 
-    up, r, values, down = run(body())
     assert r.status == "ok"
     assert np.array_equal(values["b"], a * 2) and values["b"].flags.writeable
     assert values["g"](1) == 3 and values["writable"] is True
@@ -172,42 +190,36 @@ def test_push_and_pull_large_arrays_and_functions(km):
     assert down.nbytes >= a.nbytes and "MB" in str(down)
 
 
-def test_transfer_errors_name_the_variable(km):
+async def test_transfer_errors_name_the_variable(route):
     with pytest.raises(TransferError) as info:
         Payload.from_values({"ok": 1, "lock": threading.Lock()})
     assert info.value.variable == "lock" and "'lock'" in info.value.message
 
-    async def body():
-        async with route_of(km) as route:
-            with pytest.raises(TransferError) as missing:
-                await route.pull(["never_defined_anywhere"])
-            await route.execute("gen = (i for i in range(3))")
-            with pytest.raises(TransferError) as unpicklable:
-                await route.pull(["gen"])
-            # A failed pull leaves the kernel usable.
-            r = await route.execute("1 + 1")
-            return missing.value, unpicklable.value, r
+    with pytest.raises(TransferError) as missing_info:
+        await route.pull(["never_defined_anywhere"])
+    await route.execute("gen = (i for i in range(3))")
+    with pytest.raises(TransferError) as unpicklable_info:
+        await route.pull(["gen"])
+    # A failed pull leaves the kernel usable.
+    r = await route.execute("1 + 1")
 
-    missing, unpicklable, r = run(body())
+    missing, unpicklable = missing_info.value, unpicklable_info.value
     assert missing.variable == "never_defined_anywhere" and "not defined" in missing.message
     assert unpicklable.variable == "gen" and "generator" in unpicklable.message
     assert r.status == "ok"
 
 
-def test_push_is_all_or_nothing(km):
+async def test_push_is_all_or_nothing(route):
     class Unloadable:
         def __reduce__(self):
             return (_raise_on_load, ())
 
-    async def body():
-        async with route_of(km) as route:
-            await route.execute("for _n in ('p1', 'p2'):\n    globals().pop(_n, None)")
-            with pytest.raises(TransferError) as info:
-                await route.push({"p1": 1, "p2": Unloadable()})
-            r = await route.execute("'p1' in globals()")
-            return info.value, r
+    await route.execute("for _n in ('p1', 'p2'):\n    globals().pop(_n, None)")
+    with pytest.raises(TransferError) as info:
+        await route.push({"p1": 1, "p2": Unloadable()})
+    r = await route.execute("'p1' in globals()")
 
-    err, r = run(body())
+    err = info.value
     assert err.variable == "p2" and "could not load" in err.message
     assert r.result == {"text/plain": "False"}
 
@@ -265,21 +277,19 @@ class ThreadTransport(Transport):
         assert not failures, failures
 
 
-def test_a_transport_carries_push_and_pull_over_chunked_streams():
+async def test_a_transport_carries_push_and_pull_over_chunked_streams():
     remote: dict = {}
     transport = ThreadTransport(remote)
     mover = VariableMover(run_silent=None, transport=transport, target="thread")
     big = np.arange(100_000, dtype=np.float64)
 
-    async def body():
-        pushed = await mover.push({"big": big, "double": lambda v: v * 2})
-        remote["made_there"] = remote["double"](remote["big"])
-        values, pulled = await mover.pull(["made_there"])
-        with pytest.raises(TransferError) as missing:
-            await mover.pull(["never_defined"])
-        return pushed, values, pulled, missing.value
+    pushed = await mover.push({"big": big, "double": lambda v: v * 2})
+    remote["made_there"] = remote["double"](remote["big"])
+    values, pulled = await mover.pull(["made_there"])
+    with pytest.raises(TransferError) as missing_info:
+        await mover.pull(["never_defined"])
 
-    pushed, values, pulled, missing = run(body())
+    missing = missing_info.value
     assert pushed.names == ["big", "double"] and pushed.nbytes >= big.nbytes
     assert remote["big"] is not big and np.array_equal(remote["big"], big)
     assert np.array_equal(values["made_there"], big * 2) and pulled.nbytes >= big.nbytes
@@ -289,31 +299,24 @@ def test_a_transport_carries_push_and_pull_over_chunked_streams():
     assert mover.remote_info["python"][:2] == list(sys.version_info[:2])
 
 
-def test_kernel_death_ends_an_execution():
-    km = start_kernel()
-    try:
-        async def body():
-            async with route_of(km) as route:
-                task = asyncio.ensure_future(route.execute("import time; time.sleep(60)"))
-                await asyncio.sleep(1.0)
-                os.kill(km.provisioner.pid, signal.SIGKILL)
-                with pytest.raises(ExecutionError, match="stopped"):
-                    await asyncio.wait_for(task, 15)
-                with pytest.raises(ExecutionError):
-                    await route.execute("1")
-        run(body())
-    finally:
-        km.shutdown_kernel(now=True)
+async def test_kernel_death_ends_an_execution(own_km, opened):
+    route = await opened(route_of(own_km))
+    sleeping, on_message = sleeping_seen()
+    task = asyncio.ensure_future(route.execute(SLEEPING, on_message=on_message))
+    await asyncio.wait_for(sleeping.wait(), 30)
+    os.kill(own_km.provisioner.pid, signal.SIGKILL)
+    with pytest.raises(ExecutionError, match="stopped"):
+        await asyncio.wait_for(task, 15)
+    with pytest.raises(ExecutionError):
+        await route.execute("1")
 
 
-def test_open_fails_clearly_when_nothing_answers():
+async def test_open_fails_clearly_when_nothing_answers(opened):
     info = {"ip": "127.0.0.1", "transport": "tcp", "key": "k", "signature_scheme": "hmac-sha256",
             "shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
 
-    async def body():
-        with pytest.raises(ExecutionError, match="did not answer"):
-            await KernelRoute(info).open(timeout=2)
-    run(body())
+    with pytest.raises(ExecutionError, match="did not answer"):
+        await opened(KernelRoute(info), timeout=2)
 
 
 def test_capabilities_are_declared_by_routes_and_checked_in_one_place():

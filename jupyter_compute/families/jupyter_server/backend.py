@@ -21,9 +21,11 @@ from ...core import secrets as secret_store
 from ...core.errors import BackendRefused, ComputeError, Conflict, InvalidRequest, Unavailable
 from ...core.backend import Backend, KindSpec, OperationContext, Outcome, stored_target
 from ...core.models import SECRET, Node, Spec, State, Target, utcnow
+from ...core.kernels import KernelSpecInfo, TargetKernel
 from ...core.route import Route
 from ...transport.jupyter_client import (Authorizer, CredentialsRefused, JupyterClient, StaticAuth, is_loopback,
                                          normalise_url)
+from ...transport.kernel_bridge import ServerKernel, read_kernelspecs, server_kernel_specs
 from ...transport.websocket import WebsocketRoute
 
 log = logging.getLogger(__name__)
@@ -273,14 +275,15 @@ class RemoteJupyterBackend(Backend):
     async def attach(self, name: str, kind: str, spec: Spec, ctx: OperationContext) -> Outcome:
         assert isinstance(spec, JupyterServerSpec)
         await ctx.progress(f"checking {spec.url}api/status")
+        rt: dict[str, Any] = {"credentials": spec.credentials()}
         async with JupyterClient(spec.url, self.authorizer(name, spec.secrets())) as client:
             await client.status()
-            version = await client.version()
+            rt["server_version"] = await client.version()
             if spec.kernel_name:
                 await _check_kernelspec(client, spec.kernel_name)
+            await read_kernelspecs(client, rt)
         await self._save_secrets(name, spec.secrets())
-        return Outcome(State.stopped, provider_state=NO_KERNEL,
-                       runtime={"credentials": spec.credentials(), "server_version": version})
+        return Outcome(State.stopped, provider_state=NO_KERNEL, runtime=rt)
 
     async def update(self, target: Target, changes: dict[str, Any]) -> None:
         row = await self.store.get_target(self.workspace_id, target.name)
@@ -308,6 +311,7 @@ class RemoteJupyterBackend(Backend):
         row = await self.store.get_target(self.workspace_id, target.name)
         rt = dict(row["runtime"])
         async with await self._client(row) as client:
+            await read_kernelspecs(client, rt)
             kid = rt.get("kernel_id")
             if kid and await client.kernel(kid) is not None:
                 await ctx.progress(f"kernel {kid} is still running; using it")
@@ -326,6 +330,7 @@ class RemoteJupyterBackend(Backend):
 
     async def stop(self, target: Target, ctx: OperationContext) -> Outcome:
         row = await self.store.get_target(self.workspace_id, target.name)
+        await self._end_kernels(row, f"the target '{target.name}' was stopped")
         rt = {k: v for k, v in row["runtime"].items() if k not in ("kernel_id", "kernel_name", "started")}
         kid = row["runtime"].get("kernel_id")
         if kid:
@@ -343,7 +348,9 @@ class RemoteJupyterBackend(Backend):
     async def restart(self, target: Target, ctx: OperationContext) -> Outcome:
         row = await self.store.get_target(self.workspace_id, target.name)
         rt = dict(row["runtime"])
+        await self._end_kernels(row, f"the target '{target.name}' was restarted")
         async with await self._client(row) as client:
+            await read_kernelspecs(client, rt)
             kid = rt.get("kernel_id")
             if kid:
                 await ctx.progress(f"restarting kernel {kid}")
@@ -351,6 +358,34 @@ class RemoteJupyterBackend(Backend):
                     rt["started"] = utcnow().isoformat()
                     return Outcome(State.running, runtime=rt)
             return await self._start_kernel(client, row, rt, ctx)
+
+    # -- kernels for notebooks ---------------------------------------------------------------------
+    def kernel_specs(self, row: dict) -> list[KernelSpecInfo]:
+        return server_kernel_specs(row, "Jupyter server")
+
+    def can_host_kernels(self, target: Target) -> bool:
+        # The server hosts kernels whether or not the target's own kernel (for %%compute) runs;
+        # whether it answers, the kernel's start finds out.
+        return True
+
+    async def kernel(self, target: Target, variant: str = "") -> TargetKernel:
+        row = await self.store.get_target(self.workspace_id, target.name)
+        client = await self._client(row)
+        return ServerKernel(client, store=self.store, workspace=self.workspace_id, target=target.name,
+                            kernel_name=variant or row["spec"].get("kernel_name") or "", where=f"'{target.name}'")
+
+    async def _end_kernels(self, row: dict, reason: str) -> None:
+        """End the notebooks' kernels on this target there, saying why to whoever holds them."""
+        kernels = await self.store.list_kernels(self.workspace_id, row["name"])
+        if not kernels:
+            return
+        async with await self._client(row) as client:
+            for k in kernels:
+                await self.store.update_kernel(k["id"], reason=reason)
+                remote = (k.get("runtime") or {}).get("remote_kernel")
+                if remote:
+                    with contextlib.suppress(ComputeError):
+                        await client.shutdown(remote)
 
     async def detach(self, target: Target, ctx: OperationContext) -> None:
         row = await self.store.get_target(self.workspace_id, target.name)

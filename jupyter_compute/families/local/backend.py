@@ -345,6 +345,8 @@ class LocalBackend(Backend):
                     busy = {op["target"] for op in await self.store.running_operations(self.workspace_id)}
                 if row["name"] in busy:
                     continue
+                if state == State.stopping.value and procs.alive(rt.get("supervisor")):
+                    continue  # the supervisor is ending its kernel itself (idle shutdown, memory limit)
                 if rt.get("kernel") and procs.alive(rt["kernel"]) and procs.alive(rt.get("supervisor")):
                     await self.store.update_target(self.workspace_id, row["name"], expect_state=state,
                                                    state="running")

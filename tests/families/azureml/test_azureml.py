@@ -20,8 +20,11 @@ from jupyter_compute.families.azureml.backend import AzureMLBackend
 from jupyter_compute.core.errors import BackendRefused, InvalidRequest, NotFound, Unavailable
 from jupyter_compute.core.models import State
 from tests.standins.arm import OBJECT_ID, TENANT_ID, VM_SIZES
-from tests.standins.azure import arm, azure_env, make_workspace, network_guard, run  # noqa: F401  (fixtures)
+from tests.standins.azure import arm, azure_env, azure_workspace, network_guard, workspace_for  # noqa: F401  (fixtures)
+from tests.support import files_holding
 
+# Each test is a few requests to a stand-in on loopback: fail rather than hang.
+pytestmark = pytest.mark.timeout(60)
 
 
 def _ssh_key() -> str:
@@ -38,11 +41,6 @@ SUBNET = ("/subscriptions/8f3a2c1d-4b5e-4f60-9a7b-1c2d3e4f5a6b/resourceGroups/rg
           "Microsoft.Network/virtualNetworks/vnet-ml/subnets/default")
 UAI = ("/subscriptions/8f3a2c1d-4b5e-4f60-9a7b-1c2d3e4f5a6b/resourceGroups/rg-id/providers/"
        "Microsoft.ManagedIdentity/userAssignedIdentities/ml-identity")
-
-
-def ws_for(arm, tmp_path, **kw):
-    return make_workspace(tmp_path, subscription_id=arm.subscription_id, resource_group=arm.resource_group,
-                          workspace_name=arm.workspace_name, **kw)
 
 
 def instance_resource(name: str, state: str = "Running", *, size: str = "STANDARD_DS3_V2", user: str = "Bob") -> dict:
@@ -77,19 +75,13 @@ def cluster_resource(name: str, *, provisioning: str = "Succeeded", mn: int = 0,
 
 
 # -- reading ----------------------------------------------------------------------------------------
-def test_list_shows_states_creators_node_counts_and_links(arm, tmp_path):
+async def test_list_shows_states_creators_node_counts_and_links(arm, azure_workspace):
     arm.seed(instance_resource("bob-dev", "JobRunning", user="Bob"))
     arm.seed(instance_resource("old-dev", "Stopped"))
     arm.seed(cluster_resource("cpu-cluster", mx=4))
     arm.set_nodes("cpu-cluster", idle=1, running=2)
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            return {t.name: t for t in await ws.list()}
-        finally:
-            await ws.close()
-    targets = run(go())
+    ws, _ = azure_workspace
+    targets = {t.name: t for t in await ws.list()}
     bob, old, cluster = targets["bob-dev"], targets["old-dev"], targets["cpu-cluster"]
     assert (bob.kind, bob.state, bob.provider_state, bob.managed) == ("compute-instance", State.running,
                                                                       "JobRunning", True)
@@ -107,43 +99,25 @@ def test_list_shows_states_creators_node_counts_and_links(arm, tmp_path):
     assert {r.api_version for r in arm.requests} == {"2023-04-01"}
 
 
-def test_list_follows_next_link_pages(arm, tmp_path):
+async def test_list_follows_next_link_pages(arm, azure_workspace):
     for i in range(5):
         arm.seed(cluster_resource(f"c{i}"))
     arm.page_size = 2
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            return [t.name for t in await ws.list()]
-        finally:
-            await ws.close()
-    assert run(go()) == [f"c{i}" for i in range(5)]
+    ws, _ = azure_workspace
+    assert [t.name for t in await ws.list()] == [f"c{i}" for i in range(5)]
     assert len(arm.arm_requests("GET", "/computes")) == 3
 
 
-def test_get_unknown_target_is_not_found(arm, tmp_path):
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            await ws.get("nope")
-        finally:
-            await ws.close()
+async def test_get_unknown_target_is_not_found(azure_workspace):
+    ws, _ = azure_workspace
     with pytest.raises(NotFound):
-        run(go())
+        await ws.get("nope")
 
 
-def test_sizes_and_usage(arm, tmp_path):
+async def test_sizes_and_usage(arm, azure_workspace):
     arm.seed(instance_resource("bob-dev"))
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            return await ws.sizes(), await ws.usage()
-        finally:
-            await ws.close()
-    sizes, usage = run(go())
+    ws, _ = azure_workspace
+    sizes, usage = await ws.sizes(), await ws.usage()
     by_name = {s.name: s for s in sizes}
     assert set(by_name) == {s["name"] for s in VM_SIZES}
     nc = by_name["Standard_NC6s_v3"]
@@ -160,8 +134,8 @@ def test_sizes_and_usage(arm, tmp_path):
 
 
 # -- compute instances ------------------------------------------------------------------------------
-def test_create_instance_with_every_field(arm, tmp_path):
-    ws, _ = ws_for(arm, tmp_path)
+async def test_create_instance_with_every_field(arm, azure_workspace):
+    ws, _ = azure_workspace
     progress: list[str] = []
     spec = {"size": "Standard_DS2_v2", "ssh_public_access": True, "ssh_public_key": SSH_KEY,
             "idle_shutdown_minutes": 60, "application_sharing": "personal", "subnet": SUBNET, "no_public_ip": True,
@@ -169,15 +143,9 @@ def test_create_instance_with_every_field(arm, tmp_path):
                           {"action": "start", "cron": "30 7 * * mon-fri", "enabled": False}],
             "assigned_user": {"object_id": OBJECT_ID, "tenant_id": TENANT_ID},
             "description": "Alice's workstation", "tags": {"team": "vision"}}
-
-    async def go():
-        try:
-            op = await ws.create("alice-dev", "compute-instance", spec, wait=True,
-                                 on_progress=lambda o: progress.append(o.progress))
-            return op, await ws.get("alice-dev")
-        finally:
-            await ws.close()
-    op, t = run(go())
+    op = await ws.create("alice-dev", "compute-instance", spec, wait=True,
+                         on_progress=lambda o: progress.append(o.progress))
+    t = await ws.get("alice-dev")
     assert op.status.value == "succeeded", op.error
     assert (t.state, t.provider_state) == (State.running, "Running")
     assert [a["name"] for a in t.properties["applications"]] == ["Jupyter", "JupyterLab", "VS Code", "RStudio"]
@@ -202,64 +170,45 @@ def test_create_instance_with_every_field(arm, tmp_path):
          "status": "Disabled"}]
 
 
-def test_instance_stop_start_restart_delete(arm, tmp_path):
+async def test_instance_stop_start_restart_delete(arm, azure_workspace):
     arm.seed(instance_resource("bob-dev"))
-    ws, _ = ws_for(arm, tmp_path)
+    ws, _ = azure_workspace
     seen: list[tuple[str, str]] = []
-
-    async def go():
-        try:
-            for action in ("stop", "start", "restart"):
-                op = await getattr(ws, action)("bob-dev", wait=True)
-                assert op.status.value == "succeeded", op.error
-                t = await ws.get("bob-dev")
-                seen.append((action, t.provider_state))
-                assert t.properties["last_operation"]["name"] == action.capitalize()
-            op = await ws.delete("bob-dev", wait=True)
-            assert op.status.value == "succeeded", op.error
-            return [t.name for t in await ws.list()]
-        finally:
-            await ws.close()
-    assert run(go()) == []
+    for action in ("stop", "start", "restart"):
+        op = await getattr(ws, action)("bob-dev", wait=True)
+        assert op.status.value == "succeeded", op.error
+        t = await ws.get("bob-dev")
+        seen.append((action, t.provider_state))
+        assert t.properties["last_operation"]["name"] == action.capitalize()
+    op = await ws.delete("bob-dev", wait=True)
+    assert op.status.value == "succeeded", op.error
+    assert [t.name for t in await ws.list()] == []
     assert seen == [("stop", "Stopped"), ("start", "Running"), ("restart", "Running")]
     assert [r.path.rsplit("/", 1)[-1] for r in arm.arm_requests("POST")] == ["stop", "start", "restart"]
     delete = arm.arm_requests("DELETE")[0]
     assert delete.query["underlyingResourceAction"] == "Delete"
 
 
-def test_instance_without_update_and_cluster_without_start(arm, tmp_path):
+async def test_instance_without_update_and_cluster_without_start(arm, azure_workspace):
     arm.seed(instance_resource("bob-dev"))
     arm.seed(cluster_resource("cpu"))
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            with pytest.raises(InvalidRequest) as e1:
-                await ws.update("bob-dev", {"size": "Standard_DS2_v2"})
-            with pytest.raises(InvalidRequest) as e2:
-                await ws.stop("cpu")
-            return e1.value, e2.value
-        finally:
-            await ws.close()
-    e1, e2 = run(go())
-    assert "fixed at create" in e1.message
-    assert "scales between min_nodes and max_nodes" in e2.message
+    ws, _ = azure_workspace
+    with pytest.raises(InvalidRequest) as e1:
+        await ws.update("bob-dev", {"size": "Standard_DS2_v2"})
+    with pytest.raises(InvalidRequest) as e2:
+        await ws.stop("cpu")
+    assert "fixed at create" in e1.value.message
+    assert "scales between min_nodes and max_nodes" in e2.value.message
     assert not arm.arm_requests("POST") and not arm.arm_requests("PUT")
 
 
-def test_failed_create_keeps_azures_message(arm, tmp_path):
+async def test_failed_create_keeps_azures_message(arm, azure_workspace):
     message = ("Operation could not be completed as it results in exceeding approved standardDSv2Family Cores "
                "quota. Additional details - Deployment Model: Resource Manager, Location: eastus")
     arm.fail_next("create", "QuotaExceeded", message)
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            op = await ws.create("alice-dev", "compute-instance", {}, wait=True)
-            return op, await ws.get("alice-dev")
-        finally:
-            await ws.close()
-    op, t = run(go())
+    ws, _ = azure_workspace
+    op = await ws.create("alice-dev", "compute-instance", {}, wait=True)
+    t = await ws.get("alice-dev")
     assert op.status.value == "failed"
     assert op.error["message"] == message and op.error["azure_code"] == "QuotaExceeded"
     assert op.error["reason"] == "azure_operation_failed"
@@ -267,84 +216,60 @@ def test_failed_create_keeps_azures_message(arm, tmp_path):
     assert t.errors[0].message == message
 
 
-def test_failed_stop_keeps_azures_message(arm, tmp_path):
+async def test_failed_stop_keeps_azures_message(arm, azure_workspace):
     arm.seed(instance_resource("bob-dev"))
     arm.fail_next("stop", "UserError", "Compute instance stop failed: the VM agent did not answer.")
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            return await ws.stop("bob-dev", wait=True)
-        finally:
-            await ws.close()
-    op = run(go())
+    ws, _ = azure_workspace
+    op = await ws.stop("bob-dev", wait=True)
     assert op.status.value == "failed"
     assert op.error["message"] == "Compute instance stop failed: the VM agent did not answer."
 
 
-def test_conflicting_action_is_refused_with_azures_words(arm, tmp_path):
+async def test_conflicting_action_is_refused_with_azures_words(arm, azure_workspace):
     arm.seed(instance_resource("bob-dev", "Starting"))
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            return await ws.restart("bob-dev", wait=True)
-        finally:
-            await ws.close()
-    op = run(go())
+    ws, _ = azure_workspace
+    op = await ws.restart("bob-dev", wait=True)
     assert op.status.value == "failed"
     assert op.error["reason"] == "azure_conflict"
     assert "cannot restart while it is in state 'Starting'" in op.error["message"]
 
 
-def test_the_store_mirrors_azure_so_a_second_operation_is_refused(arm, tmp_path):
+async def test_the_store_mirrors_azure_so_a_second_operation_is_refused(arm, workspace_for):
     from jupyter_compute.core.errors import Conflict
 
     arm.seed(instance_resource("bob-dev"))
     arm.lro_polls = 5
-    ws, _ = ws_for(arm, tmp_path, poll_interval=0.05)
-
-    async def go():
-        try:
-            await ws.list()
-            rows = [r["name"] for r in await ws.store.list_targets(ws.id)]
-            op = await ws.stop("bob-dev")  # --no-wait: the operation goes on
-            assert op.status.value == "running"
-            with pytest.raises(Conflict):
-                await ws.start("bob-dev")
-            done = await ws.wait_operation(op.id, timeout=20)
-            arm.computes().clear()  # deleted in Azure, not from here
-            listed = await ws.list()
-            return rows, done, listed, [r["name"] for r in await ws.store.list_targets(ws.id)]
-        finally:
-            await ws.close()
-    rows, done, listed, rows_after = run(go())
+    ws, _ = workspace_for(arm, poll_interval=0.05)
+    await ws.list()
+    rows = [r["name"] for r in await ws.store.list_targets(ws.id)]
+    op = await ws.stop("bob-dev")  # --no-wait: the operation goes on
+    assert op.status.value == "running"
+    with pytest.raises(Conflict):
+        await ws.start("bob-dev")
+    done = await ws.wait_operation(op.id, timeout=20)
+    arm.computes().clear()  # deleted in Azure, not from here
+    listed = await ws.list()
+    rows_after = [r["name"] for r in await ws.store.list_targets(ws.id)]
     assert rows == ["bob-dev"]
     assert done.status.value == "succeeded"
     assert listed == [] and rows_after == []
 
 
 # -- compute clusters -------------------------------------------------------------------------------
-def test_cluster_create_update_nodes_delete(arm, tmp_path):
-    ws, _ = ws_for(arm, tmp_path)
+async def test_cluster_create_update_nodes_delete(arm, azure_workspace):
+    ws, _ = azure_workspace
     spec = {"size": "Standard_DS2_v2", "priority": "low-priority", "min_nodes": 1, "max_nodes": 3,
             "idle_seconds_before_scaledown": 100, "admin_username": "azureuser", "ssh_public_key": SSH_KEY,
             "remote_login_port_public_access": False, "identity": UAI}
-
-    async def go():
-        try:
-            op = await ws.create("cpu-cluster", "compute-cluster", spec, wait=True)
-            assert op.status.value == "succeeded", op.error
-            created = await ws.get("cpu-cluster")
-            arm.set_nodes("cpu-cluster", idle=1, running=2)
-            nodes = await ws.nodes("cpu-cluster")
-            updated = await ws.update("cpu-cluster", {"max_nodes": 6, "idle_seconds_before_scaledown": 300})
-            op = await ws.delete("cpu-cluster", wait=True)
-            assert op.status.value == "succeeded", op.error
-            return created, nodes, updated, await ws.list()
-        finally:
-            await ws.close()
-    created, nodes, updated, after = run(go())
+    op = await ws.create("cpu-cluster", "compute-cluster", spec, wait=True)
+    assert op.status.value == "succeeded", op.error
+    created = await ws.get("cpu-cluster")
+    arm.set_nodes("cpu-cluster", idle=1, running=2)
+    nodes = await ws.nodes("cpu-cluster")
+    updated = await ws.update("cpu-cluster", {"max_nodes": 6, "idle_seconds_before_scaledown": 300})
+    op = await ws.delete("cpu-cluster", wait=True)
+    assert op.status.value == "succeeded", op.error
+    after = await ws.list()
     assert (created.state, created.nodes.min, created.nodes.max, created.nodes.current) == (State.running, 1, 3, 1)
     assert created.properties["priority"] == "low-priority"
     assert created.properties["idle_seconds_before_scaledown"] == 100
@@ -367,17 +292,11 @@ def test_cluster_create_update_nodes_delete(arm, tmp_path):
     assert update["identity"]["type"] == "UserAssigned"
 
 
-def test_cluster_scaled_to_zero_is_running(arm, tmp_path):
+async def test_cluster_scaled_to_zero_is_running(arm, azure_workspace):
     arm.seed(cluster_resource("idle-cluster", mn=0, mx=2))
     arm.seed(cluster_resource("new-cluster", provisioning="Creating"))
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            return {t.name: t for t in await ws.list()}
-        finally:
-            await ws.close()
-    t = run(go())
+    ws, _ = azure_workspace
+    t = {t.name: t for t in await ws.list()}
     assert t["idle-cluster"].state == State.running and t["idle-cluster"].nodes.current == 0
     assert t["new-cluster"].state == State.creating
 
@@ -391,17 +310,11 @@ def test_cluster_scaled_to_zero_is_running(arm, tmp_path):
     ({"size": "Standard_DS2_v2"}, "/size"),                 # fixed at create
     ({"bogus": 1}, "/bogus"),
 ])
-def test_cluster_update_validation_sends_nothing(arm, tmp_path, changes, field):
+async def test_cluster_update_validation_sends_nothing(arm, azure_workspace, changes, field):
     arm.seed(cluster_resource("cpu", mn=0, mx=4))
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            await ws.update("cpu", changes)
-        finally:
-            await ws.close()
+    ws, _ = azure_workspace
     with pytest.raises(InvalidRequest) as e:
-        run(go())
+        await ws.update("cpu", changes)
     assert e.value.field == field
     assert not arm.arm_requests("PUT") and not arm.arm_requests("PATCH")
 
@@ -467,16 +380,10 @@ CLUSTER_CASES = [
 @pytest.mark.parametrize("kind, name, spec, field",
                          [("compute-instance", *c) for c in INSTANCE_CASES] +
                          [("compute-cluster", *c) for c in CLUSTER_CASES])
-def test_bad_field_is_refused_before_azure(arm, tmp_path, kind, name, spec, field):
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            await ws.create(name, kind, spec)
-        finally:
-            await ws.close()
+async def test_bad_field_is_refused_before_azure(arm, azure_workspace, kind, name, spec, field):
+    ws, _ = azure_workspace
     with pytest.raises(InvalidRequest) as e:
-        run(go())
+        await ws.create(name, kind, spec)
     assert e.value.field == field, e.value.message
     assert e.value.status == 400
     assert "Str0ng!Passw0rd" not in e.value.message
@@ -502,103 +409,68 @@ def test_good_names_pass(arm):
     ("compute-cluster", {"size": "Standard_NC24ads_A100_v4", "priority": "low-priority"}, "/priority",
      "cannot run low-priority"),
 ])
-def test_quota_and_size_checked_before_create(arm, tmp_path, kind, spec, field, words):
+async def test_quota_and_size_checked_before_create(arm, azure_workspace, kind, spec, field, words):
     arm.quota["families"]["standardDSv2Family"] = 6
     arm.quota["families"]["standardNCSv3Family"] = 0
     arm.seed(instance_resource("bob-dev", size="STANDARD_DS3_V2"))  # uses 4 of the 6
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            await ws.create("new-one", kind, spec)
-        finally:
-            await ws.close()
+    ws, _ = azure_workspace
     with pytest.raises(InvalidRequest) as e:
-        run(go())
+        await ws.create("new-one", kind, spec)
     assert e.value.field == field and words in e.value.message, e.value.message
     assert not arm.arm_requests("PUT")
 
 
-def test_quota_that_fits_creates(arm, tmp_path):
+async def test_quota_that_fits_creates(arm, azure_workspace):
     arm.quota["families"]["standardDSv2Family"] = 6
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            return await ws.create("cpu", "compute-cluster", {"size": "Standard_DS3_v2", "min_nodes": 1}, wait=True)
-        finally:
-            await ws.close()
-    assert run(go()).status.value == "succeeded"
+    ws, _ = azure_workspace
+    op = await ws.create("cpu", "compute-cluster", {"size": "Standard_DS3_v2", "min_nodes": 1}, wait=True)
+    assert op.status.value == "succeeded"
 
 
 # -- long operations, retries, unavailability -------------------------------------------------------
-def test_retry_after_on_polls_is_honoured(arm, tmp_path):
+async def test_retry_after_on_polls_is_honoured(arm, workspace_for):
     arm.seed(instance_resource("bob-dev"))
     arm.lro_polls = 2
     arm.poll_retry_after = 1
-    ws, _ = ws_for(arm, tmp_path, poll_interval=0.01)
-
-    async def go():
-        try:
-            return await ws.stop("bob-dev", wait=True)
-        finally:
-            await ws.close()
-    assert run(go()).status.value == "succeeded"
+    ws, _ = workspace_for(arm, poll_interval=0.01)
+    assert (await ws.stop("bob-dev", wait=True)).status.value == "succeeded"
     polls = [r.at for r in arm.saw("GET", "computeOperationsStatus")]
     assert len(polls) == 3
     gaps = [b - a for a, b in zip(polls, polls[1:])]
     assert all(g >= 0.9 for g in gaps), gaps
 
 
-def test_poll_interval_setting_is_used(arm, tmp_path):
+async def test_poll_interval_setting_is_used(arm, workspace_for):
     arm.seed(instance_resource("bob-dev"))
     arm.lro_polls = 2
-    ws, _ = ws_for(arm, tmp_path, poll_interval=0.3)
-
-    async def go():
-        try:
-            return await ws.stop("bob-dev", wait=True)
-        finally:
-            await ws.close()
-    assert run(go()).status.value == "succeeded"
+    ws, _ = workspace_for(arm, poll_interval=0.3)
+    assert (await ws.stop("bob-dev", wait=True)).status.value == "succeeded"
     polls = [r.at for r in arm.saw("GET", "computeOperationsStatus")]
     assert all(b - a >= 0.25 for a, b in zip(polls, polls[1:]))
 
 
-def test_throttling_is_retried_after_retry_after(arm, tmp_path):
+async def test_throttling_is_retried_after_retry_after(arm, azure_workspace):
     arm.seed(cluster_resource("cpu"))
     arm.add_fault(status=429, times=2, retry_after=0.3, method="GET", path_contains="/computes")
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            return await ws.list()
-        finally:
-            await ws.close()
+    ws, _ = azure_workspace
     started = time.monotonic()
-    assert [t.name for t in run(go())] == ["cpu"]
+    assert [t.name for t in await ws.list()] == ["cpu"]
     assert time.monotonic() - started >= 0.55
     lists = arm.arm_requests("GET", "/computes")
     assert len(lists) >= 3 and lists[1].at - lists[0].at >= 0.25
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
-def test_lasting_trouble_becomes_unavailable(arm, tmp_path, status):
+async def test_lasting_trouble_becomes_unavailable(arm, azure_workspace, status):
     arm.add_fault(status=status, times=1000, method="GET", path_contains="/computes")
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            await ws.list()
-        finally:
-            await ws.close()
+    ws, _ = azure_workspace
     with pytest.raises(Unavailable) as e:
-        run(go())
+        await ws.list()
     assert e.value.status == 503 and f"HTTP {status}" in e.value.message
     assert len(arm.arm_requests("GET", "/computes")) == 4  # the first try and retry_total=3 retries
 
 
-def test_throttled_then_failing_then_stalled_ends_in_a_503_naming_the_stall(arm, tmp_path):
+async def test_throttled_then_failing_then_stalled_ends_in_a_503_naming_the_stall(arm, workspace_for):
     """429 with Retry-After, then 500, then a connection that says nothing: each is retried, within
     bounds, and the list ends in seconds as Unavailable saying Azure did not answer in time."""
     from traitlets.config import Config
@@ -609,16 +481,10 @@ def test_throttled_then_failing_then_stalled_ends_in_a_503_naming_the_stall(arm,
     arm.add_fault(status=503, times=1000, stall=2.0, method="GET", path_contains="/computes")
     cfg = Config()
     cfg.AzureML.request_timeout = 0.5
-    ws, _ = ws_for(arm, tmp_path, config=cfg)
-
-    async def go():
-        try:
-            await ws.list()
-        finally:
-            await ws.close()
+    ws, _ = workspace_for(arm, config=cfg)
     started = time.monotonic()
     with pytest.raises(Unavailable) as e:
-        run(go())
+        await ws.list()
     took = time.monotonic() - started
     assert e.value.status == 503 and e.value.reason == "azure_timeout"
     assert "did not answer within 0.5 s" in e.value.message and "request_timeout" in e.value.message
@@ -629,31 +495,19 @@ def test_throttled_then_failing_then_stalled_ends_in_a_503_naming_the_stall(arm,
 
     # The stall is over: the same workspace lists again.
     arm.faults.clear()
-    ws, _ = ws_for(arm, tmp_path, config=cfg)
-
-    async def again():
-        try:
-            return [t.name for t in await ws.list()]
-        finally:
-            await ws.close()
-    assert run(again()) == ["cpu"]
+    ws, _ = workspace_for(arm, config=cfg)
+    assert [t.name for t in await ws.list()] == ["cpu"]
 
 
-def test_server_error_on_an_action_is_retried(arm, tmp_path):
+async def test_server_error_on_an_action_is_retried(arm, azure_workspace):
     arm.seed(instance_resource("bob-dev"))
     arm.add_fault(status=503, times=1, method="POST", path_contains="/stop")
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            return await ws.stop("bob-dev", wait=True)
-        finally:
-            await ws.close()
-    assert run(go()).status.value == "succeeded"
+    ws, _ = azure_workspace
+    assert (await ws.stop("bob-dev", wait=True)).status.value == "succeeded"
     assert len(arm.arm_requests("POST", "/stop")) == 2
 
 
-def test_unreachable_endpoint_is_unavailable(arm, tmp_path, azure_env):
+async def test_unreachable_endpoint_is_unavailable(arm, workspace_for, azure_env):
     import socket
 
     with socket.socket() as s:  # a port nobody listens on
@@ -661,40 +515,30 @@ def test_unreachable_endpoint_is_unavailable(arm, tmp_path, azure_env):
         closed = s.getsockname()[1]
     azure_env.setenv("JUPYTER_COMPUTE_ARM_ENDPOINT", f"https://127.0.0.1:{closed}")
     arm.check_audience = False
-    ws, backend = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            await ws.list()
-        finally:
-            await ws.close()
+    ws, backend = workspace_for(arm)
     with pytest.raises(Unavailable):
-        run(go())
+        await ws.list()
 
 
-def test_slow_answers_do_not_block_the_loop(arm, tmp_path):
+async def test_slow_answers_do_not_block_the_loop(arm, azure_workspace):
     import asyncio
 
     arm.seed(cluster_resource("cpu"))
     arm.delay = 0.3
-    ws, _ = ws_for(arm, tmp_path)
+    ws, _ = azure_workspace
+    ticks = 0
 
-    async def go():
-        ticks = 0
-
-        async def tick():
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-        t = asyncio.create_task(tick())
-        try:
-            await ws.list()
-        finally:
-            t.cancel()
-            await ws.close()
-        return ticks
-    assert run(go()) > 20
+    async def tick():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+    t = asyncio.create_task(tick())
+    try:
+        await ws.list()
+    finally:
+        t.cancel()
+    assert ticks > 20
 
 
 # -- sign-in and permissions ------------------------------------------------------------------------
@@ -702,18 +546,12 @@ def test_slow_answers_do_not_block_the_loop(arm, tmp_path):
     ("list", lambda ws: ws.list(), "Microsoft.MachineLearningServices/workspaces/computes/read"),
     ("nodes", lambda ws: ws.nodes("cpu"), "Microsoft.MachineLearningServices/workspaces/computes/listNodes/action"),
 ])
-def test_missing_role_is_azure_auth_naming_the_action(arm, tmp_path, action, call, rbac):
+async def test_missing_role_is_azure_auth_naming_the_action(arm, azure_workspace, action, call, rbac):
     arm.seed(cluster_resource("cpu"))
     arm.denied.add(rbac)
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            await call(ws)
-        finally:
-            await ws.close()
+    ws, _ = azure_workspace
     with pytest.raises(AzureError) as e:
-        run(go())
+        await call(ws)
     assert isinstance(e.value, BackendRefused) and e.value.status == 502
     assert e.value.reason == "azure_auth" and e.value.azure_code == "AuthorizationFailed"
     assert rbac in e.value.message
@@ -721,53 +559,36 @@ def test_missing_role_is_azure_auth_naming_the_action(arm, tmp_path, action, cal
 
 
 @pytest.mark.parametrize("action", ["start", "stop", "restart", "delete", "write"])
-def test_missing_role_on_an_operation_fails_it_with_azure_auth(arm, tmp_path, action):
+async def test_missing_role_on_an_operation_fails_it_with_azure_auth(arm, azure_workspace, action):
     arm.seed(instance_resource("bob-dev", "Stopped" if action == "start" else "Running"))
     arm.denied.add("Microsoft.MachineLearningServices/workspaces/computes/"
                    + (action if action in ("delete", "write") else f"{action}/action"))
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            if action == "write":
-                return await ws.create("alice-dev", "compute-instance", {}, wait=True)
-            return await getattr(ws, action)("bob-dev", wait=True)
-        finally:
-            await ws.close()
-    op = run(go())
+    ws, _ = azure_workspace
+    if action == "write":
+        op = await ws.create("alice-dev", "compute-instance", {}, wait=True)
+    else:
+        op = await getattr(ws, action)("bob-dev", wait=True)
     assert op.status.value == "failed"
     assert op.error["reason"] == "azure_auth"
     assert "Microsoft.MachineLearningServices/workspaces/computes/" in op.error["message"]
 
 
-def test_failed_sign_in_is_azure_auth(arm, tmp_path, azure_env):
+async def test_failed_sign_in_is_azure_auth(arm, workspace_for, azure_env):
     arm.token_error = (400, {"error": "invalid_request", "error_description": "Identity not found"})
     # Past a failed managed identity the default chain would run developer tools (az, azd, pwsh),
     # whose own traffic no in-process guard sees: keep the chain to managed identity here.
     azure_env.setenv("AZURE_TOKEN_CREDENTIALS", "ManagedIdentityCredential")
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            await ws.list()
-        finally:
-            await ws.close()
+    ws, _ = workspace_for(arm)
     with pytest.raises(AzureError) as e:
-        run(go())
+        await ws.list()
     assert e.value.reason == "azure_auth" and e.value.http_status is None
     assert "Could not sign in to Azure" in e.value.message
     assert arm.requests == []  # nothing reached Resource Manager without a token
 
 
-def test_managed_identity_token_is_for_the_endpoint_in_use(arm, tmp_path):
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            await ws.list()
-        finally:
-            await ws.close()
-    run(go())
+async def test_managed_identity_token_is_for_the_endpoint_in_use(arm, azure_workspace):
+    ws, _ = azure_workspace
+    await ws.list()
     assert arm.token_requests, "the managed-identity endpoint was not used"
     tr = arm.token_requests[0]
     assert tr.query["resource"] == arm.base_url  # the scope follows the endpoint
@@ -775,103 +596,70 @@ def test_managed_identity_token_is_for_the_endpoint_in_use(arm, tmp_path):
     assert all(r.headers["authorization"].startswith("Bearer standin.") for r in arm.requests)
 
 
-def test_endpoint_from_config_when_no_environment_override(arm, tmp_path, azure_env):
+async def test_endpoint_from_config_when_no_environment_override(arm, workspace_for, azure_env):
     from traitlets.config import Config
 
     azure_env.delenv("JUPYTER_COMPUTE_ARM_ENDPOINT")
     cfg = Config()
     cfg.AzureML.resource_manager_endpoint = arm.base_url + "/"
-    ws, backend = ws_for(arm, tmp_path, config=cfg)
+    ws, backend = workspace_for(arm, config=cfg)
     assert backend.arm.endpoint == arm.base_url
-
-    async def go():
-        try:
-            return await ws.list()
-        finally:
-            await ws.close()
-    assert run(go()) == []
+    assert await ws.list() == []
     assert arm.token_requests[0].query["resource"] == arm.base_url
 
 
-def test_ca_bundle_from_requests_ca_bundle_reaches_the_async_clients(arm, tmp_path, azure_env):
+async def test_ca_bundle_from_requests_ca_bundle_reaches_the_async_clients(arm, workspace_for, azure_env):
     import certifi
 
     # SSL_CERT_FILE names a bundle without the stand-in's CA: only REQUESTS_CA_BUNDLE trusts it,
     # and aiohttp would not read that variable by itself.
     azure_env.setenv("REQUESTS_CA_BUNDLE", arm.ca_path)
     azure_env.setenv("SSL_CERT_FILE", certifi.where())
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            return await ws.list()
-        finally:
-            await ws.close()
-    assert run(go()) == []
+    ws, _ = workspace_for(arm)
+    assert await ws.list() == []
 
 
-def test_tls_is_verified(arm, tmp_path, azure_env):
+async def test_tls_is_verified(arm, workspace_for, azure_env):
     import certifi
 
     azure_env.setenv("REQUESTS_CA_BUNDLE", certifi.where())
     azure_env.setenv("SSL_CERT_FILE", certifi.where())
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            await ws.list()
-        finally:
-            await ws.close()
+    ws, _ = workspace_for(arm)
     with pytest.raises((Unavailable, AzureError)):
-        run(go())
+        await ws.list()
     assert arm.requests == []
 
 
-def test_nothing_contacts_azure_until_asked(arm, tmp_path):
-    ws, backend = ws_for(arm, tmp_path)
+async def test_nothing_contacts_azure_until_asked(arm, azure_workspace):
+    ws, backend = azure_workspace
     assert {k.name for k in ws.kinds()} >= {"compute-instance", "compute-cluster"}
-    run(ws.close())
+    await ws.close()
     assert arm.requests == [] and arm.token_requests == []
 
 
-def test_explicit_credential_is_used(arm, tmp_path, azure_env):
+async def test_explicit_credential_is_used(arm, workspace_for):
     from azure.identity.aio import ManagedIdentityCredential
 
-    cred = ManagedIdentityCredential(connection_verify=arm.ca_path)
-    ws, _ = ws_for(arm, tmp_path, credential=cred)
-
-    async def go():
-        try:
-            return await ws.list()
-        finally:
-            await ws.close()
-            await cred.close()
-    assert run(go()) == []
+    async with ManagedIdentityCredential(connection_verify=arm.ca_path) as cred:
+        ws, _ = workspace_for(arm, credential=cred)
+        assert await ws.list() == []
     assert arm.token_requests
 
 
 # -- secrets ----------------------------------------------------------------------------------------
-def test_admin_password_goes_to_azure_and_nowhere_else(arm, tmp_path, caplog):
+async def test_admin_password_goes_to_azure_and_nowhere_else(arm, azure_workspace, tmp_path, caplog):
     marker = "Marker!Secret-7d1e9"
-    ws, _ = ws_for(arm, tmp_path)
+    ws, _ = azure_workspace
     caplog.set_level(logging.DEBUG)
-
-    async def go():
-        try:
-            op = await ws.create("cpu", "compute-cluster", {"admin_username": "alice", "admin_password": marker},
-                                 wait=True, on_progress=lambda o: None)
-            return op, await ws.get("cpu"), await ws.list()
-        finally:
-            await ws.close()
-    op, target, listed = run(go())
+    op = await ws.create("cpu", "compute-cluster", {"admin_username": "alice", "admin_password": marker},
+                         wait=True, on_progress=lambda o: None)
+    target, listed = await ws.get("cpu"), await ws.list()
     assert op.status.value == "succeeded", op.error
     assert marker in arm.arm_requests("PUT")[0].raw.decode()  # Azure got it
     for text in (op.model_dump_json(), target.model_dump_json(), json.dumps([t.model_dump(mode="json") for t in listed]),
                  caplog.text):
         assert marker not in text
-    for f in tmp_path.iterdir():
-        if f.is_file():
-            assert marker.encode() not in f.read_bytes(), f
+    assert not files_holding(tmp_path, marker)
 
 
 # -- mapping and discovery --------------------------------------------------------------------------
@@ -974,26 +762,21 @@ def test_cloud_picks_endpoint_authority_and_scope(azure_env, cloud, endpoint, au
     assert authority_host(settings.authority()) == authority
 
 
-def test_a_token_for_another_audience_is_azure_auth(arm, tmp_path):
+async def test_a_token_for_another_audience_is_azure_auth(arm, azure_workspace):
     arm.seed(cluster_resource("cpu"))
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            await ws.list()
-            with arm.lock:  # the stand-in now holds the issued token to be for the public cloud
-                for t in arm.tokens:
-                    arm.tokens[t] = "https://management.azure.com"
-            await ws.get("cpu")
-        finally:
-            await ws.close()
+    ws, _ = azure_workspace
+    await ws.list()
+    with arm.lock:  # the stand-in now holds the issued token to be for the public cloud
+        for t in arm.tokens:
+            arm.tokens[t] = "https://management.azure.com"
     with pytest.raises(AzureError) as e:
-        run(go())
+        await ws.get("cpu")
     assert e.value.reason == "azure_auth" and e.value.azure_code == "InvalidAuthenticationTokenAudience"
     assert "did not accept the sign-in" in e.value.message and "wrong audience" in e.value.message
 
 
-def test_synchronous_credentials_run_off_the_event_loop():
+async def test_synchronous_credentials_run_off_the_event_loop():
+    import asyncio
     import threading
 
     from azure.core.credentials import AccessToken
@@ -1011,23 +794,18 @@ def test_synchronous_credentials_run_off_the_event_loop():
         def close(self):
             Slow.closed = True
 
-    async def go():
-        import asyncio
+    cred = ThreadedCredential(Slow())
+    ticks = 0
 
-        cred = ThreadedCredential(Slow())
-        ticks = 0
-
-        async def tick():
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-        t = asyncio.create_task(tick())
-        token = await cred.get_token("https://example/.default")
-        t.cancel()
-        await cred.close()
-        return token, ticks
-    token, ticks = run(go())
+    async def tick():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+    t = asyncio.create_task(tick())
+    token = await cred.get_token("https://example/.default")
+    t.cancel()
+    await cred.close()
     assert token.token == "t" and ticks >= 10 and Slow.closed
 
 

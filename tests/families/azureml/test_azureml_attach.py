@@ -19,7 +19,10 @@ from jupyter_compute.families.azureml.resources import state_of, to_target
 from jupyter_compute.families.azureml.backend import AlreadyAttached
 from jupyter_compute.core.errors import Conflict, InvalidRequest
 from jupyter_compute.core.models import State
-from tests.standins.azure import arm, azure_env, make_workspace, network_guard, run  # noqa: F401  (fixtures)
+from tests.standins.azure import arm, azure_env, azure_workspace, network_guard, workspace_for  # noqa: F401  (fixtures)
+
+# Each test is a few requests to a stand-in on loopback: fail rather than hang.
+pytestmark = pytest.mark.timeout(60)
 
 SUB = "8f3a2c1d-4b5e-4f60-9a7b-1c2d3e4f5a6b"
 OTHER_SUB = "2b7c9d10-5e6f-4a1b-8c2d-3e4f5a6b7c8d"
@@ -75,37 +78,23 @@ CASES = {
 }
 
 
-def ws_for(arm, tmp_path, **kw):
-    return make_workspace(tmp_path, subscription_id=arm.subscription_id, resource_group=arm.resource_group,
-                          workspace_name=arm.workspace_name, **kw)
-
-
 def leaked(marker: str, *texts: str) -> list[str]:
     return [t[:200] for t in texts if marker in t]
 
 
-
-
 # -- each kind, end to end --------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", list(CASES))
-def test_attach_list_show_detach(arm, tmp_path, caplog, kind):
+async def test_attach_list_show_detach(arm, azure_workspace, tmp_path, caplog, kind):
     spec, ctype, secret_at = CASES[kind]
     caplog.set_level(logging.DEBUG)
-    ws, _ = ws_for(arm, tmp_path)
+    ws, _ = azure_workspace
     progress: list[str] = []
-
-    async def go():
-        try:
-            op = await ws.attach("att1", kind, dict(spec), wait=True, on_progress=lambda o: progress.append(o.progress))
-            shown, listed = await ws.get("att1"), await ws.list()
-            nodes = await ws.nodes("att1") if kind in ("virtual-machine", "hdinsight") else []
-            stored = await ws.store.get_target(ws.id, "att1")
-            gone = await ws.detach("att1", wait=True, on_progress=lambda o: progress.append(o.progress))
-            after = [t.name for t in await ws.list()]
-            return op, shown, listed, nodes, stored, gone, after
-        finally:
-            await ws.close()
-    op, shown, listed, nodes, stored, gone, after = run(go())
+    op = await ws.attach("att1", kind, dict(spec), wait=True, on_progress=lambda o: progress.append(o.progress))
+    shown, listed = await ws.get("att1"), await ws.list()
+    nodes = await ws.nodes("att1") if kind in ("virtual-machine", "hdinsight") else []
+    stored = await ws.store.get_target(ws.id, "att1")
+    gone = await ws.detach("att1", wait=True, on_progress=lambda o: progress.append(o.progress))
+    after = [t.name for t in await ws.list()]
     assert op.status.value == "succeeded", op.error
 
     put = arm.arm_requests("PUT")[-1]
@@ -143,37 +132,25 @@ def test_attach_list_show_detach(arm, tmp_path, caplog, kind):
     assert not files_holding(tmp_path, MARKER)
 
 
-def test_secretless_kinds_refuse_a_secret_without_repeating_it(arm, tmp_path):
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go(kind, field):
-        try:
-            await ws.attach("att1", kind, {**CASES[kind][0], field: MARKER})
-        finally:
-            await ws.close()
+async def test_secretless_kinds_refuse_a_secret_without_repeating_it(arm, azure_workspace):
+    ws, _ = azure_workspace
     for kind, (_, _, secret_at) in CASES.items():
         if secret_at:
             continue
         for field in ("access_token", "admin_password"):
             with pytest.raises(InvalidRequest) as e:
-                run(go(kind, field))
+                await ws.attach("att1", kind, {**CASES[kind][0], field: MARKER})
             assert e.value.field == f"/{field}" and MARKER not in e.value.message
     assert arm.requests == [] and arm.token_requests == []
 
 
-def test_virtual_machine_with_a_private_key(arm, tmp_path, caplog):
+async def test_virtual_machine_with_a_private_key(arm, azure_workspace, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     key = private_key()
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            op = await ws.attach("vm1", "virtual-machine", {"resource_id": VM_ID, "admin_username": "azureuser",
-                                                             "ssh_private_key": key}, wait=True)
-            return op, await ws.get("vm1")
-        finally:
-            await ws.close()
-    op, t = run(go())
+    ws, _ = azure_workspace
+    op = await ws.attach("vm1", "virtual-machine", {"resource_id": VM_ID, "admin_username": "azureuser",
+                                                     "ssh_private_key": key}, wait=True)
+    t = await ws.get("vm1")
     assert op.status.value == "succeeded", op.error
     account = arm.arm_requests("PUT")[-1].body["properties"]["properties"]["administratorAccount"]
     assert account == {"username": "azureuser", "privateKeyData": key}
@@ -182,20 +159,14 @@ def test_virtual_machine_with_a_private_key(arm, tmp_path, caplog):
     assert not files_holding(tmp_path, body)
 
 
-def test_kubernetes_namespace_and_instance_types(arm, tmp_path):
-    ws, _ = ws_for(arm, tmp_path)
+async def test_kubernetes_namespace_and_instance_types(arm, azure_workspace):
+    ws, _ = azure_workspace
     spec = {"resource_id": ARC_ID, "namespace": "team-a", "instance_types": {
         "cpu-small": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": 1, "memory": "2Gi"}},
         "gpu-one": {"node_selector": {"accelerator": "nvidia"}, "limits": {"cpu": "4", "memory": "16Gi", "gpu": 1}}},
         "default_instance_type": "gpu-one"}
-
-    async def go():
-        try:
-            await ws.attach("arc", "kubernetes", spec, wait=True)
-            return await ws.get("arc")
-        finally:
-            await ws.close()
-    t = run(go())
+    await ws.attach("arc", "kubernetes", spec, wait=True)
+    t = await ws.get("arc")
     inner = arm.arm_requests("PUT")[-1].body["properties"]["properties"]
     assert inner == {"namespace": "team-a", "defaultInstanceType": "gpu-one", "instanceTypes": {
         "cpu-small": {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
@@ -207,17 +178,10 @@ def test_kubernetes_namespace_and_instance_types(arm, tmp_path):
                                                          "limits": {"cpu": "4", "memory": "16Gi", "gpu": 1}}
 
 
-def test_delete_of_an_attached_target_detaches_it(arm, tmp_path):
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            await ws.attach("adf", "data-factory", {"resource_id": ADF_ID}, wait=True)
-            op = await ws.delete("adf", wait=True)
-            return op
-        finally:
-            await ws.close()
-    op = run(go())
+async def test_delete_of_an_attached_target_detaches_it(arm, azure_workspace):
+    ws, _ = azure_workspace
+    await ws.attach("adf", "data-factory", {"resource_id": ADF_ID}, wait=True)
+    op = await ws.delete("adf", wait=True)
     assert (op.action, op.status.value) == ("detach", "succeeded")
     assert arm.arm_requests("DELETE")[-1].query["underlyingResourceAction"] == "Detach"
     assert arm.deleted_resources == []
@@ -225,28 +189,23 @@ def test_delete_of_an_attached_target_detaches_it(arm, tmp_path):
 
 # -- the duplicate-attach guard ---------------------------------------------------------------------
 @pytest.mark.parametrize("kind", list(CASES))
-def test_attaching_one_resource_twice_is_refused_and_force_proceeds(arm, tmp_path, kind):
+async def test_attaching_one_resource_twice_is_refused_and_force_proceeds(arm, azure_workspace, kind):
     spec = CASES[kind][0]
-    ws, _ = ws_for(arm, tmp_path)
+    ws, _ = azure_workspace
     progress: list[str] = []
-
-    async def go():
-        try:
-            await ws.attach("first", kind, dict(spec), wait=True)
-            puts = len(arm.arm_requests("PUT"))
-            # The same resource, its id written in other letter case: Azure ids are case-insensitive.
-            again = {**spec, "resource_id": spec["resource_id"].replace("/providers/", "/PROVIDERS/").replace(
-                "resourceGroups/rg-res", "resourcegroups/RG-RES")}
-            with pytest.raises(AlreadyAttached) as refused:
-                await ws.attach("second", kind, again)
-            assert len(arm.arm_requests("PUT")) == puts  # nothing reached Azure
-            assert await ws.store.get_target(ws.id, "second") is None
-            op = await ws.attach("second", kind, again, force=True, wait=True,
-                                 on_progress=lambda o: progress.append(o.progress))
-            return refused.value, op, sorted(t.name for t in await ws.list())
-        finally:
-            await ws.close()
-    refused, op, names = run(go())
+    await ws.attach("first", kind, dict(spec), wait=True)
+    puts = len(arm.arm_requests("PUT"))
+    # The same resource, its id written in other letter case: Azure ids are case-insensitive.
+    again = {**spec, "resource_id": spec["resource_id"].replace("/providers/", "/PROVIDERS/").replace(
+        "resourceGroups/rg-res", "resourcegroups/RG-RES")}
+    with pytest.raises(AlreadyAttached) as e:
+        await ws.attach("second", kind, again)
+    refused = e.value
+    assert len(arm.arm_requests("PUT")) == puts  # nothing reached Azure
+    assert await ws.store.get_target(ws.id, "second") is None
+    op = await ws.attach("second", kind, again, force=True, wait=True,
+                         on_progress=lambda o: progress.append(o.progress))
+    names = sorted(t.name for t in await ws.list())
     assert isinstance(refused, Conflict) and refused.status == 409
     assert refused.existing == "first" and refused.field == "/resource_id"
     assert "'first'" in refused.message and "--force" in refused.message and "stop working" in refused.message
@@ -257,31 +216,19 @@ def test_attaching_one_resource_twice_is_refused_and_force_proceeds(arm, tmp_pat
     assert names == ["first", "second"]
 
 
-def test_the_guard_looks_across_kinds(arm, tmp_path):
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            await ws.attach("k8s", "kubernetes", {"resource_id": AKS_ID}, wait=True)
-            await ws.attach("legacy", "aks", {"resource_id": AKS_ID})
-        finally:
-            await ws.close()
+async def test_the_guard_looks_across_kinds(azure_workspace):
+    ws, _ = azure_workspace
+    await ws.attach("k8s", "kubernetes", {"resource_id": AKS_ID}, wait=True)
     with pytest.raises(AlreadyAttached) as e:
-        run(go())
+        await ws.attach("legacy", "aks", {"resource_id": AKS_ID})
     assert (e.value.existing, e.value.existing_kind) == ("k8s", "kubernetes")
 
 
-def test_a_name_already_taken_is_a_conflict(arm, tmp_path):
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            await ws.attach("adf", "data-factory", {"resource_id": ADF_ID}, wait=True)
-            await ws.attach("adf", "aks", {"resource_id": AKS_ID})
-        finally:
-            await ws.close()
+async def test_a_name_already_taken_is_a_conflict(azure_workspace):
+    ws, _ = azure_workspace
+    await ws.attach("adf", "data-factory", {"resource_id": ADF_ID}, wait=True)
     with pytest.raises(Conflict) as e:
-        run(go())
+        await ws.attach("adf", "aks", {"resource_id": AKS_ID})
     assert e.value.field == "/name" and e.value.reason == "name_taken"
 
 
@@ -308,34 +255,22 @@ BAD_IDS = [
 
 
 @pytest.mark.parametrize("kind, bad, words", BAD_IDS)
-def test_malformed_resource_id_never_reaches_azure(arm, tmp_path, kind, bad, words):
-    ws, _ = ws_for(arm, tmp_path)
+async def test_malformed_resource_id_never_reaches_azure(arm, azure_workspace, kind, bad, words):
+    ws, _ = azure_workspace
     spec = {**CASES[kind][0], "resource_id": bad}
-
-    async def go():
-        try:
-            await ws.attach("att1", kind, spec)
-        finally:
-            await ws.close()
     with pytest.raises(InvalidRequest) as e:
-        run(go())
+        await ws.attach("att1", kind, spec)
     assert e.value.field == "/resource_id" and e.value.status == 400
     assert words in e.value.message, e.value.message
     assert MARKER not in e.value.message
     assert arm.requests == [] and arm.token_requests == []
 
 
-def test_every_kind_needs_a_resource_id(arm, tmp_path):
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go(kind):
-        try:
-            await ws.attach("att1", kind, {k: v for k, v in CASES[kind][0].items() if k != "resource_id"})
-        finally:
-            await ws.close()
+async def test_every_kind_needs_a_resource_id(arm, azure_workspace):
+    ws, _ = azure_workspace
     for kind in CASES:
         with pytest.raises(InvalidRequest) as e:
-            run(go(kind))
+            await ws.attach("att1", kind, {k: v for k, v in CASES[kind][0].items() if k != "resource_id"})
         assert e.value.field == "/resource_id" and "required" in e.value.message
     assert arm.requests == [] and arm.token_requests == []
 
@@ -365,17 +300,11 @@ def test_every_kind_needs_a_resource_id(arm, tmp_path):
     ("synapse-spark", {"size": "Standard_DS3_v2"}, "/size", "not a field of this kind"),
     ("aks", {"description": "x" * 1025}, "/description", ""),
 ])
-def test_bad_field_is_refused_before_azure(arm, tmp_path, kind, change, field, words):
+async def test_bad_field_is_refused_before_azure(arm, azure_workspace, kind, change, field, words):
     spec = {k: v for k, v in {**CASES[kind][0], **change}.items() if v is not None}
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            await ws.attach("att1", kind, spec)
-        finally:
-            await ws.close()
+    ws, _ = azure_workspace
     with pytest.raises(InvalidRequest) as e:
-        run(go())
+        await ws.attach("att1", kind, spec)
     assert e.value.field == field, e.value.to_json()
     assert words in e.value.message and MARKER not in e.value.message
     assert arm.requests == [] and arm.token_requests == []
@@ -390,47 +319,34 @@ def test_encrypted_private_key_is_refused_with_why():
 @pytest.mark.parametrize("name, ok", [("ab", True), ("k8s-prod", True), ("a" * 16, True), ("a", False),
                                       ("a" * 17, False), ("1cluster", False), ("ends-", False), ("has_under", False),
                                       ("local", False)])
-def test_attached_names_follow_azures_rule(arm, tmp_path, name, ok):
-    ws, backend = ws_for(arm, tmp_path)
+def test_attached_names_follow_azures_rule(azure_workspace, name, ok):
+    _, backend = azure_workspace
     if ok:
         assert backend.check_name("aks", name) == name
     else:
         with pytest.raises(InvalidRequest) as e:
             backend.check_name("aks", name)
         assert e.value.field == "/name"
-    run(ws.close())
 
 
 # -- kinds the service no longer offers, and what Azure itself refuses ------------------------------
 @pytest.mark.parametrize("verb, kind, words", [("attach", "batch", "compute cluster"),
                                                ("create", "aci", "online endpoint")])
-def test_batch_and_aci_say_what_to_use_instead(arm, tmp_path, verb, kind, words):
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            await getattr(ws, verb)("old1", kind, {"resource_id": rid("Microsoft.Batch/batchAccounts/b1")})
-        finally:
-            await ws.close()
+async def test_batch_and_aci_say_what_to_use_instead(arm, azure_workspace, verb, kind, words):
+    ws, _ = azure_workspace
     with pytest.raises(InvalidRequest) as e:
-        run(go())
+        await getattr(ws, verb)("old1", kind, {"resource_id": rid("Microsoft.Batch/batchAccounts/b1")})
     assert e.value.field == "/kind" and e.value.reason == "retired_kind"
     assert words in e.value.message and "not a compute type of current Azure Machine Learning" in e.value.message
     assert arm.requests == [] and arm.token_requests == []
     assert set(RETIRED) == {"batch", "aci"}
 
 
-def test_azure_refusing_a_resource_is_shown_in_full(arm, tmp_path):
+async def test_azure_refusing_a_resource_is_shown_in_full(arm, azure_workspace):
     arm.missing_resources.add(VM_ID.lower())
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            op = await ws.attach("vm1", "virtual-machine", dict(CASES["virtual-machine"][0]), wait=True)
-            return op, await ws.store.get_target(ws.id, "vm1")
-        finally:
-            await ws.close()
-    op, stored = run(go())
+    ws, _ = azure_workspace
+    op = await ws.attach("vm1", "virtual-machine", dict(CASES["virtual-machine"][0]), wait=True)
+    stored = await ws.store.get_target(ws.id, "vm1")
     assert op.status.value == "failed"
     assert op.error["message"] == ("The Resource 'Microsoft.Compute/virtualMachines/dsvm-01' under resource group "
                                    "'rg-res' was not found. For more details please go to "
@@ -439,25 +355,19 @@ def test_azure_refusing_a_resource_is_shown_in_full(arm, tmp_path):
     assert stored is None  # a failed attach leaves nothing behind here
 
 
-def test_azure_refusing_a_retired_service_is_passed_through(arm, tmp_path):
+async def test_azure_refusing_a_retired_service_is_passed_through(arm, azure_workspace):
     message = ("Azure Data Lake Analytics was retired on 29 February 2024. Compute of type DataLakeAnalytics can no "
                "longer be attached.")
     arm.refused_types["DataLakeAnalytics"] = ("ServiceRetired", message)
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            return await ws.attach("adla", "data-lake-analytics", {"resource_id": ADLA_ID}, wait=True)
-        finally:
-            await ws.close()
-    op = run(go())
+    ws, _ = azure_workspace
+    op = await ws.attach("adla", "data-lake-analytics", {"resource_id": ADLA_ID}, wait=True)
     assert op.status.value == "failed" and op.error["message"] == message
     assert op.error["azure_code"] == "ServiceRetired"
 
 
-def test_the_stand_in_refuses_bad_resource_ids_as_azure_does(arm, tmp_path):
+async def test_the_stand_in_refuses_bad_resource_ids_as_azure_does(arm, azure_workspace):
     """What Azure says when a resource id gets past a client that does not check it."""
-    ws, backend = ws_for(arm, tmp_path)
+    _, backend = azure_workspace
 
     async def put(body):
         from azure.core.exceptions import HttpResponseError
@@ -467,68 +377,53 @@ def test_the_stand_in_refuses_bad_resource_ids_as_azure_does(arm, tmp_path):
                 content_type="application/json", polling=False)
         except HttpResponseError as e:
             return e.status_code, e.error.code, e.error.message
-        finally:
-            await ws.close()
-    status, code, message = run(put({"properties": {"computeType": "AKS", "resourceId": "aks-ml"}}))
+    status, code, message = await put({"properties": {"computeType": "AKS", "resourceId": "aks-ml"}})
     assert (status, code) == (400, "LinkedInvalidPropertyId")
     assert message.startswith("Property id 'aks-ml' at path 'properties.resourceId' is invalid.")
-    status, code, message = run(put({"properties": {"computeType": "VirtualMachine", "resourceId": AKS_ID}}))
+    status, code, message = await put({"properties": {"computeType": "VirtualMachine", "resourceId": AKS_ID}})
     assert (status, code) == (400, "BadArgument") and "Microsoft.Compute/virtualMachines" in message
-    status, code, _ = run(put({"properties": {"computeType": "Databricks", "resourceId": DBX_ID}}))
+    status, code, _ = await put({"properties": {"computeType": "Databricks", "resourceId": DBX_ID}})
     assert (status, code) == (400, "BadArgument")
 
 
-def test_a_secret_azure_echoes_in_an_error_is_blanked(arm, tmp_path, caplog):
+async def test_a_secret_azure_echoes_in_an_error_is_blanked(arm, azure_workspace, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     arm.fail_next("attach", "InvalidCredentials", f"SSH to dsvm-01 as azureuser with password '{MARKER}' failed.")
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
-        try:
-            return await ws.attach("vm1", "virtual-machine", dict(CASES["virtual-machine"][0]), wait=True)
-        finally:
-            await ws.close()
-    op = run(go())
+    ws, _ = azure_workspace
+    op = await ws.attach("vm1", "virtual-machine", dict(CASES["virtual-machine"][0]), wait=True)
     assert op.status.value == "failed"
     assert op.error["message"] == "SSH to dsvm-01 as azureuser with password '***' failed."
     assert MARKER not in caplog.text and not files_holding(tmp_path, MARKER)
 
 
 # -- what attached targets do and do not do ---------------------------------------------------------
-def test_update_on_an_attached_target_says_detach_then_attach(arm, tmp_path):
-    ws, _ = ws_for(arm, tmp_path)
-
-    async def go():
+async def test_update_on_an_attached_target_says_detach_then_attach(arm, azure_workspace):
+    ws, _ = azure_workspace
+    await ws.attach("k8s", "kubernetes", {"resource_id": AKS_ID}, wait=True)
+    puts = len(arm.arm_requests("PUT"))
+    errors = []
+    for change in ({"namespace": "other"}, {"description": "x"}):
         try:
-            await ws.attach("k8s", "kubernetes", {"resource_id": AKS_ID}, wait=True)
-            puts = len(arm.arm_requests("PUT"))
-            errors = []
-            for change in ({"namespace": "other"}, {"description": "x"}):
-                try:
-                    await ws.update("k8s", change)
-                except InvalidRequest as e:
-                    errors.append(e)
-            try:
-                await ws.stop("k8s")
-            except InvalidRequest as e:
-                errors.append(e)
-            assert len(arm.arm_requests("PUT")) == puts
-            return errors
-        finally:
-            await ws.close()
-    update1, update2, stop = run(go())
+            await ws.update("k8s", change)
+        except InvalidRequest as e:
+            errors.append(e)
+    try:
+        await ws.stop("k8s")
+    except InvalidRequest as e:
+        errors.append(e)
+    assert len(arm.arm_requests("PUT")) == puts
+    update1, update2, stop = errors
     for e in (update1, update2):
         assert "detach it" in e.message and "attach it again" in e.message and "left alone" in e.message
         assert "TLS" in e.message
     assert "does not stop it" in stop.message and "portal.azure.com" in stop.message
 
 
-def test_kinds_describe_attach_with_secrets_write_only(arm, tmp_path):
+def test_kinds_describe_attach_with_secrets_write_only(azure_workspace):
     import jsonschema
 
-    ws, _ = ws_for(arm, tmp_path)
+    ws, _ = azure_workspace
     kinds = {k.name: k for k in ws.kinds()}
-    run(ws.close())
     for kind in CASES:
         info = kinds[kind]
         assert not info.managed and {"attach", "detach"} <= set(info.operations)

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import azure_server_config
 from tests.standins.azure import arm, azure_env, network_guard  # noqa: F401  (fixtures)
 from tests.families.azureml.test_azureml_attach import AKS_ID, CASES, MARKER
-from tests.support import files_holding
+from tests.support import files_holding, wait_op
 
 WS = "ml"
 OPERATION = "https://events.jupyter.org/jupyter_compute/operation/v1"
@@ -55,26 +55,22 @@ class Events:
         return json.dumps(self.seen)
 
 
+@pytest.fixture
+def events(jp_ws_fetch, jp_asyncio_loop):
+    """The server's event bus, subscribed to before the test starts; unsubscribed when it ends."""
+    subscribed = Events(jp_asyncio_loop.run_until_complete(jp_ws_fetch("api", "events", "subscribe")))
+    yield subscribed
+    subscribed.conn.close()
+
+
 def op_done(op_id):
     return lambda e: e.get("schema_id") == OPERATION and e.get("id") == op_id and e.get("status") != "running"
 
 
-async def wait_op(api, op_id, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        code, op = await api("GET", f"operations/{op_id}")
-        assert code == 200
-        if op["status"] != "running":
-            return op
-        assert time.monotonic() < deadline, op
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.parametrize("kind", list(CASES))
-async def test_attach_list_show_detach_over_rest(arm, api, jp_ws_fetch, caplog, tmp_path, kind):
+async def test_attach_list_show_detach_over_rest(arm, api, events, caplog, tmp_path, kind):
     caplog.set_level(logging.DEBUG)
     spec = CASES[kind][0]
-    events = Events(await jp_ws_fetch("api", "events", "subscribe"))
     answers = []
 
     async def call(method, path, body=None):
@@ -111,17 +107,15 @@ async def test_attach_list_show_detach_over_rest(arm, api, jp_ws_fetch, caplog, 
     assert arm.deleted_resources == []
     progress = [e.get("progress") or "" for e in events.seen if e.get("schema_id") == OPERATION]
     assert any("left as it is" in p for p in progress)
-    events.conn.close()
 
     if CASES[kind][2]:
         assert MARKER in json.dumps(arm.secrets_of("att1"))  # Azure got it ...
     for text in answers + [events.text(), caplog.text]:     # ... and nothing else did
         assert MARKER not in text
-    assert not files_holding(tmp_path, MARKER)
+    assert not await asyncio.to_thread(files_holding, tmp_path, MARKER)
 
 
-async def test_duplicate_attach_is_409_and_force_warns_in_events(arm, api, jp_ws_fetch):
-    events = Events(await jp_ws_fetch("api", "events", "subscribe"))
+async def test_duplicate_attach_is_409_and_force_warns_in_events(arm, api, events):
     code, body = await api("POST", f"workspaces/{WS}/targets", {"name": "k8s", "kind": "kubernetes",
                                                                "resource_id": AKS_ID})
     assert (await wait_op(api, body["operation"]["id"]))["status"] == "succeeded"
@@ -146,7 +140,6 @@ async def test_duplicate_attach_is_409_and_force_warns_in_events(arm, api, jp_ws
                                  and (e.get("progress") or "").startswith("warning:"))
     assert "'k8s' stop working" in warning["progress"]
     assert (await wait_op(api, op_id))["status"] == "succeeded"
-    events.conn.close()
 
 
 @pytest.mark.parametrize("body, field, words", [

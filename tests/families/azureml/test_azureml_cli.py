@@ -1,9 +1,11 @@
-"""Azure ML end to end, as people run it: ``python -m jupyter_compute.cli`` and ``jupyter server``
-as real subprocesses in a folder holding Azure ML's config.json, with JUPYTER_COMPUTE_ARM_ENDPOINT,
+"""Azure ML end to end, as people run it: ``jupyter compute`` (through ``cli.main``, and as a real
+``python -m jupyter_compute.cli`` process where its exit code is the point) and ``jupyter server`` as a
+real subprocess, in a folder holding Azure ML's config.json, with JUPYTER_COMPUTE_ARM_ENDPOINT,
 MSI_ENDPOINT/MSI_SECRET and the CA variables pointing at the Resource Manager stand-in.
 
 The child processes run under a network guard (tests/standins/netguard): anything they try to
-reach besides loopback is refused and recorded, and each test expects that record to be empty.
+reach besides loopback is refused and recorded, and each test expects that record to be empty; in
+this process the guard of tests/standins/azure.py does the same.
 """
 from __future__ import annotations
 
@@ -19,10 +21,9 @@ import pytest
 
 from tests.servers import ServerProcess
 
-from tests.support import wait_for
 from tests.standins.azure import guarded_pythonpath, arm, azure_env, network_guard  # noqa: F401  (fixtures)
 from tests.families.azureml.test_azureml_attach import AKS_ID, CASES, MARKER, private_key, rid
-from tests.support import files_holding
+from tests.support import cli, files_holding
 
 OPERATION = "https://events.jupyter.org/jupyter_compute/operation/v1"
 TARGET = "https://events.jupyter.org/jupyter_compute/target/v1"
@@ -47,12 +48,19 @@ class Project:
         assert {"JUPYTER_COMPUTE_ARM_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET", "REQUESTS_CA_BUNDLE",
                 "SSL_CERT_FILE"} <= set(self.env)
 
-    def cli(self, *args: str, input: str = "", ok: bool = True) -> subprocess.CompletedProcess:
-        r = subprocess.run([sys.executable, "-m", "jupyter_compute.cli", *args], cwd=self.folder,
-                           capture_output=True, text=True, env={**os.environ, **self.env}, input=input, timeout=120)
+    def cli(self, *args: str, input: str = "", ok: bool = True):
+        """``jupyter compute ARGS`` in this process, in the folder (the ``project`` fixture's cwd)."""
+        assert Path.cwd() == self.folder, "config.json is discovered from the current folder"
+        r = cli(*args, env=self.env, input=input)
         if ok:
             assert r.returncode == 0, (args, r.stdout, r.stderr)
         return r
+
+    def process(self, *args: str, input: str = "") -> subprocess.CompletedProcess:
+        """``jupyter compute ARGS`` as a process of its own started in the folder, for its exit code."""
+        return subprocess.run([sys.executable, "-m", "jupyter_compute.cli", *args], cwd=self.folder,
+                              capture_output=True, text=True, env={**os.environ, **self.env}, input=input,
+                              timeout=120)
 
     def json(self, *args: str, **kw) -> object:
         return json.loads(self.cli(*args, "--output", "json", **kw).stdout)
@@ -62,8 +70,9 @@ class Project:
 
 
 @pytest.fixture
-def project(arm, tmp_path):
+def project(arm, tmp_path, monkeypatch):
     p = Project(arm, tmp_path)
+    monkeypatch.chdir(p.folder)
     yield p
     assert p.stray_connections() == ""
 
@@ -141,7 +150,7 @@ def test_cli_manages_instances_and_clusters_of_the_discovered_workspace(project,
 ])
 def test_invalid_requests_exit_2_before_azure_is_called(project, arm, args, field):
     arm.clear_log()
-    r = project.cli(*args, "--output", "json", ok=False)
+    r = project.process(*args, "--output", "json")
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert json.loads(r.stderr)["field"] == field
     assert arm.requests == [] and arm.token_requests == []
@@ -154,7 +163,7 @@ def test_invalid_requests_exit_2_before_azure_is_called(project, arm, args, fiel
 ])
 def test_usage_errors_exit_2_and_never_echo_a_secret(project, arm, args, words):
     arm.clear_log()
-    r = project.cli(*args, ok=False)
+    r = project.process(*args)
     assert r.returncode == 2 and words in r.stderr and MARKER not in r.stderr + r.stdout
     assert arm.requests == [] and arm.token_requests == []
 
@@ -223,8 +232,9 @@ def test_cli_secrets_go_to_azure_only(project, arm, compute_db, tmp_path):
 
 
 # -- the same through a Jupyter server subprocess ---------------------------------------------------
-async def _events_during(server: ServerProcess, steps):
-    """Run ``steps(server)`` in a thread while reading the server's event bus; return both."""
+async def _events_during(server: ServerProcess, steps, last):
+    """Run ``steps(server)`` in a thread while reading the server's event bus, and go on reading until
+    ``last(result, event)`` holds for an event seen (the last one the steps cause); return both."""
     from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
 
@@ -243,20 +253,16 @@ async def _events_during(server: ServerProcess, steps):
             break
         seen.append(json.loads(msg))
     result = await task
-    # What was published after the last step.
-    while True:
-        try:
-            msg = await asyncio.wait_for(conn.read_message(), timeout=1.0)
-        except asyncio.TimeoutError:
-            break
-        if msg is None:
-            break
+    # Events are published in order: once the last step's is in, so is every other.
+    while not any(last(result, e) for e in seen):
+        msg = await asyncio.wait_for(conn.read_message(), timeout=max(0.1, deadline - time.monotonic()))
+        assert msg is not None, f"the event bus closed before the last event; saw {seen}"
         seen.append(json.loads(msg))
     conn.close()
     return result, seen
 
 
-def test_server_rest_and_events_for_the_discovered_workspace(project, arm):
+async def test_server_rest_and_events_for_the_discovered_workspace(project, arm):
     from tests.families.azureml.test_azureml import cluster_resource, instance_resource
 
     arm.seed(instance_resource("bob-dev", "Stopped"))
@@ -299,7 +305,11 @@ def test_server_rest_and_events_for_the_discovered_workspace(project, arm):
             out["after"] = s.request("GET", f"workspaces/{wid}/targets")
             return out
 
-        out, events = asyncio.run(_events_during(server, steps))
+        def last(out, event):  # the dbx detach's end, the steps' last operation
+            return (event.get("schema_id") == OPERATION and event.get("id") == out["detach_dbx"]["id"]
+                    and event.get("status") != "running")
+
+        out, events = await _events_during(server, steps, last)
     finally:
         server.stop()
     code, listed = out["list"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -24,18 +23,15 @@ from nbclient import NotebookClient
 from traitlets.config import Config
 
 from jupyter_compute.core.errors import ComputeError
+from jupyter_compute.families.azureml.instance import token_claims
 from jupyter_compute.transport.jupyter_client import CredentialsRefused, JupyterClient, StaticAuth
 from tests.standins.arm import OBJECT_ID, TENANT_ID
-from tests.standins.azure import guarded_pythonpath, arm, azure_env, make_workspace, network_guard, run  # noqa: F401  (fixtures)
+from tests.standins.azure import guarded_pythonpath, arm, azure_env, network_guard, workspace_for  # noqa: F401  (fixtures)
 from tests.standins.instance import (OTHER_USER, USER_NAME, aad_arm, add_instance,  # noqa: F401  (fixtures)
                                      instance_jupyter)
+from tests.support import await_for
 
 ME = {"oid": OBJECT_ID, "tid": TENANT_ID, "name": USER_NAME}
-
-
-def workspace(arm, tmp_path, config: Config | None = None):
-    return make_workspace(tmp_path, subscription_id=arm.subscription_id, resource_group=arm.resource_group,
-                          workspace_name=arm.workspace_name, config=config)
 
 
 @pytest.fixture
@@ -175,137 +171,133 @@ def test_start_starts_a_stopped_instance_with_progress_then_runs(project, aad_ar
 
 
 # -- the route, directly -------------------------------------------------------------------------------
-def test_a_personal_instance_of_another_user_says_whose_it_is(aad_arm, instance_jupyter, tmp_path, monkeypatch):
+@pytest.mark.timeout(120)
+async def test_a_personal_instance_of_another_user_says_whose_it_is(aad_arm, instance_jupyter, workspace_for,
+                                                                    monkeypatch):
     arm = aad_arm
     server = instance_jupyter(owner=OTHER_USER["oid"])
     add_instance(arm, "bob-ci", jupyter=server.url, creator=OTHER_USER, sharing="Personal")
     # Created by the test user for Bob: assigned to him, whatever its sharing says.
     add_instance(arm, "for-bob", jupyter=server.url, creator=ME, assigned_user=OTHER_USER)
     add_instance(arm, "shared-ci", jupyter=server.url, creator=OTHER_USER, sharing="Shared")
-    ws, backend = workspace(arm, tmp_path)
-
-    async def body():
-        try:
-            with pytest.raises(ComputeError) as info:
-                await ws.route("bob-ci")
-            e = info.value
-            assert (e.status, e.reason) == (409, "personal_instance")
-            assert "'bob-ci' is a personal compute instance of Bob Other" in e.message
-            assert f"You are signed in as {USER_NAME} (object id {OBJECT_ID})" in e.message
-            assert e.details["owner"] == {"object_id": OTHER_USER["oid"], "tenant_id": TENANT_ID, "name": "Bob Other"}
-            with pytest.raises(ComputeError) as info:
-                await ws.route("for-bob")
-            assert f"the user with object id {OTHER_USER['oid']} (created on their behalf)" in info.value.message
-            # Nothing was asked of the instance's Jupyter on either.
-            assert server.decisions() == []
-            # Where the token does not say who it is for, the instance's own refusal is put the same way.
-            monkeypatch.setattr("jupyter_compute.families.azureml.backend.token_claims", lambda token: {})
-            backend._instance_identity = None
-            with pytest.raises(ComputeError) as info:
-                await ws.route("bob-ci")
-            assert info.value.reason == "personal_instance" and "Bob Other" in info.value.message
-            assert "not the owner" in server.decisions()[-1]["outcome"]
-            # A shared instance of someone else is fine as far as we are concerned; its Jupyter (which
-            # here lets in Bob only) has the last word.
-            with pytest.raises(CredentialsRefused, match="403"):
-                await ws.route("shared-ci")
-        finally:
-            await ws.close()
-    run(body(), timeout=120)
+    ws, backend = workspace_for(arm)
+    with pytest.raises(ComputeError) as info:
+        await ws.route("bob-ci")
+    e = info.value
+    assert (e.status, e.reason) == (409, "personal_instance")
+    assert "'bob-ci' is a personal compute instance of Bob Other" in e.message
+    assert f"You are signed in as {USER_NAME} (object id {OBJECT_ID})" in e.message
+    assert e.details["owner"] == {"object_id": OTHER_USER["oid"], "tenant_id": TENANT_ID, "name": "Bob Other"}
+    with pytest.raises(ComputeError) as info:
+        await ws.route("for-bob")
+    assert f"the user with object id {OTHER_USER['oid']} (created on their behalf)" in info.value.message
+    # Nothing was asked of the instance's Jupyter on either.
+    assert server.decisions() == []
+    # Where the token does not say who it is for, the instance's own refusal is put the same way.
+    monkeypatch.setattr("jupyter_compute.families.azureml.backend.token_claims", lambda token: {})
+    backend._instance_identity = None
+    with pytest.raises(ComputeError) as info:
+        await ws.route("bob-ci")
+    assert info.value.reason == "personal_instance" and "Bob Other" in info.value.message
+    assert "not the owner" in server.decisions()[-1]["outcome"]
+    # A shared instance of someone else is fine as far as we are concerned; its Jupyter (which
+    # here lets in Bob only) has the last word.
+    with pytest.raises(CredentialsRefused, match="403"):
+        await ws.route("shared-ci")
 
 
-def test_bearer_tokens_are_refreshed_before_they_expire(aad_arm, instance_jupyter, tmp_path):
+@pytest.mark.timeout(120)
+async def test_bearer_tokens_are_refreshed_before_they_expire(aad_arm, instance_jupyter, workspace_for):
     arm = aad_arm
     arm.token_lifetime = 6.0
     server = instance_jupyter()
     add_instance(arm, "alice-ci", jupyter=server.url, creator=ME)
     cfg = Config()
     cfg.AzureML.token_refresh_margin = 3.0
-    ws, backend = workspace(arm, tmp_path, config=cfg)
+    ws, backend = workspace_for(arm, config=cfg)
 
     def issued() -> int:
         return sum(1 for r in arm.token_requests if r.query.get("resource") == arm.base_url)
 
-    async def body():
-        try:
-            route = await ws.route("alice-ci")
-            await route.open(timeout=60)
-            assert (await route.execute("kept = 1")).status == "ok"
-            first = issued()
-            await asyncio.sleep(7.0)  # the token has expired by now
-            cell = asyncio.ensure_future(route.execute("import time; time.sleep(30)"))
-            await asyncio.sleep(1.0)
-            await route.interrupt()  # REST, with a new token
-            assert (await asyncio.wait_for(cell, 20)).ename == "KeyboardInterrupt"
-            assert issued() > first
-            await route.close()
-            # A new websocket, as the next notebook would open, is let in too.
-            again = await ws.route("alice-ci")
-            await again.open(timeout=60)
-            assert (await again.execute("kept")).result == {"text/plain": "1"}
-            await again.close()
-            return backend.instance_auth()
-        finally:
-            await ws.close()
-    auth = run(body(), timeout=120)
+    route = await ws.route("alice-ci")
+    await route.open(timeout=60)
+    assert (await route.execute("kept = 1")).status == "ok"
+    first = issued()
+    # Until every token issued so far has run out (their "exp" claims say when).
+    with arm.lock:
+        ends = max(token_claims(t)["exp"] for t in arm.tokens)
+
+    async def expired():
+        return time.time() > ends + 0.5
+    await await_for(expired, timeout=20, message="the tokens issued so far to expire")
+    started = asyncio.Event()
+
+    def on_message(msg):
+        if msg["msg_type"] == "stream" and "started" in msg["content"].get("text", ""):
+            started.set()
+    cell = asyncio.ensure_future(route.execute("import time; print('started', flush=True); time.sleep(30)",
+                                               on_message=on_message))
+    await asyncio.wait_for(started.wait(), 20)
+    await route.interrupt()  # REST, with a new token
+    assert (await asyncio.wait_for(cell, 20)).ename == "KeyboardInterrupt"
+    assert issued() > first
+    await route.close()
+    # A new websocket, as the next notebook would open, is let in too.
+    again = await ws.route("alice-ci")
+    await again.open(timeout=60)
+    assert (await again.execute("kept")).result == {"text/plain": "1"}
+    await again.close()
+    auth = backend.instance_auth()
     assert auth.fetches >= 2
     # Never refused: each token was replaced before it ran out.
     assert {d["outcome"] for d in server.decisions()} == {"ok"}
     assert not any(token in repr(auth) for token in arm.tokens)
 
 
-def test_a_kernel_gone_from_the_instance_is_replaced_and_the_cell_says_so(aad_arm, instance_jupyter, tmp_path):
+@pytest.mark.timeout(120)
+async def test_a_kernel_gone_from_the_instance_is_replaced_and_the_cell_says_so(aad_arm, instance_jupyter,
+                                                                               workspace_for):
     arm = aad_arm
     server = instance_jupyter()
     add_instance(arm, "alice-ci", jupyter=server.url, creator=ME)
-    ws, backend = workspace(arm, tmp_path)
-
-    async def body():
-        try:
-            route = await ws.route("alice-ci")
-            first = route.kernel_id
-            await route.open(timeout=60)
-            await route.execute("kept = 1")
-            await route.close()
-            assert (await ws.route("alice-ci")).kernel_id == first  # the same one, recorded
-            # The instance restarted (its kernels are gone), as a stop and start does.
-            assert server.api("DELETE", f"api/kernels/{first}")[0] == 204
-            route = await ws.route("alice-ci")
-            await route.open(timeout=60)
-            assert route.kernel_id != first
-            assert "variables from earlier cells are lost" in route.notice
-            r = await route.execute("'kept' in globals()")
-            await route.close()
-            assert r.result == {"text/plain": "False"}
-            assert (await ws.route("alice-ci")).kernel_id == route.kernel_id
-        finally:
-            await ws.close()
-    run(body(), timeout=120)
+    ws, backend = workspace_for(arm)
+    route = await ws.route("alice-ci")
+    first = route.kernel_id
+    await route.open(timeout=60)
+    await route.execute("kept = 1")
+    await route.close()
+    assert (await ws.route("alice-ci")).kernel_id == first  # the same one, recorded
+    # The instance restarted (its kernels are gone), as a stop and start does.
+    assert server.api("DELETE", f"api/kernels/{first}")[0] == 204
+    route = await ws.route("alice-ci")
+    await route.open(timeout=60)
+    assert route.kernel_id != first
+    assert "variables from earlier cells are lost" in route.notice
+    r = await route.execute("'kept' in globals()")
+    await route.close()
+    assert r.result == {"text/plain": "False"}
+    assert (await ws.route("alice-ci")).kernel_id == route.kernel_id
     status, kernels = server.api("GET", "api/kernels")
     assert status == 200 and len(kernels) == 1  # one kernel per instance, however many routes
 
 
-def test_the_token_scope_is_a_setting(aad_arm, instance_jupyter, tmp_path):
+@pytest.mark.timeout(60)
+async def test_the_token_scope_is_a_setting(aad_arm, instance_jupyter, workspace_for):
     arm = aad_arm
     scope = "https://instances.standin.example"
     server = instance_jupyter(audiences=(scope,))
     add_instance(arm, "alice-ci", jupyter=server.url, creator=ME)
     cfg = Config()
     cfg.AzureML.instance_token_scope = scope + "/.default"
-    ws, _ = workspace(arm, tmp_path, config=cfg)
-
-    async def body():
-        try:
-            route = await ws.route("alice-ci")
-            assert route.url == server.url
-        finally:
-            await ws.close()
-    run(body(), timeout=60)
+    ws, _ = workspace_for(arm, config=cfg)
+    route = await ws.route("alice-ci")
+    assert route.url == server.url
     assert scope in {r.query["resource"] for r in arm.token_requests}
     assert {d["outcome"] for d in server.decisions()} == {"ok"}
 
 
-def test_the_instances_jupyter_lets_in_only_the_stand_ins_fresh_tokens(aad_arm, instance_jupyter):
+@pytest.mark.timeout(60)
+async def test_the_instances_jupyter_lets_in_only_the_stand_ins_fresh_tokens(aad_arm, instance_jupyter):
     arm = aad_arm
     server = instance_jupyter()
     good, _ = arm.issue_token(arm.base_url)
@@ -316,32 +308,25 @@ def test_the_instances_jupyter_lets_in_only_the_stand_ins_fresh_tokens(aad_arm, 
     for token in (expired, other_audience, forged, "standin.not-a-jwt"):
         assert server.api("GET", "api/status", token=token)[0] == 403
 
-    async def body():
-        async with JupyterClient(server.url, StaticAuth.from_spec(token="a-jupyter-token")) as client:
-            with pytest.raises(CredentialsRefused, match="403"):
-                await client.status()
-        async with JupyterClient(server.url.replace("https:", "http:"),
-                                 StaticAuth.from_spec(authorization=f"Bearer {good}"), timeout=5) as client:
-            with pytest.raises(ComputeError):  # it speaks TLS only
-                await client.status()
-    run(body(), timeout=60)
+    async with JupyterClient(server.url, StaticAuth.from_spec(token="a-jupyter-token")) as client:
+        with pytest.raises(CredentialsRefused, match="403"):
+            await client.status()
+    async with JupyterClient(server.url.replace("https:", "http:"),
+                             StaticAuth.from_spec(authorization=f"Bearer {good}"), timeout=5) as client:
+        with pytest.raises(ComputeError):  # it speaks TLS only
+            await client.status()
     outcomes = [d["outcome"] for d in server.decisions()]
     assert outcomes[0] == "ok" and {"expired", "bad signature", "not a JWT", "no bearer token"} <= set(outcomes)
     assert any(o.startswith("wrong audience") for o in outcomes)
 
 
-def test_a_stopped_instance_is_not_reached(aad_arm, instance_jupyter, tmp_path):
+@pytest.mark.timeout(60)
+async def test_a_stopped_instance_is_not_reached(aad_arm, instance_jupyter, workspace_for):
     arm = aad_arm
     server = instance_jupyter()
     add_instance(arm, "gpu-ci", state="Stopped", jupyter=server.url, creator=ME)
-    ws, _ = workspace(arm, tmp_path)
-
-    async def body():
-        try:
-            with pytest.raises(ComputeError) as info:
-                await ws.route("gpu-ci")
-            assert info.value.reason == "not_running" and "stopped" in info.value.message
-        finally:
-            await ws.close()
-    run(body(), timeout=60)
+    ws, _ = workspace_for(arm)
+    with pytest.raises(ComputeError) as info:
+        await ws.route("gpu-ci")
+    assert info.value.reason == "not_running" and "stopped" in info.value.message
     assert server.decisions() == []

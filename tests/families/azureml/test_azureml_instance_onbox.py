@@ -5,16 +5,15 @@ pointing at the Resource Manager stand-in), pins "this instance" with its idle-s
 and activity in the REST answer the sidebar reads, asks for an explicit confirmation before it
 stops, restarts or deletes itself, and runs cells routed to itself right here.
 
-Child processes (the CLI, the Jupyter server, notebook kernels) run under the network guard: an
-attempt to reach anything but loopback (the instance's public host name included) is recorded,
-and each test expects the record to be empty.
+Child processes (the Jupyter server, notebook kernels) run under the network guard: an attempt to
+reach anything but loopback (the instance's public host name included) is recorded, and each test
+expects the record to be empty. The CLI runs in this process (through ``cli.main``), where the guard
+of tests/standins/azure.py fails the test on any such attempt.
 """
 from __future__ import annotations
 
+import asyncio
 import json
-import os
-import subprocess
-import sys
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -28,8 +27,9 @@ from jupyter_compute.families.azureml.instance import detect, read_nbvm
 from jupyter_compute.core.workspace import Compute
 from tests.servers import ServerProcess
 from tests.standins.arm import OBJECT_ID, TENANT_ID
-from tests.standins.azure import guarded_pythonpath, arm, azure_env, network_guard, run  # noqa: F401  (fixtures)
+from tests.standins.azure import guarded_pythonpath, arm, azure_env, network_guard  # noqa: F401  (fixtures)
 from tests.standins.instance import USER_NAME, add_instance, on_instance_env
+from tests.support import cli
 
 ME = {"oid": OBJECT_ID, "tid": TENANT_ID, "name": USER_NAME}
 
@@ -53,16 +53,33 @@ class Box:
                         PYTHONPATH=guarded_pythonpath())
         for k, v in self.env.items():
             monkeypatch.setenv(k, v)
+        # What runs here (the CLI through cli.main) starts where a terminal on the instance would.
+        monkeypatch.chdir(self.home)
 
     def config(self) -> Config:
         return Config(self.settings)
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "jupyter_compute.cli", *args], cwd=self.home,
-                              capture_output=True, text=True, env={**os.environ, **self.env}, input="", timeout=120)
+    def cli(self, *args: str):
+        """``jupyter compute ARGS`` in this process, in the home folder, with the instance's variables."""
+        return cli(*args)
 
     def stray_connections(self) -> str:
         return self.netlog.read_text() if self.netlog.exists() else ""
+
+
+@pytest.fixture
+def compute_on(jp_asyncio_loop):
+    """Factory: ``compute_on(box, config=None)`` -> the ``Compute`` a process on the box builds (started in
+    its home, with its settings or ``config``); each one is closed when the test ends."""
+    made: list[Compute] = []
+
+    def make(box: Box, config: Config | None = None) -> Compute:
+        compute = Compute.from_config(config or box.config(), start_dir=str(box.home))
+        made.append(compute)
+        return compute
+    yield make
+    for compute in reversed(made):
+        jp_asyncio_loop.run_until_complete(compute.close())
 
 
 @pytest.fixture
@@ -119,37 +136,27 @@ def test_an_instance_is_recognised_from_what_it_provides(tmp_path, nbvm, env, ex
     assert (str(path) in found.recognised_from) == (nbvm is not None)
 
 
-def test_nothing_is_recognised_where_detection_is_off(arm, tmp_path, monkeypatch):
+def test_nothing_is_recognised_where_detection_is_off(arm, tmp_path, monkeypatch, compute_on):
     b = Box(arm, tmp_path, monkeypatch)
     cfg = b.config()
     cfg.AzureML.detect_instance = False
-    compute = Compute.from_config(cfg, start_dir=str(b.home))
-    try:
-        assert compute.provider("azureml").this_instance is None and compute.default_workspace_id() == "local"
-        assert compute.this_instance_info() is None
-    finally:
-        run(compute.close())
+    compute = compute_on(b, cfg)
+    assert compute.provider("azureml").this_instance is None and compute.default_workspace_id() == "local"
+    assert compute.this_instance_info() is None
 
 
 # -- its workspace and its managed identity ------------------------------------------------------------
 @pytest.mark.parametrize("subscription_var", ["CI_SUBSCRIPTION_ID", "MLFLOW_TRACKING_URI"])
-def test_the_instances_workspace_is_used_and_signed_in_to_with_its_managed_identity(
-        arm, tmp_path, monkeypatch, network_guard, subscription_var):
+async def test_the_instances_workspace_is_used_and_signed_in_to_with_its_managed_identity(
+        arm, tmp_path, monkeypatch, network_guard, compute_on, subscription_var):
     add_instance(arm, "alice-ci", creator=ME, idle_shutdown_minutes=60)
     b = Box(arm, tmp_path, monkeypatch, subscription_var=subscription_var)
-    compute = Compute.from_config(b.config(), start_dir=str(b.home))
-
-    async def body():
-        try:
-            ws = compute.workspace()  # the default, with no config.json anywhere
-            assert ws.id == arm.workspace_name and ws.properties["source"] == "instance"
-            assert ws.properties["this_instance"] == "alice-ci"
-            [target] = await ws.list()
-            backend = ws.backends[0]
-            return ws.info(default=True), target, type(backend.arm.credential).__name__
-        finally:
-            await compute.close()
-    info, target, credential = run(body())
+    compute = compute_on(b)
+    ws = compute.workspace()  # the default, with no config.json anywhere
+    assert ws.id == arm.workspace_name and ws.properties["source"] == "instance"
+    assert ws.properties["this_instance"] == "alice-ci"
+    [target] = await ws.list()
+    info, credential = ws.info(default=True), type(ws.backends[0].arm.credential).__name__
     assert credential == "ManagedIdentityCredential"
     assert info.properties["subscription_id"] == arm.subscription_id and info.properties["location"] == "eastus"
     assert target.name == "alice-ci" and target.properties["this_instance"] is True
@@ -164,27 +171,22 @@ def test_the_instances_workspace_is_used_and_signed_in_to_with_its_managed_ident
     assert arm.arm_requests("GET", "/computes")
 
 
-def test_without_a_subscription_the_instance_joins_the_same_workspace_added_by_hand(arm, tmp_path, monkeypatch):
+def test_without_a_subscription_the_instance_joins_the_same_workspace_added_by_hand(arm, tmp_path, monkeypatch,
+                                                                                    compute_on):
     add_instance(arm, "alice-ci", creator=ME)
     b = Box(arm, tmp_path, monkeypatch, subscription_var="")
-    compute = Compute.from_config(b.config(), start_dir=str(b.home))
-    try:
-        assert compute.provider("azureml").this_instance is not None and compute.provider("azureml").this_instance.subscription_id is None
-        assert compute.default_workspace_id() == "local"  # recognised, but its workspace is not complete
-        assert compute.this_instance_info()["workspace"] is None
-    finally:
-        run(compute.close())
+    compute = compute_on(b)
+    assert compute.provider("azureml").this_instance is not None and compute.provider("azureml").this_instance.subscription_id is None
+    assert compute.default_workspace_id() == "local"  # recognised, but its workspace is not complete
+    assert compute.this_instance_info()["workspace"] is None
     r = b.cli("workspace", "add", "--subscription", arm.subscription_id, "--resource-group", arm.resource_group,
               "--name", arm.workspace_name, "--alias", "mine", "--output", "json")
     assert r.returncode == 0, r.stderr
-    compute = Compute.from_config(b.config(), start_dir=str(b.home))
-    try:
-        ws = compute.workspace()  # the default: the instance's, as added (and removable) by hand
-        assert (ws.id, ws.properties["source"], ws.properties["this_instance"]) == ("mine", "added", "alice-ci")
-        assert compute.this_instance_info()["workspace"] == "mine"
-        assert type(ws.backends[0].arm.client() and ws.backends[0].arm.credential).__name__ == "ManagedIdentityCredential"
-    finally:
-        run(compute.close())
+    compute = compute_on(b)
+    ws = compute.workspace()  # the default: the instance's, as added (and removable) by hand
+    assert (ws.id, ws.properties["source"], ws.properties["this_instance"]) == ("mine", "added", "alice-ci")
+    assert compute.this_instance_info()["workspace"] == "mine"
+    assert type(ws.backends[0].arm.client() and ws.backends[0].arm.credential).__name__ == "ManagedIdentityCredential"
 
 
 # -- the REST answer the sidebar reads, and stopping yourself -------------------------------------------
@@ -283,15 +285,8 @@ def test_the_cli_refuses_a_self_stop_without_yes(box, arm):
 
 
 # -- cells routed to this instance run here -------------------------------------------------------------
-def test_cells_routed_to_this_instance_run_locally(box, arm):
-    compute = Compute.from_config(box.config(), start_dir=str(box.home))
-
-    async def route():
-        try:
-            return await compute.workspace().route("alice-ci")
-        finally:
-            await compute.close()
-    here = run(route())
+async def test_cells_routed_to_this_instance_run_locally(box, compute_on):
+    here = await compute_on(box).workspace().route("alice-ci")
     assert (type(here).__name__, here.target, here.kind) == ("HereRoute", "alice-ci", "compute-instance")
 
     nb = nbformat.v4.new_notebook()
@@ -303,8 +298,11 @@ def test_cells_routed_to_this_instance_run_locally(box, arm):
         "%compute use local",
         "print(here)",
     )]
-    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=False,
-                   resources={"metadata": {"path": str(box.home)}}).execute()
+    # nbclient runs a loop of its own: on a pool thread, which (unlike asyncio.to_thread's) does not carry
+    # this test's context, where nbclient would find the test's running loop and take it for its own.
+    client = NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=False,
+                            resources={"metadata": {"path": str(box.home)}})
+    await asyncio.get_running_loop().run_in_executor(None, client.execute)
     c = nb.cells
 
     def text(cell):

@@ -17,9 +17,13 @@ from jupyter_compute.families.azureml import jobs as J
 from jupyter_compute.core.errors import InvalidRequest
 from jupyter_compute.core.route import ExecutionTimeout, RemoteError, TransferError
 from jupyter_compute.families.azureml.job_route import AzureMLJobRoute
-from tests.standins.azure import make_workspace, run
+from tests.standins.azure import workspace_for  # noqa: F401  (fixture)
 from tests.standins.jobs import CURATED, azure_env, azurite, jobs_arm, network_guard, sdk_problems  # noqa: F401
 from tests.families.azureml.test_azureml import cluster_resource
+from tests.support import await_for
+
+# Each worker starts Azurite once for the session: keep these tests together; and fail rather than hang.
+pytestmark = [pytest.mark.xdist_group("azurite"), pytest.mark.timeout(120)]
 
 CLUSTER = "cpu-cluster"
 
@@ -40,9 +44,28 @@ def arm(jobs_arm):
     return jobs_arm
 
 
-def ws_for(arm, tmp_path):
-    return make_workspace(tmp_path, subscription_id=arm.subscription_id, resource_group=arm.resource_group,
-                          workspace_name=arm.workspace_name, poll_interval=0.02)
+@pytest.fixture
+def workspace(arm, workspace_for):
+    """``(workspace, backend)`` on the stand-in, polling often enough to follow a job's every status."""
+    return workspace_for(arm, poll_interval=0.02)
+
+
+@pytest.fixture
+def open_route(workspace, jp_asyncio_loop):
+    """``await open_route(name)``: an open job route to ``name`` (the cluster by default); each one is
+    closed when the test ends, before its workspace."""
+    ws, _ = workspace
+    opened: list[AzureMLJobRoute] = []
+
+    async def open_(name: str = CLUSTER) -> AzureMLJobRoute:
+        route = await ws.route(name)
+        assert isinstance(route, AzureMLJobRoute)
+        opened.append(route)
+        await route.open(timeout=30)
+        return route
+    yield open_
+    for route in reversed(opened):
+        jp_asyncio_loop.run_until_complete(route.close())
 
 
 class Seen:
@@ -69,27 +92,6 @@ class Seen:
                 if m["msg_type"] in ("display_data", "update_display_data")]
 
 
-async def open_route(ws, name: str = CLUSTER) -> AzureMLJobRoute:
-    route = await ws.route(name)
-    assert isinstance(route, AzureMLJobRoute)
-    await route.open(timeout=30)
-    return route
-
-
-def on_route(arm, tmp_path, body, name: str = CLUSTER, timeout: float = 120):
-    """Run ``body(route, ws, backend)`` against a fresh workspace and an open route to ``name``."""
-    ws, backend = ws_for(arm, tmp_path)
-
-    async def go():
-        route = await open_route(ws, name)
-        try:
-            return await body(route, ws, backend)
-        finally:
-            await route.close()
-            await ws.close()
-    return run(go(), timeout)
-
-
 def body_of(arm, index: int = -1) -> dict:
     entry = arm.job_bodies[index]
     assert entry["problems"] == [], entry["problems"]
@@ -97,13 +99,11 @@ def body_of(arm, index: int = -1) -> dict:
 
 
 # -- submission -----------------------------------------------------------------------------------------
-def test_a_small_cell_runs_as_an_inline_command_job(arm, tmp_path):
+async def test_a_small_cell_runs_as_an_inline_command_job(arm, open_route):
     seen = Seen()
     code = "import os\nprint('hello from the job', os.environ.get('AZUREML_RUN_ID'))\n6 * 7"
-
-    async def body(route, ws, backend):
-        return route, await route.execute(code, on_message=seen)
-    route, result = on_route(arm, tmp_path, body)
+    route = await open_route()
+    result = await route.execute(code, on_message=seen)
     assert (route.name, route.kind, route.max_nodes) == ("azureml-job", "compute-cluster", 4)
     assert result.status == "ok" and result.result == {"text/plain": "42"}
     name = arm.job_bodies[-1]["name"]
@@ -132,16 +132,13 @@ def test_a_small_cell_runs_as_an_inline_command_job(arm, tmp_path):
     assert arm.body_problems == []
 
 
-def test_a_large_cell_travels_as_a_code_asset_uploaded_once(arm, tmp_path):
+async def test_a_large_cell_travels_as_a_code_asset_uploaded_once(arm, open_route):
     filler = "# " + "x" * 78 + "\n"
     code = filler * 120 + "print('big cell ran')"
     assert not J.fits_inline(code)
-
-    async def body(route, ws, backend):
-        first = await route.execute(code, on_message=Seen())
-        second = await route.execute(code, on_message=(seen := Seen()))
-        return first, second, seen
-    first, second, seen = on_route(arm, tmp_path, body)
+    route = await open_route()
+    first = await route.execute(code, on_message=Seen())
+    second = await route.execute(code, on_message=(seen := Seen()))
     assert first.status == second.status == "ok" and "big cell ran" in seen.log()
     p1, p2 = body_of(arm, 0), body_of(arm, 1)
     assert p1["codeId"] == p2["codeId"] and "/codes/" in p1["codeId"] and p1["codeId"].endswith("/versions/1")
@@ -156,20 +153,18 @@ def test_a_large_cell_travels_as_a_code_asset_uploaded_once(arm, tmp_path):
     assert len(arm.saw("PUT", "/versions/1")) == 1  # the unchanged cell was not uploaded again
 
 
-def test_environments_resolve_to_their_ids_and_a_miss_lists_close_matches(arm, tmp_path):
-    async def body(route, ws, backend):
-        jobs = route.jobs
-        ids = [await jobs.resolve_environment(spec) for spec in (
-            None, "my-training-env:1", "my-training-env@latest", "azureml:my-training-env", CURATED + ":2",
-            "azureml://registries/azureml/environments/sklearn-1.5/versions/4")]
-        errors = []
-        for spec in ("my-trainng-env", "AzureML-sklearn-1.0-ubuntu20.04-py38", "my-training-env:7", "bad name!",
-                     "x@stable"):
-            with pytest.raises(InvalidRequest) as info:
-                await route.execute("print(1)", environment=spec)
-            errors.append(info.value)
-        return ids, errors
-    ids, errors = on_route(arm, tmp_path, body)
+async def test_environments_resolve_to_their_ids_and_a_miss_lists_close_matches(arm, open_route):
+    route = await open_route()
+    jobs = route.jobs
+    ids = [await jobs.resolve_environment(spec) for spec in (
+        None, "my-training-env:1", "my-training-env@latest", "azureml:my-training-env", CURATED + ":2",
+        "azureml://registries/azureml/environments/sklearn-1.5/versions/4")]
+    errors = []
+    for spec in ("my-trainng-env", "AzureML-sklearn-1.0-ubuntu20.04-py38", "my-training-env:7", "bad name!",
+                 "x@stable"):
+        with pytest.raises(InvalidRequest) as info:
+            await route.execute("print(1)", environment=spec)
+        errors.append(info.value)
     base = f"{arm.workspace_id}/environments"
     assert ids == [f"{base}/{CURATED}/versions/3", f"{base}/my-training-env/versions/1",
                    f"{base}/my-training-env/versions/2", f"{base}/my-training-env/versions/2",
@@ -183,18 +178,15 @@ def test_environments_resolve_to_their_ids_and_a_miss_lists_close_matches(arm, t
     assert arm.job_bodies == []  # refused before anything was created
 
 
-def test_nodes_run_with_pytorch_distribution_and_each_knows_its_rank(arm, tmp_path):
+async def test_nodes_run_with_pytorch_distribution_and_each_knows_its_rank(arm, open_route):
     seen = Seen()
-
-    async def body(route, ws, backend):
-        with pytest.raises(InvalidRequest) as too_many:
-            await route.execute("print(1)", nodes=5)
-        with pytest.raises(InvalidRequest):
-            await route.execute("print(1)", nodes=0)
-        result = await route.execute("print('rank', rank, 'of', world_size)\nrank", nodes=2, on_message=seen)
-        return too_many.value, result
-    too_many, result = on_route(arm, tmp_path, body)
-    assert too_many.field == "/nodes" and "at most 4 nodes" in too_many.message
+    route = await open_route()
+    with pytest.raises(InvalidRequest) as too_many:
+        await route.execute("print(1)", nodes=5)
+    with pytest.raises(InvalidRequest):
+        await route.execute("print(1)", nodes=0)
+    result = await route.execute("print('rank', rank, 'of', world_size)\nrank", nodes=2, on_message=seen)
+    assert too_many.value.field == "/nodes" and "at most 4 nodes" in too_many.value.message
     assert result.status == "ok" and result.result == {"text/plain": "0"}
     props = body_of(arm)
     assert props["resources"] == {"instanceCount": 2}
@@ -203,21 +195,19 @@ def test_nodes_run_with_pytorch_distribution_and_each_knows_its_rank(arm, tmp_pa
     assert len(arm.job_bodies) == 1
 
 
-def test_pushed_variables_are_job_inputs_and_pulled_ones_come_back(arm, tmp_path):
-    async def body(route, ws, backend):
-        pushed = await route.push({"numbers": list(range(1000)), "scale": 3, "double": lambda v: v * 2})
-        result = await route.execute("total = double(sum(numbers)) * scale\nsquare = lambda v: v * v\n"
-                                     "gen = (i for i in numbers)\nprint('total', total)",
-                                     pull=["total", "square", "gen", "nowhere"], on_message=(seen := Seen()))
-        values, report = await route.pull(["total", "square"])
-        problems = {}
-        for names in (["gen"], ["nowhere"], ["numbers"]):
-            with pytest.raises(TransferError) as info:
-                await route.pull(names)
-            problems[names[0]] = info.value
-        fresh = await route.execute("print('numbers' in globals())", on_message=(again := Seen()))
-        return pushed, result, seen, values, report, problems, fresh, again
-    pushed, result, seen, values, report, problems, fresh, again = on_route(arm, tmp_path, body)
+async def test_pushed_variables_are_job_inputs_and_pulled_ones_come_back(arm, open_route):
+    route = await open_route()
+    pushed = await route.push({"numbers": list(range(1000)), "scale": 3, "double": lambda v: v * 2})
+    result = await route.execute("total = double(sum(numbers)) * scale\nsquare = lambda v: v * v\n"
+                                 "gen = (i for i in numbers)\nprint('total', total)",
+                                 pull=["total", "square", "gen", "nowhere"], on_message=(seen := Seen()))
+    values, report = await route.pull(["total", "square"])
+    problems = {}
+    for names in (["gen"], ["nowhere"], ["numbers"]):
+        with pytest.raises(TransferError) as info:
+            await route.pull(names)
+        problems[names[0]] = info.value
+    await route.execute("print('numbers' in globals())", on_message=(again := Seen()))
     assert pushed.names == ["numbers", "scale", "double"] and pushed.nbytes > 1000
     assert result.status == "ok" and "total 2997000" in seen.log()
     assert values["total"] == 2997000 and values["square"](7) == 49
@@ -237,64 +227,59 @@ def test_pushed_variables_are_job_inputs_and_pulled_ones_come_back(arm, tmp_path
 
 
 # -- while the job runs ---------------------------------------------------------------------------------
-def test_fed_log_lines_show_before_the_job_ends(arm, tmp_path):
+async def test_fed_log_lines_show_before_the_job_ends(arm, open_route):
     arm.auto_run = False
     seen = Seen()
+    route = await open_route()
+    task = asyncio.ensure_future(route.execute("print('driven by the test')", on_message=seen))
+    name = await asyncio.to_thread(arm.wait_for_job, timeout=30)
 
-    async def body(route, ws, backend):
-        task = asyncio.ensure_future(route.execute("print('driven by the test')", on_message=seen))
-        loop = asyncio.get_running_loop()
-        name = await loop.run_in_executor(None, lambda: arm.wait_for_job(timeout=30))
+    async def shown(text: str) -> None:
+        async def there():
+            return text in seen.log() + "".join(seen.statuses())
+        await await_for(there, timeout=20, message=f"{text!r} to be shown")
 
-        async def shown(text: str, timeout: float = 20) -> float:
-            deadline = time.monotonic() + timeout
-            while text not in seen.log() + "".join(seen.statuses()):
-                assert time.monotonic() < deadline, f"{text!r} not shown; shown: {seen.messages}"
-                await asyncio.sleep(0.02)
-            return time.monotonic()
-
-        for status in ("Queued", "Preparing", "Running"):
-            arm.set_status(name, status)
-            await shown(f"→ {status}")
-        arm.feed_log(name, "epoch 1: loss 0.9\n")
-        await shown("epoch 1: loss 0.9")
-        still = arm.job(name)["properties"]["status"]
-        arm.feed_log(name, "epoch 2: loss 0.4\n")
-        await shown("epoch 2")
-        arm.set_status(name, "Finalizing")
-        await shown("→ Finalizing")
-        arm.feed_log(name, "done\n")
-        arm.set_status(name, "Completed")
-        return still, await asyncio.wait_for(task, 30)
-    still, result = on_route(arm, tmp_path, body)
+    for status in ("Queued", "Preparing", "Running"):
+        arm.set_status(name, status)
+        await shown(f"→ {status}")
+    arm.feed_log(name, "epoch 1: loss 0.9\n")
+    await shown("epoch 1: loss 0.9")
+    still = arm.job(name)["properties"]["status"]
+    arm.feed_log(name, "epoch 2: loss 0.4\n")
+    await shown("epoch 2")
+    arm.set_status(name, "Finalizing")
+    await shown("→ Finalizing")
+    arm.feed_log(name, "done\n")
+    arm.set_status(name, "Completed")
+    result = await asyncio.wait_for(task, 30)
     assert still == "Running" and result.status == "ok"
     assert seen.log() == "epoch 1: loss 0.9\nepoch 2: loss 0.4\ndone\n"
     assert "NotStarted → Queued → Preparing → Running → Finalizing → Completed" in seen.statuses()[-1]
 
 
-def test_interrupt_cancels_the_job_and_the_cell_ends_once_azure_says_canceled(arm, tmp_path):
+async def test_interrupt_cancels_the_job_and_the_cell_ends_once_azure_says_canceled(arm, open_route):
     arm.cancel_seconds = 1.0
+    route = await open_route()
+    out = []
+    for how in ("cancel", "interrupt"):
+        seen = Seen()
+        task = asyncio.ensure_future(route.execute(
+            "import time\nprint('started', flush=True)\ntime.sleep(60)", on_message=seen))
 
-    async def body(route, ws, backend):
-        out = []
-        for how in ("cancel", "interrupt"):
-            seen = Seen()
-            task = asyncio.ensure_future(route.execute(
-                "import time\nprint('started', flush=True)\ntime.sleep(60)", on_message=seen))
-            while "started" not in seen.log():
-                await asyncio.sleep(0.05)
-            t0 = time.monotonic()
-            if how == "cancel":  # what the magics' loop does when the notebook is interrupted
-                task.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await task
-                result = None
-            else:
-                await route.interrupt()
-                result = await asyncio.wait_for(task, 30)
-            out.append((time.monotonic() - t0, seen, result))
-        return out
-    (took1, seen1, _), (took2, seen2, result) = on_route(arm, tmp_path, body)
+        async def started():
+            return "started" in seen.log()
+        await await_for(started, timeout=60, message="the cell to print 'started'")
+        t0 = time.monotonic()
+        if how == "cancel":  # what the magics' loop does when the notebook is interrupted
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            result = None
+        else:
+            await route.interrupt()
+            result = await asyncio.wait_for(task, 30)
+        out.append((time.monotonic() - t0, seen, result))
+    (took1, seen1, _), (took2, seen2, result) = out
     names = [b["name"] for b in arm.job_bodies]
     assert [n for n, _ in arm.cancels] == names
     assert [arm.job(n)["properties"]["status"] for n in names] == ["Canceled", "Canceled"]
@@ -304,24 +289,20 @@ def test_interrupt_cancels_the_job_and_the_cell_ends_once_azure_says_canceled(ar
     assert result.status == "error" and result.ename == "KeyboardInterrupt"
 
 
-def test_timeout_cancels_the_job(arm, tmp_path):
-    async def body(route, ws, backend):
-        with pytest.raises(ExecutionTimeout) as info:
-            await route.execute("import time\ntime.sleep(60)", timeout=3)
-        return info.value
-    err = on_route(arm, tmp_path, body)
-    assert "was canceled" in str(err)
+async def test_timeout_cancels_the_job(arm, open_route):
+    route = await open_route()
+    with pytest.raises(ExecutionTimeout) as info:
+        await route.execute("import time\ntime.sleep(60)", timeout=3)
+    assert "was canceled" in str(info.value)
     name = arm.job_bodies[-1]["name"]
     assert arm.cancels and arm.job(name)["properties"]["status"] == "Canceled"
 
 
-def test_a_failed_job_raises_azures_message_and_the_log_tail(arm, tmp_path):
+async def test_a_failed_job_raises_azures_message_and_the_log_tail(arm, open_route):
     seen = Seen()
-
-    async def body(route, ws, backend):
-        return await route.execute("print('working on it')\nraise ValueError('the input was wrong')",
-                                   on_message=seen)
-    result = on_route(arm, tmp_path, body)
+    route = await open_route()
+    result = await route.execute("print('working on it')\nraise ValueError('the input was wrong')",
+                                 on_message=seen)
     name = arm.job_bodies[-1]["name"]
     assert result.status == "error" and result.ename == "ValueError"
     assert result.evalue.startswith("the input was wrong (Azure: Execution failed. User process 'python' exited "
@@ -336,16 +317,14 @@ def test_a_failed_job_raises_azures_message_and_the_log_tail(arm, tmp_path):
     assert "Failed" in seen.statuses()[-1]
 
 
-def test_a_busy_cluster_shows_its_nodes_and_queue_before_submitting(arm, tmp_path):
+async def test_a_busy_cluster_shows_its_nodes_and_queue_before_submitting(arm, open_route):
     arm.set_nodes(CLUSTER, running=4)
     arm.add_job("bob_train_1", CLUSTER, "Queued", created_by="Bob", age_seconds=300)
     arm.add_job("carol_sweep", CLUSTER, "Preparing", created_by="Carol", age_seconds=60)
     arm.add_job("elsewhere", "other", "Queued")
     seen = Seen()
-
-    async def body(route, ws, backend):
-        return await route.execute("print('ran anyway')", on_message=seen)
-    result = on_route(arm, tmp_path, body)
+    route = await open_route()
+    result = await route.execute("print('ran anyway')", on_message=seen)
     assert result.status == "ok" and "ran anyway" in seen.log()
     notes = seen.notes()
     assert f"'{CLUSTER}' is busy: 4 running, 0 idle of at most 4 nodes, and 2 jobs waiting:" in notes
@@ -355,66 +334,59 @@ def test_a_busy_cluster_shows_its_nodes_and_queue_before_submitting(arm, tmp_pat
     assert seen.messages.index(next(m for m in seen.messages if m["msg_type"] == "stream")) < first_status
 
 
-def test_an_idle_cluster_shows_no_notice(arm, tmp_path):
+async def test_an_idle_cluster_shows_no_notice(arm, open_route):
     arm.add_job("bob_train_1", CLUSTER, "Queued")
     seen = Seen()
-
-    async def body(route, ws, backend):
-        return await route.execute("print(1)", on_message=seen)
-    assert on_route(arm, tmp_path, body).status == "ok" and "busy" not in seen.notes()
+    route = await open_route()
+    assert (await route.execute("print(1)", on_message=seen)).status == "ok" and "busy" not in seen.notes()
 
 
-def test_input_in_a_job_fails_clearly(arm, tmp_path):
-    async def body(route, ws, backend):
-        return route.capabilities, await route.execute("input('name? ')")
-    caps, result = on_route(arm, tmp_path, body)
+async def test_input_in_a_job_fails_clearly(open_route):
+    route = await open_route()
+    caps, result = route.capabilities, await route.execute("input('name? ')")
     assert caps.as_dict() == {"persistent_namespace": False, "stdin": False, "interrupt": True, "rich_output": False,
                               "variables": True, "nodes": True, "environment": True}
     assert result.ename == "EOFError" and "--push" in result.evalue
 
 
-def test_attached_kubernetes_runs_cells_as_jobs(arm, tmp_path):
+async def test_attached_kubernetes_runs_cells_as_jobs(arm, open_route):
     arm.seed(kubernetes_resource("aks-ml"))
     seen = Seen()
-
-    async def body(route, ws, backend):
-        return route, await route.execute("print('on kubernetes')", on_message=seen)
-    route, result = on_route(arm, tmp_path, body, name="aks-ml")
+    route = await open_route("aks-ml")
+    result = await route.execute("print('on kubernetes')", on_message=seen)
     assert (route.kind, route.max_nodes) == ("kubernetes", None)
     assert result.status == "ok" and "on kubernetes" in seen.log()
     assert body_of(arm)["computeId"].endswith("/computes/aks-ml")
 
 
-def test_a_missing_permission_names_the_action(arm, tmp_path):
-    arm.denied.add("Microsoft.MachineLearningServices/workspaces/jobs/write")
+async def test_a_missing_permission_names_the_action(arm, open_route):
+    from jupyter_compute.families.azureml.arm import AzureError
 
-    async def body(route, ws, backend):
-        from jupyter_compute.families.azureml.arm import AzureError
-        with pytest.raises(AzureError) as info:
-            await route.execute("print(1)")
-        return info.value
-    err = on_route(arm, tmp_path, body)
+    arm.denied.add("Microsoft.MachineLearningServices/workspaces/jobs/write")
+    route = await open_route()
+    with pytest.raises(AzureError) as info:
+        await route.execute("print(1)")
+    err = info.value
     assert err.reason == "azure_auth" and "Microsoft.MachineLearningServices/workspaces/jobs/write" in err.message
 
 
 # -- job lists ------------------------------------------------------------------------------------------
-def test_jobs_are_listed_with_status_duration_and_studio_link(arm, tmp_path):
-    arm.add_job("someone_else", "other", "Running")
-
-    async def body(route, ws, backend):
-        await route.execute("print('first')")
-        await route.execute("print('second')\nraise RuntimeError('nope')")
-        mine = await backend.list_jobs(CLUSTER)
-        everything = await backend.list_jobs()
-        failed = await backend.get_job(mine[0]["name"])
-        # The workspace's verbs (`jobs`, `job` in the CLI and `%compute`) answer the same.
-        assert [j["name"] for j in await ws.jobs(CLUSTER)] == [j["name"] for j in mine]
-        assert (await ws.job(mine[0]["name"], log_lines=5))["status"] == "Failed"
-        with pytest.raises(InvalidRequest):
-            await ws.jobs(top=0)
-        return mine, everything, failed
-    mine, everything, failed = on_route(arm, tmp_path, body)
+async def test_jobs_are_listed_with_status_duration_and_studio_link(arm, workspace, open_route):
     from jupyter_compute.cli import text_job, text_table
+
+    arm.add_job("someone_else", "other", "Running")
+    ws, backend = workspace
+    route = await open_route()
+    await route.execute("print('first')")
+    await route.execute("print('second')\nraise RuntimeError('nope')")
+    mine = await backend.list_jobs(CLUSTER)
+    everything = await backend.list_jobs()
+    failed = await backend.get_job(mine[0]["name"])
+    # The workspace's verbs (`jobs`, `job` in the CLI and `%compute`) answer the same.
+    assert [j["name"] for j in await ws.jobs(CLUSTER)] == [j["name"] for j in mine]
+    assert (await ws.job(mine[0]["name"], log_lines=5))["status"] == "Failed"
+    with pytest.raises(InvalidRequest):
+        await ws.jobs(top=0)
     assert "Failed" in text_table("jobs", mine) and "--- log ---" in text_job(failed)
     first, second = arm.job_bodies[0]["name"], arm.job_bodies[1]["name"]
     assert [j["name"] for j in mine] == [second, first]
@@ -455,48 +427,42 @@ def _python(minor: int | None = None, *, without_cloudpickle: bool = False) -> s
     return None
 
 
-def test_a_job_python_without_cloudpickle_gets_it_shipped_with_pushed_code(arm, tmp_path):
+async def test_a_job_python_without_cloudpickle_gets_it_shipped_with_pushed_code(arm, open_route):
     import sys
 
     exe = _python(sys.version_info[1], without_cloudpickle=True)
     if exe is None:
         pytest.skip("no second Python of this minor version without cloudpickle here")
     arm.python = exe
-
-    async def body(route, ws, backend):
-        await route.push({"double": lambda v: v * 2})
-        result = await route.execute("import sys\nvalue = double(21)\ntriple = lambda v: v * 3\n"
-                                     "print(sys.version_info[:2], getattr(sys.modules['cloudpickle'], '__file__', "
-                                     "'shipped'))", pull=["value", "triple"], on_message=(seen := Seen()))
-        values, _ = await route.pull(["value", "triple"])
-        return result, values, seen
-    result, values, seen = on_route(arm, tmp_path, body)
+    route = await open_route()
+    await route.push({"double": lambda v: v * 2})
+    result = await route.execute("import sys\nvalue = double(21)\ntriple = lambda v: v * 3\n"
+                                 "print(sys.version_info[:2], getattr(sys.modules['cloudpickle'], '__file__', "
+                                 "'shipped'))", pull=["value", "triple"], on_message=(seen := Seen()))
+    values, _ = await route.pull(["value", "triple"])
     assert result.status == "ok" and f"{tuple(sys.version_info[:2])} shipped" in seen.log()
     assert values["value"] == 42 and values["triple"](3) == 9
 
 
-def test_a_job_on_another_python_minor_names_the_variables_that_cannot_travel(arm, tmp_path):
+async def test_a_job_on_another_python_minor_names_the_variables_that_cannot_travel(arm, open_route):
     import sys
 
     exe = next(filter(None, (_python(m) for m in (8, 9, 10, 12, 13) if m != sys.version_info[1])), None)
     if exe is None:
         pytest.skip("no other Python minor version here")
     arm.python = exe
-
-    async def body(route, ws, backend):
-        await route.push({"offset": lambda: 1})
-        code_pushed = await route.execute("print(offset())")
-        await route.push({"rows": [1, 2, 3]})
-        result = await route.execute("class Point:\n    pass\np = Point()\nn = sum(rows)\nf = lambda v: v + n\n"
-                                     "import sys\nprint(sys.version_info[:2])", pull=["n", "p", "f"])
-        values, _ = await route.pull(["n"])
-        errors = {}
-        for name in ("p", "f"):
-            with pytest.raises(TransferError) as info:
-                await route.pull([name])
-            errors[name] = info.value
-        return code_pushed, result, values, errors
-    code_pushed, result, values, errors = on_route(arm, tmp_path, body)
+    route = await open_route()
+    await route.push({"offset": lambda: 1})
+    code_pushed = await route.execute("print(offset())")
+    await route.push({"rows": [1, 2, 3]})
+    result = await route.execute("class Point:\n    pass\np = Point()\nn = sum(rows)\nf = lambda v: v + n\n"
+                                 "import sys\nprint(sys.version_info[:2])", pull=["n", "p", "f"])
+    values, _ = await route.pull(["n"])
+    errors = {}
+    for name in ("p", "f"):
+        with pytest.raises(TransferError) as info:
+            await route.pull([name])
+        errors[name] = info.value
     there = subprocess_version(exe)
     assert code_pushed.status == "error" and code_pushed.ename == "RuntimeError"
     assert f"cannot load pushed variable 'offset' on Python {there}" in code_pushed.evalue

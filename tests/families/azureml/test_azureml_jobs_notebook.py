@@ -9,7 +9,6 @@ besides loopback is refused and recorded, and each test expects that record to b
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -26,6 +25,8 @@ from tests.families.azureml.test_azureml import cluster_resource
 
 CLUSTER = "cpu-cluster"
 
+# Each worker starts Azurite once for the session: keep these tests with the other job tests.
+pytestmark = pytest.mark.xdist_group("azurite")
 
 
 @pytest.fixture

@@ -11,8 +11,11 @@ import pytest
 
 from jupyter_compute.core.models import State
 from tests.standins.arm import ArmStandIn
-from tests.standins.azure import azure_env, make_workspace, network_guard, recordings, run  # noqa: F401
+from tests.standins.azure import azure_env, network_guard, recordings, workspace_for  # noqa: F401
 from tests.standins.replay import ArmReplayer, recorded_computes
+
+# Each test is a few requests to a replayer on loopback: fail rather than hang.
+pytestmark = pytest.mark.timeout(60)
 
 SDK = "sdk_test_compute.pyTestComputetest_compute_instance_stop_start_restart.json"
 CLI_AML = "cli_test_compute_aml.yaml"
@@ -39,20 +42,18 @@ def replay(azure_env):
         s.stop()
 
 
-def workspace(tmp_path, sub: str, rg: str, name: str):
-    return make_workspace(tmp_path, subscription_id=sub, resource_group=rg, workspace_name=name)[0]
+@pytest.fixture
+def workspace(workspace_for):
+    """``workspace(subscription, resource_group, name)``: a workspace on what the replayer serves."""
+    def make(sub: str, rg: str, name: str):
+        return workspace_for(subscription_id=sub, resource_group=rg, workspace_name=name)[0]
+    return make
 
 
-def test_list_recorded_computes_with_their_states(replay, tmp_path):
+async def test_list_recorded_computes_with_their_states(replay, workspace):
     replay(PS)
-    ws = workspace(tmp_path, "9e223dbe-3399-4e19-88eb-0975f02ac87f", "ml-test", "mlworkspace-test2")
-
-    async def go():
-        try:
-            return {t.name: t for t in await ws.list()}, await ws.get("jiajicompute1")
-        finally:
-            await ws.close()
-    listed, single = run(go())
+    ws = workspace("9e223dbe-3399-4e19-88eb-0975f02ac87f", "ml-test", "mlworkspace-test2")
+    listed, single = {t.name: t for t in await ws.list()}, await ws.get("jiajicompute1")
     assert set(listed) == {"batch-cluster", "jiajicompute1"}
     cluster, ci = listed["batch-cluster"], listed["jiajicompute1"]
     assert (cluster.kind, cluster.state, cluster.provider_state) == ("compute-cluster", State.running, "Succeeded")
@@ -65,18 +66,12 @@ def test_list_recorded_computes_with_their_states(replay, tmp_path):
     assert single.state == State.running and single.properties == ci.properties
 
 
-def test_list_mixed_workspace_from_the_cli_recording(replay, tmp_path):
+async def test_list_mixed_workspace_from_the_cli_recording(replay, workspace):
     server = replay(CLI_AML)
-    ws = workspace(tmp_path, "00000000-0000-0000-0000-000000000000", "000000000000000", "000000000000000")
+    ws = workspace("00000000-0000-0000-0000-000000000000", "000000000000000", "000000000000000")
     # The list in this recording comes after the cluster's create and update; replay them first.
     server.cursor = max(i.index for i in server.interactions if i.method == "PUT")
-
-    async def go():
-        try:
-            return {t.name: (t.kind, t.state, t.provider_state) for t in await ws.list()}
-        finally:
-            await ws.close()
-    assert run(go()) == {
+    assert {t.name: (t.kind, t.state, t.provider_state) for t in await ws.list()} == {
         "locationtest2": ("compute-cluster", State.running, "Succeeded"),
         "repro-test": ("compute-instance", State.stopped, "Stopped"),
         "repro-test-old": ("compute-instance", State.stopped, "Stopped"),
@@ -85,34 +80,28 @@ def test_list_mixed_workspace_from_the_cli_recording(replay, tmp_path):
     }
 
 
-def test_create_stop_start_delete_the_recorded_instance(replay, tmp_path):
+async def test_create_stop_start_delete_the_recorded_instance(replay, workspace):
     # The recording's delete stops at its first InProgress poll; the replay ends it Succeeded.
     server = replay(SDK, complete_truncated=True)
-    ws = workspace(tmp_path, "00000000-0000-0000-0000-000000000", "00000", "00000")
+    ws = workspace("00000000-0000-0000-0000-000000000", "00000", "00000")
     name = "test974959540186"
     recorded_put = next(i for i in server.interactions if i.method == "PUT").request_body
     states: list[tuple[str, State, str]] = []
     progress: list[str] = []
-
-    async def go():
-        try:
-            op = await ws.create(name, "compute-instance", {
-                "size": "Standard_DS2_v2", "description": "some_desc_ci", "application_sharing": "shared"},
-                wait=True, on_progress=lambda o: progress.append(o.progress))
-            assert op.status.value == "succeeded", op.error
-            t = await ws.get(name)
-            states.append(("create", t.state, t.provider_state))
-            for action in ("stop", "start"):
-                op = await getattr(ws, action)(name, wait=True)
-                assert op.status.value == "succeeded", op.error
-                t = await ws.get(name)
-                states.append((action, t.state, t.provider_state))
-            op = await ws.delete(name, wait=True)
-            assert op.status.value == "succeeded", op.error
-            return t
-        finally:
-            await ws.close()
-    last = run(go())
+    op = await ws.create(name, "compute-instance", {
+        "size": "Standard_DS2_v2", "description": "some_desc_ci", "application_sharing": "shared"},
+        wait=True, on_progress=lambda o: progress.append(o.progress))
+    assert op.status.value == "succeeded", op.error
+    t = await ws.get(name)
+    states.append(("create", t.state, t.provider_state))
+    for action in ("stop", "start"):
+        op = await getattr(ws, action)(name, wait=True)
+        assert op.status.value == "succeeded", op.error
+        t = await ws.get(name)
+        states.append((action, t.state, t.provider_state))
+    op = await ws.delete(name, wait=True)
+    assert op.status.value == "succeeded", op.error
+    last = t
     assert states == [("create", State.running, "Running"), ("stop", State.stopped, "Stopped"),
                       ("start", State.running, "Running")]
     assert any("InProgress" in p for p in progress)
@@ -132,25 +121,18 @@ def test_create_stop_start_delete_the_recorded_instance(replay, tmp_path):
         p.path for p in server.saw("GET", "3022369a")][1:]
 
 
-def test_create_update_delete_the_recorded_cluster(replay, tmp_path):
+async def test_create_update_delete_the_recorded_cluster(replay, workspace):
     server = replay(CLI_AML, complete_truncated=True)
-    ws = workspace(tmp_path, "00000000-0000-0000-0000-000000000000", "000000000000000", "000000000000000")
+    ws = workspace("00000000-0000-0000-0000-000000000000", "000000000000000", "000000000000000")
     puts = [i for i in server.interactions if i.method == "PUT"]
-
-    async def go():
-        try:
-            op = await ws.create("testcomp007cc1", "compute-cluster", {"size": "STANDARD_DS3_V2", "max_nodes": 1},
-                                 wait=True)
-            assert op.status.value == "succeeded", op.error
-            created = await ws.get("testcomp007cc1")
-            updated = await ws.update("testcomp007cc1", {"min_nodes": 1, "max_nodes": 4,
-                                                         "idle_seconds_before_scaledown": 100})
-            op = await ws.delete("testcomp007cc1", wait=True)
-            assert op.status.value == "succeeded", op.error
-            return created, updated
-        finally:
-            await ws.close()
-    created, updated = run(go())
+    op = await ws.create("testcomp007cc1", "compute-cluster", {"size": "STANDARD_DS3_V2", "max_nodes": 1},
+                         wait=True)
+    assert op.status.value == "succeeded", op.error
+    created = await ws.get("testcomp007cc1")
+    updated = await ws.update("testcomp007cc1", {"min_nodes": 1, "max_nodes": 4,
+                                                 "idle_seconds_before_scaledown": 100})
+    op = await ws.delete("testcomp007cc1", wait=True)
+    assert op.status.value == "succeeded", op.error
     assert (created.state, created.nodes.min, created.nodes.max, created.nodes.current) == (State.running, 0, 1, 0)
     assert created.properties["allocation_state"] == "Steady"
     assert (updated.state, updated.nodes.min, updated.nodes.max) == (State.running, 1, 4)
@@ -168,30 +150,23 @@ def test_create_update_delete_the_recorded_cluster(replay, tmp_path):
     assert server.saw("DELETE")[0].query["underlyingResourceAction"] == "Delete"
 
 
-def test_create_the_recorded_instance_still_setting_up(replay, tmp_path):
+async def test_create_the_recorded_instance_still_setting_up(replay, workspace):
     # The CLI recorded a create with --no-wait: one InProgress poll, then the instance reads Creating.
     server = replay(CLI_CI, complete_truncated=True)
-    ws = workspace(tmp_path, "00000000-0000-0000-0000-000000000000", "000000000000000", "000000000000000")
-
-    async def go():
-        try:
-            op = await ws.create("testcomp007ci3", "compute-instance", {
-                "size": "STANDARD_DS3_V2", "tags": {"test1": "true", "test2": "test"}}, wait=True)
-            assert op.status.value == "succeeded", op.error
-            t = await ws.get("testcomp007ci3")
-            op = await ws.delete("testcomp007ci3", wait=True)
-            assert op.status.value == "succeeded", op.error
-            return t
-        finally:
-            await ws.close()
-    t = run(go())
+    ws = workspace("00000000-0000-0000-0000-000000000000", "000000000000000", "000000000000000")
+    op = await ws.create("testcomp007ci3", "compute-instance", {
+        "size": "STANDARD_DS3_V2", "tags": {"test1": "true", "test2": "test"}}, wait=True)
+    assert op.status.value == "succeeded", op.error
+    t = await ws.get("testcomp007ci3")
+    op = await ws.delete("testcomp007ci3", wait=True)
+    assert op.status.value == "succeeded", op.error
     assert (t.state, t.provider_state) == (State.creating, "Creating")
     assert t.properties["identity"]["type"] == "SystemAssigned"
     assert t.properties["tags"] == {"test1": "true", "test2": "test"}
     assert server.saw("PUT")[0].body["tags"] == {"test1": "true", "test2": "test"}
 
 
-def test_restart_the_recorded_instance(azure_env, tmp_path):
+async def test_restart_the_recorded_instance(azure_env, workspace_for):
     # No recording holds a restart, so the recorded instance is put into the project's own stand-in.
     instance = next(r for r in recorded_computes(os.path.join(recordings(), SDK))
                     if r["properties"]["properties"]["state"] == "Running")
@@ -199,18 +174,11 @@ def test_restart_the_recorded_instance(azure_env, tmp_path):
         for k, v in arm.env().items():
             azure_env.setenv(k, v)
         arm.seed(instance)
-        ws = make_workspace(tmp_path, subscription_id=arm.subscription_id, resource_group=arm.resource_group,
-                            workspace_name=arm.workspace_name)[0]
-
-        async def go():
-            try:
-                before = await ws.get(instance["name"])
-                op = await ws.restart(instance["name"], wait=True)
-                assert op.status.value == "succeeded", op.error
-                return before, await ws.get(instance["name"])
-            finally:
-                await ws.close()
-        before, after = run(go())
+        ws, _ = workspace_for(arm)
+        before = await ws.get(instance["name"])
+        op = await ws.restart(instance["name"], wait=True)
+        assert op.status.value == "succeeded", op.error
+        after = await ws.get(instance["name"])
         assert before.state == after.state == State.running
         assert after.properties["last_operation"]["name"] == "Restart"
         assert [r.path.rsplit("/", 1)[-1] for r in arm.arm_requests("POST")] == ["restart"]

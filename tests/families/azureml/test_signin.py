@@ -11,16 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
+import threading
 import time
-from pathlib import Path
 
 import pytest
 from jupyter_client.manager import KernelManager
 
 from tests.conftest import azure_server_config
 
-from tests.support import await_for
+from tests.support import await_for, wait_for
 from tests.standins.aad_login import USERNAME
 from tests.standins.azure import guarded_pythonpath, arm, azure_env, network_guard  # noqa: F401  (fixtures)
 from tests.families.azureml.test_azureml import instance_resource
@@ -104,7 +103,7 @@ async def test_sign_in_with_a_device_code_then_the_workspace_lists(nothing_signs
 
     code, started = await rest("POST", f"workspaces/{WS}/sign-in")
     assert code == 202, started
-    user_code = arm.aad.wait_for_code()
+    user_code = await asyncio.to_thread(arm.aad.wait_for_code)
     assert started["state"] == "pending" and started["user_code"] == user_code
     assert started["verification_uri"] == f"{arm.base_url}/devicelogin"
     assert started["verification_uri"] in started["message"] and user_code in started["message"]
@@ -144,7 +143,7 @@ async def test_a_declined_sign_in_fails_with_azures_message(nothing_signs_in, re
     # A new start begins a new sign-in, with a new code.
     code, second = await rest("POST", f"workspaces/{WS}/sign-in")
     assert code == 202 and second["state"] == "pending" and second["user_code"] != started["user_code"]
-    assert arm.aad.wait_for_code(after=1) == second["user_code"]
+    assert await asyncio.to_thread(arm.aad.wait_for_code, after=1) == second["user_code"]
     arm.aad.approve(second["user_code"])
     await rest.until("signed_in")
     assert (await rest("GET", f"workspaces/{WS}/targets"))[0] == 200
@@ -211,11 +210,14 @@ def kernel(nothing_signs_in, tmp_path, monkeypatch):
     kc.start_channels()
     kc.wait_for_ready(timeout=60)
 
-    def run(code: str, *, on_output=None, interrupt_after: float | None = None, timeout: float = 120):
+    def execute(code: str, *, on_output=None, interrupt_when=None, timeout: float = 120):
+        """Run ``code``; with ``interrupt_when``, interrupt the kernel once that holds."""
         seen: list[tuple[str, dict]] = []
-        if interrupt_after is not None:
-            import threading
-            threading.Timer(interrupt_after, km.interrupt_kernel).start()
+        if interrupt_when is not None:
+            def interrupt():
+                wait_for(interrupt_when, timeout=60, message="the moment to interrupt")
+                km.interrupt_kernel()
+            threading.Thread(target=interrupt, name="interrupt-kernel", daemon=True).start()
 
         def hook(msg):
             seen.append((msg["msg_type"], msg["content"]))
@@ -224,8 +226,8 @@ def kernel(nothing_signs_in, tmp_path, monkeypatch):
         reply = kc.execute_interactive(code, timeout=timeout, output_hook=hook)
         return reply["content"], seen
 
-    assert run("%load_ext jupyter_compute")[0]["status"] == "ok"
-    yield run
+    assert execute("%load_ext jupyter_compute")[0]["status"] == "ok"
+    yield execute
     kc.stop_channels()
     km.shutdown_kernel(now=True)
     assert not netlog.exists() or netlog.read_text() == ""
@@ -274,8 +276,18 @@ def test_compute_login_in_a_kernel(nothing_signs_in, kernel):
 
 def test_interrupting_compute_login_cancels_it(nothing_signs_in, kernel):
     arm = nothing_signs_in
+    shown: list[str] = []
+
+    def note_the_code(kind, content):
+        if kind == "display_data" and arm.aad.codes and \
+                arm.aad.codes[-1].user_code in content["data"].get("text/plain", ""):
+            shown.append(arm.aad.codes[-1].user_code)
+
+    def waiting_for_the_person() -> bool:  # the code is shown and Azure AD is being asked about it
+        return bool(shown) and arm.aad.polls(shown[0]) >= 1
     t0 = time.monotonic()
-    reply, seen = kernel(f"%compute login --workspace {WS}", interrupt_after=3)
+    reply, seen = kernel(f"%compute login --workspace {WS}", on_output=note_the_code,
+                         interrupt_when=waiting_for_the_person)
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt", reply
     assert time.monotonic() - t0 < 30
     user_code = arm.aad.codes[-1].user_code

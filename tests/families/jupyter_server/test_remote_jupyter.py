@@ -30,8 +30,12 @@ from jupyter_compute.transport.jupyter_client import BearerTokenAuth, Credential
 from jupyter_compute.transport.websocket import WebsocketRoute
 from jupyter_compute.core.workspace import Compute
 
-from tests.support import files_holding, await_for, cli
-from tests.support import wait_for
+from tests.support import cli, files_holding, wait_for, wait_op
+
+# The second Jupyter server is started once for the module: its tests stay on one worker.
+pytestmark = pytest.mark.xdist_group("remote_jupyter")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -188,8 +192,14 @@ def show(name: str) -> dict:
     return json.loads(r.stdout)
 
 
-def run(coro, timeout: float = 120):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+@pytest.fixture
+def compute_allowing_loopback(jp_asyncio_loop, compute_db):
+    """A ``Compute`` whose targets may point at 127.0.0.1 only; closed after the test."""
+    from traitlets.config import Config
+
+    compute = Compute.from_config(Config({"ComputeConfig": {"allowed_hosts": ["127.0.0.1"]}}))
+    yield compute
+    jp_asyncio_loop.run_until_complete(compute.close())
 
 
 # -- bad input: refused before anything is stored ----------------------------------------------------
@@ -246,20 +256,13 @@ def test_bad_input_on_the_command_line_exits_2_with_nothing_stored(argv, message
     assert "remote" not in cli("list").stdout
 
 
-def test_allowed_hosts_limit_where_targets_may_point():
-    from traitlets.config import Config
-
-    async def body():
-        compute = Compute.from_config(Config({"ComputeConfig": {"allowed_hosts": ["127.0.0.1"]}}))
-        try:
-            ws = compute.workspace()
-            with pytest.raises(Exception) as info:
-                await ws.attach("remote", "jupyter", {"url": "http://localhost:8888/"})
-            assert info.value.status == 400 and info.value.field == "/url" and "allowed" in info.value.message
-            assert "remote" not in [t.name for t in await ws.list()]
-        finally:
-            await compute.close()
-    run(body())
+@pytest.mark.timeout(120)
+async def test_allowed_hosts_limit_where_targets_may_point(compute_allowing_loopback):
+    ws = compute_allowing_loopback.workspace()
+    with pytest.raises(Exception) as info:
+        await ws.attach("remote", "jupyter", {"url": "http://localhost:8888/"})
+    assert info.value.status == 400 and info.value.field == "/url" and "allowed" in info.value.message
+    assert "remote" not in [t.name for t in await ws.list()]
 
 
 # -- credentials -------------------------------------------------------------------------------------
@@ -293,10 +296,10 @@ async def test_the_token_is_a_secret_everywhere(api, remote, compute_db, caplog)
     code, body = await api("POST", "workspaces/local/targets",
                            {"name": "remote", "kind": "jupyter", "url": remote.url, "token": remote.token})
     assert code == 202
-    op = await await_for(lambda: _op_done(api, body["operation"]["id"]), timeout=30, message="attach")
+    op = await wait_op(api, body["operation"]["id"], timeout=30)
     assert op["status"] == "succeeded", op
     code, op_id = await api("POST", "workspaces/local/targets/remote/start")
-    op = await await_for(lambda: _op_done(api, op_id["operation"]["id"]), timeout=60, message="start")
+    op = await wait_op(api, op_id["operation"]["id"], timeout=60)
     assert op["status"] == "succeeded", op
     code, target = await api("GET", "workspaces/local/targets/remote")
     assert target["properties"]["url"] == remote.url and target["properties"]["credentials"] == "token"
@@ -304,7 +307,8 @@ async def test_the_token_is_a_secret_everywhere(api, remote, compute_db, caplog)
     _, listing = await api("GET", "workspaces/local/targets")
     seen = json.dumps([body, target, nodes, listing, op])
     assert remote.token not in seen
-    assert [f for f in files_holding(compute_db.parent, remote.token) if "compute.db" in f] == []
+    holding = await asyncio.to_thread(files_holding, compute_db.parent, remote.token)
+    assert [f for f in holding if "compute.db" in f] == []
     assert remote.token not in caplog.text
     secrets_file = compute_db.parent / "secrets.json"
     if secrets_file.exists():  # no usable keyring here: the private file holds it
@@ -317,13 +321,8 @@ async def test_the_token_is_a_secret_everywhere(api, remote, compute_db, caplog)
     assert code == 400 and err["field"] == "/url"
     code, body = await api("DELETE", "workspaces/local/targets/remote")
     assert code == 202
-    op = await await_for(lambda: _op_done(api, body["operation"]["id"]), timeout=30, message="detach")
+    op = await wait_op(api, body["operation"]["id"], timeout=30)
     assert op["status"] == "succeeded" and not secrets_file.exists() or remote.token not in secrets_file.read_text()
-
-
-async def _op_done(api, op_id):
-    code, op = await api("GET", f"operations/{op_id}")
-    return op if op["status"] != "running" else None
 
 
 # -- the lifecycle --------------------------------------------------------------------------------------
@@ -368,14 +367,24 @@ def test_a_new_token_replaces_the_old_one(remote, attached):
 
 # -- through nbclient with %%compute ----------------------------------------------------------------------
 class TimedClient(NotebookClient):
-    """nbclient, noting when each output of each cell arrived."""
+    """nbclient, noting when each output of each cell arrived, and acting once a cell prints chosen text."""
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
         self.arrivals: list[tuple[float, int, str, dict]] = []
+        self.watches: list[tuple[int, str, object]] = []
+
+    def when_printed(self, cell_index: int, text: str, action) -> None:
+        """Call ``action()`` the first time cell ``cell_index`` prints ``text``."""
+        self.watches.append((cell_index, text, action))
 
     def output(self, outs, msg, display_id, cell_index):
         self.arrivals.append((time.monotonic(), cell_index, msg["msg_type"], msg["content"]))
+        if msg["msg_type"] == "stream":
+            for watch in list(self.watches):
+                if watch[0] == cell_index and watch[1] in msg["content"].get("text", ""):
+                    self.watches.remove(watch)
+                    watch[2]()
         return super().output(outs, msg, display_id, cell_index)
 
 
@@ -461,13 +470,9 @@ def test_interrupting_the_notebook_interrupts_the_remote_kernel(remote, attached
                   "%%compute remote\nimport time\nprint('sleeping', flush=True)\ntime.sleep(60)",
                   "print(round(time.monotonic() - t0, 1))",
                   "%%compute remote\nprint('free')")
-    client = NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True)
-
-    def on_cell_execute(cell, cell_index):
-        if cell_index == 3:
-            threading.Timer(2.0, os.kill, (client.km.provisioner.pid, signal.SIGINT)).start()
-
-    client.on_cell_execute = on_cell_execute
+    client = TimedClient(nb, timeout=120, kernel_name="python3", allow_errors=True)
+    # Interrupted as a user would, once the remote cell is under way.
+    client.when_printed(3, "sleeping", lambda: os.kill(client.km.provisioner.pid, signal.SIGINT))
     client.execute()
     c = nb.cells
     errors = errors_of(c[3])
@@ -487,13 +492,15 @@ def test_a_server_stopped_mid_cell_ends_the_cell_and_the_next_cell_says_the_name
                   "%%compute remote\nimport time\nprint('sleeping', flush=True)\ntime.sleep(120)",
                   "print(round(time.monotonic() - t0, 1))",
                   "%%compute remote\nprint('kept' in globals())")
-    client = NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True)
+    client = TimedClient(nb, timeout=120, kernel_name="python3", allow_errors=True)
     state_after_stop: list[dict] = []
+    # Stopped once the remote cell is under way, from a thread: the notebook goes on meanwhile.
+    stopper = threading.Thread(target=server.stop)
+    client.when_printed(3, "sleeping", stopper.start)
 
     def on_cell_execute(cell, cell_index):
-        if cell_index == 3:
-            threading.Timer(2.0, server.stop).start()
         if cell_index == 5:  # the server is back (a new process: its kernels are gone)
+            stopper.join(60)
             state_after_stop.append(show("remote"))
             server.start()
 
@@ -514,103 +521,105 @@ def test_a_server_stopped_mid_cell_ends_the_cell_and_the_next_cell_says_the_name
 
 
 # -- the route itself ---------------------------------------------------------------------------------------
+def when_printed(text: str, event: asyncio.Event):
+    """An ``on_message`` for a route's ``execute`` that sets ``event`` once the cell prints ``text``."""
+    def on_message(msg: dict) -> None:
+        if text in (msg["content"].get("text") or ""):
+            event.set()
+    return on_message
+
+
 async def _kernel(server: JupyterServer, auth=None) -> tuple[JupyterClient, str]:
     client = JupyterClient(server.url, auth or StaticAuth.from_spec(token=server.token))
     return client, (await client.start_kernel())["id"]
 
 
-def test_route_input_timeout_and_a_cell_too_large_for_one_message(remote):
-    async def body():
-        client, kid = await _kernel(remote)
-        async with client, WebsocketRoute(remote.url, kid, client.auth, target="remote") as route:
-            assert route.is_open and route.key == WebsocketRoute(remote.url, kid).key
-            out = []
-            r = await route.execute("name = input('who? ')\nprint('hi', name)", stdin=lambda p, pw: "ada",
-                                    on_message=lambda m: out.append(m["content"].get("text")))
-            assert r.status == "ok" and "hi ada\n" in out
-            t0 = time.monotonic()
-            with pytest.raises(ExecutionTimeout):
-                await route.execute("import time; time.sleep(60)", timeout=1.5)
-            assert time.monotonic() - t0 < 10
-            with pytest.raises(ExecutionError, match="larger than the 10 MiB"):
-                await route.execute("x = '" + "y" * (11 * 2**20) + "'")
-            r = await route.execute("'free'", timeout=10)
-            assert r.result == {"text/plain": "'free'"}
-            await client.shutdown(kid)
-    run(body())
+@pytest.mark.timeout(120)
+async def test_route_input_timeout_and_a_cell_too_large_for_one_message(remote):
+    client, kid = await _kernel(remote)
+    async with client, WebsocketRoute(remote.url, kid, client.auth, target="remote") as route:
+        assert route.is_open and route.key == WebsocketRoute(remote.url, kid).key
+        out = []
+        r = await route.execute("name = input('who? ')\nprint('hi', name)", stdin=lambda p, pw: "ada",
+                                on_message=lambda m: out.append(m["content"].get("text")))
+        assert r.status == "ok" and "hi ada\n" in out
+        t0 = time.monotonic()
+        with pytest.raises(ExecutionTimeout):
+            await route.execute("import time; time.sleep(60)", timeout=1.5)
+        assert time.monotonic() - t0 < 10
+        with pytest.raises(ExecutionError, match="larger than the 10 MiB"):
+            await route.execute("x = '" + "y" * (11 * 2**20) + "'")
+        r = await route.execute("'free'", timeout=10)
+        assert r.result == {"text/plain": "'free'"}
+        await client.shutdown(kid)
 
 
-def test_the_legacy_websocket_protocol_works_too(own_remote):
+@pytest.mark.timeout(120)
+async def test_the_legacy_websocket_protocol_works_too(own_remote):
     server = own_remote(args=("--ZMQChannelsWebsocketConnection.kernel_ws_protocol=",))
-
-    async def body():
-        client, kid = await _kernel(server)
-        async with client, WebsocketRoute(server.url, kid, client.auth) as route:
-            assert route._v1 is False
-            await route.push({"a": np.arange(3 * 2**20)})  # 24 MB: several chunks
-            r = await route.execute("b = a[::-1].copy(); int(b[0])")
-            assert r.result == {"text/plain": str(3 * 2**20 - 1)}
-            got, report = await route.pull(["b"])
-            assert np.array_equal(got["b"], np.arange(3 * 2**20)[::-1]) and report.nbytes >= 24 * 2**20
-    run(body())
+    client, kid = await _kernel(server)
+    async with client, WebsocketRoute(server.url, kid, client.auth) as route:
+        assert route._v1 is False
+        await route.push({"a": np.arange(3 * 2**20)})  # 24 MB: several chunks
+        r = await route.execute("b = a[::-1].copy(); int(b[0])")
+        assert r.result == {"text/plain": str(3 * 2**20 - 1)}
+        got, report = await route.pull(["b"])
+        assert np.array_equal(got["b"], np.arange(3 * 2**20)[::-1]) and report.nbytes >= 24 * 2**20
 
 
-def test_a_kernel_that_dies_mid_cell_is_reported(remote):
-    async def body():
-        client, kid = await _kernel(remote)
-        async with client, WebsocketRoute(remote.url, kid, client.auth, target="remote") as route:
-            t0 = time.monotonic()
-            with pytest.raises(ExecutionError, match="was restarted"):
-                await route.execute("import os, time\ntime.sleep(0.5)\nos._exit(1)")
-            assert time.monotonic() - t0 < 20 and not route.is_open
-    run(body())
+@pytest.mark.timeout(120)
+async def test_a_kernel_that_dies_mid_cell_is_reported(remote):
+    client, kid = await _kernel(remote)
+    async with client, WebsocketRoute(remote.url, kid, client.auth, target="remote") as route:
+        t0 = time.monotonic()
+        with pytest.raises(ExecutionError, match="was restarted"):
+            await route.execute("import os, time\ntime.sleep(0.5)\nos._exit(1)")
+        assert time.monotonic() - t0 < 20 and not route.is_open
 
 
 @pytest.mark.parametrize("how, within", [("terminate", 5), ("kill", 5), ("freeze", 12)])
-def test_a_server_that_goes_away_mid_cell_gives_a_clear_error_and_the_state_shows_it(own_remote, how, within):
+@pytest.mark.timeout(180)
+async def test_a_server_that_goes_away_mid_cell_gives_a_clear_error_and_the_state_shows_it(own_remote, compute,
+                                                                                           how, within):
     server = own_remote()
     assert attach("remote", server).returncode == 0
     assert cli("start", "remote").returncode == 0
-
-    async def body():
-        compute = Compute.from_config()
-        ws = compute.workspace()
-        try:
-            route = await ws.route("remote")
-            await route.open()
-            lost = route.kernel_id
-            assert (await route.execute("kept = 1")).status == "ok"
-            cell = asyncio.ensure_future(route.execute("import time; time.sleep(120)"))
-            await asyncio.sleep(1.5)
-            t0 = time.monotonic()
-            await asyncio.to_thread(server.stop, how)
-            with pytest.raises(ExecutionError) as info:
-                await asyncio.wait_for(cell, 30)
-            elapsed = time.monotonic() - t0
-            assert "the connection to the Jupyter server at" in info.value.message and "was lost" in info.value.message
-            if how == "freeze":
-                assert "stopped answering pings" in info.value.message
-            assert elapsed < within, elapsed
-            await route.close()
-            t = await ws.get("remote")
-            assert t.state.value == "unknown" and t.provider_state == "unreachable" and t.errors
-            if how == "freeze":
-                await asyncio.to_thread(server.stop, "kill")
-            await asyncio.to_thread(server.start)
-            # The next cell: the target is seen running again, and a new kernel replaces the lost one.
-            route = await ws.route("remote")
-            await route.open()
-            notes = []
-            r = await route.execute("'kept' in globals()", on_message=lambda m: notes.append(m["content"].get("text")))
-            assert r.result == {"text/plain": "False"}
-            assert any(n and "variables from earlier cells are lost" in n for n in notes)
-            await route.close()
-            t = await ws.get("remote")
-            assert t.state.value == "running" and not t.errors
-            assert t.properties["kernel_id"] == route.kernel_id != lost
-        finally:
-            await compute.close()
-    run(body(), timeout=180)
+    ws = compute.workspace()
+    route = await ws.route("remote")
+    await route.open()
+    lost = route.kernel_id
+    assert (await route.execute("kept = 1")).status == "ok"
+    started = asyncio.Event()
+    cell = asyncio.ensure_future(route.execute(
+        "import time\nprint('started', flush=True)\ntime.sleep(120)",
+        on_message=when_printed("started", started)))
+    await asyncio.wait_for(started.wait(), 30)  # the cell is under way on the server
+    t0 = time.monotonic()
+    await asyncio.to_thread(server.stop, how)
+    with pytest.raises(ExecutionError) as info:
+        await asyncio.wait_for(cell, 30)
+    elapsed = time.monotonic() - t0
+    assert "the connection to the Jupyter server at" in info.value.message and "was lost" in info.value.message
+    if how == "freeze":
+        assert "stopped answering pings" in info.value.message
+    assert elapsed < within, elapsed
+    await route.close()
+    t = await ws.get("remote")
+    assert t.state.value == "unknown" and t.provider_state == "unreachable" and t.errors
+    if how == "freeze":
+        await asyncio.to_thread(server.stop, "kill")
+    await asyncio.to_thread(server.start)
+    # The next cell: the target is seen running again, and a new kernel replaces the lost one.
+    route = await ws.route("remote")
+    await route.open()
+    notes = []
+    r = await route.execute("'kept' in globals()", on_message=lambda m: notes.append(m["content"].get("text")))
+    assert r.result == {"text/plain": "False"}
+    assert any(n and "variables from earlier cells are lost" in n for n in notes)
+    await route.close()
+    t = await ws.get("remote")
+    assert t.state.value == "running" and not t.errors
+    assert t.properties["kernel_id"] == route.kernel_id != lost
 
 
 # -- bearer tokens through the hook -------------------------------------------------------------------------
@@ -660,7 +669,8 @@ def bearer_server(own_remote, tmp_path):
     return server, issue
 
 
-def test_bearer_tokens_are_refreshed_before_they_expire_through_the_hook(bearer_server):
+@pytest.mark.timeout(120)
+async def test_bearer_tokens_are_refreshed_before_they_expire_through_the_hook(bearer_server):
     server, issue = bearer_server
     issued: list[str] = []
 
@@ -669,51 +679,51 @@ def test_bearer_tokens_are_refreshed_before_they_expire_through_the_hook(bearer_
         issued.append(token)
         return token, expires_on
 
-    async def body():
-        auth = BearerTokenAuth(provider, refresh_margin=1.5, source="the test's identity")
-        async with JupyterClient(server.url, auth) as client:
-            await client.status()
-            kid = (await client.start_kernel())["id"]
-            async with WebsocketRoute(server.url, kid, auth, target="azure-like") as route:
-                assert auth.fetches == 1
-                await asyncio.sleep(3.0)  # within the margin of expiry: the next request gets a new token
-                cell = asyncio.ensure_future(route.execute("import time; time.sleep(30)"))
-                await asyncio.sleep(0.5)
-                await route.interrupt()  # REST, with the refreshed token
-                r = await asyncio.wait_for(cell, 15)
-                assert r.ename == "KeyboardInterrupt"
-                assert auth.fetches == 2
-                await asyncio.sleep(4.5)  # now the second token has expired too
-                await client.shutdown(kid)
-                assert auth.fetches == 3
-        assert len(set(issued)) == 3
-        assert not any(token in repr(auth) for token in issued)
-    run(body())
+    auth = BearerTokenAuth(provider, refresh_margin=1.5, source="the test's identity")
+    async with JupyterClient(server.url, auth) as client:
+        await client.status()
+        kid = (await client.start_kernel())["id"]
+        async with WebsocketRoute(server.url, kid, auth, target="azure-like") as route:
+            assert auth.fetches == 1
+            await asyncio.sleep(3.0)  # within the margin of expiry: the next request gets a new token
+            started = asyncio.Event()
+            cell = asyncio.ensure_future(route.execute(
+                "import time\nprint('started', flush=True)\ntime.sleep(30)",
+                on_message=when_printed("started", started)))
+            await asyncio.wait_for(started.wait(), 15)  # the cell is under way: there is something to interrupt
+            await route.interrupt()  # REST, with the refreshed token
+            r = await asyncio.wait_for(cell, 15)
+            assert r.ename == "KeyboardInterrupt"
+            assert auth.fetches == 2
+            await asyncio.sleep(4.5)  # now the second token has expired too
+            await client.shutdown(kid)
+            assert auth.fetches == 3
+    assert len(set(issued)) == 3
+    assert not any(token in repr(auth) for token in issued)
 
 
-def test_a_refused_bearer_token_is_replaced_at_once_and_a_bad_provider_is_named(bearer_server):
+@pytest.mark.timeout(120)
+async def test_a_refused_bearer_token_is_replaced_at_once_and_a_bad_provider_is_named(bearer_server):
     server, issue = bearer_server
     answers = [issue(-10.0, claimed=3600.0), issue(600.0)]  # the first looks fresh here but the server says no
 
     async def provider():
         return answers.pop(0) if answers else issue(-10.0, claimed=3600.0)
 
-    async def body():
-        auth = BearerTokenAuth(provider)
-        async with JupyterClient(server.url, auth) as client:
-            status = await client.status()
-            assert "kernels" in status and auth.fetches == 2
-            kid = (await client.start_kernel())["id"]
-        # The websocket handshake is refused the same way, and the route asks again.
-        stale = BearerTokenAuth(lambda: _expired(issue))
-        with pytest.raises(CredentialsRefused, match="403"):
-            async with WebsocketRoute(server.url, kid, stale):
-                pass
-        assert stale.fetches == 2
-        async with JupyterClient(server.url, StaticAuth.from_spec(authorization="Bearer nonsense")) as client:
-            with pytest.raises(CredentialsRefused, match="refused the credentials .authorization header.: 403"):
-                await client.status()
-    run(body())
+    auth = BearerTokenAuth(provider)
+    async with JupyterClient(server.url, auth) as client:
+        status = await client.status()
+        assert "kernels" in status and auth.fetches == 2
+        kid = (await client.start_kernel())["id"]
+    # The websocket handshake is refused the same way, and the route asks again.
+    stale = BearerTokenAuth(lambda: _expired(issue))
+    with pytest.raises(CredentialsRefused, match="403"):
+        async with WebsocketRoute(server.url, kid, stale):
+            pass
+    assert stale.fetches == 2
+    async with JupyterClient(server.url, StaticAuth.from_spec(authorization="Bearer nonsense")) as client:
+        with pytest.raises(CredentialsRefused, match="refused the credentials .authorization header.: 403"):
+            await client.status()
 
 
 async def _expired(issue):

@@ -16,8 +16,7 @@ from jupyter_client import BlockingKernelClient
 
 from jupyter_compute.core.store import Store
 
-from tests.support import cli, wait_for
-from tests.faces.test_rest import wait_op
+from tests.support import await_for, cli, cli_subprocess, wait_for, wait_op
 
 VENV = os.path.dirname(os.path.dirname(sys.executable))
 
@@ -39,7 +38,8 @@ def gone(pid: int) -> bool:
 
 
 def test_cli_started_kernel_has_the_right_interpreter_and_outlives_the_cli(compute_db):
-    r = cli("create", "k1", "--kind", "local-kernel", "--python", VENV, "--output", "json")
+    # A CLI process of its own, which has exited by the time its answer is read.
+    r = cli_subprocess("create", "k1", "--kind", "local-kernel", "--python", VENV, "--output", "json")
     assert r.returncode == 0, r.stderr
     t = json.loads(r.stdout)
     assert t["state"] == "running"
@@ -49,8 +49,10 @@ def test_cli_started_kernel_has_the_right_interpreter_and_outlives_the_cli(compu
     assert proc.cmdline()[0] == os.path.join(VENV, "bin", "python")
     assert "ipykernel_launcher" in proc.cmdline()
     # The CLI process has exited; the kernel and its supervisor run on, in their own session.
-    time.sleep(1.0)
-    assert proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    runtime = Store(str(compute_db)).get_target("local", "k1")["runtime"]
+    supervisor = psutil.Process(int(runtime["supervisor"].split(":")[0]))
+    for p in (proc, supervisor):
+        assert p.is_running() and p.status() != psutil.STATUS_ZOMBIE, p
     assert os.getsid(pid) != os.getsid(0)
     # The kernel chose its ports on loopback and a key of its own; its connection file is private.
     conn_file = Store(str(compute_db)).get_target("local", "k1")["runtime"]["connection_file"]
@@ -106,13 +108,11 @@ async def test_a_kernel_killed_from_outside_shows_failed_within_5s(api, compute_
     if victim == "kernel-and-supervisor":
         os.kill(int(rt["supervisor"].split(":")[0]), signal.SIGKILL)
     os.kill(rt["kernel_pid"], signal.SIGKILL)
-    t0 = time.monotonic()
-    while True:
+
+    async def ended():
         _, t = await api("GET", "workspaces/local/targets/k1")
-        if t["state"] in ("failed", "stopped"):
-            break
-        assert time.monotonic() - t0 < 5, f"still {t['state']} after 5 s"
-        await asyncio.sleep(0.1)
+        return t if t["state"] in ("failed", "stopped") else None
+    t = await await_for(ended, timeout=5, interval=0.1, message="k1 to leave running within 5 s")
     assert t["state"] == "failed" and "exited unexpectedly" in t["errors"][0]["message"]
     # and it can be started again
     code, body = await api("POST", "workspaces/local/targets/k1/start")
@@ -148,7 +148,8 @@ async def test_20_concurrent_start_and_stop_calls_end_consistent(api, compute_db
                 and str(compute_db.parent) in " ".join(p.info["cmdline"] or [])
                 and p.info["status"] != psutil.STATUS_ZOMBIE]
     expected = 1 if t["state"] == "running" else 0
-    wait_for(lambda: len(kernels()) == expected, timeout=15, message=f"{expected} kernel(s) of k1")
+    await asyncio.to_thread(wait_for, lambda: len(kernels()) == expected, timeout=15,
+                            message=f"{expected} kernel(s) of k1")
     assert sqlite3.connect(compute_db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
@@ -161,17 +162,18 @@ async def test_memory_limit_watchdog_stops_the_kernel(api, compute_db):
     kc = AsyncKernelClient(connection_file=row["runtime"]["connection_file"])
     kc.load_connection_file()
     kc.start_channels()
-    await kc.wait_for_ready(timeout=30)
-    # numpy's allocations work under the watchdog (no RLIMIT_AS), until the limit is crossed.
-    kc.execute("import numpy as np; small = np.ones(10_000_000); big = np.ones(80_000_000); import time; time.sleep(30)")
-    t0 = time.monotonic()
-    while True:
-        _, t = await api("GET", "workspaces/local/targets/k1")
-        if t["state"] == "failed":
-            break
-        assert time.monotonic() - t0 < 20, t
-        await asyncio.sleep(0.2)
-    kc.stop_channels()
+    try:
+        await kc.wait_for_ready(timeout=30)
+        # numpy's allocations work under the watchdog (no RLIMIT_AS), until the limit is crossed.
+        kc.execute("import numpy as np; small = np.ones(10_000_000); big = np.ones(80_000_000); import time; "
+                   "time.sleep(30)")
+
+        async def failed():
+            _, t = await api("GET", "workspaces/local/targets/k1")
+            return t if t["state"] == "failed" else None
+        t = await await_for(failed, timeout=20, interval=0.2, message="the watchdog to fail k1")
+    finally:
+        kc.stop_channels()
     assert "memory_limit_mb=300" in t["errors"][0]["message"]
 
 
@@ -184,12 +186,11 @@ async def test_idle_shutdown_stops_an_idle_kernel(api, compute_db):
     assert t["idle_shutdown_at"] is not None
     pid = t["properties"]["kernel_pid"]
     t0 = time.monotonic()
-    while True:
+
+    async def shut_down():
         _, t = await api("GET", "workspaces/local/targets/idle")
-        if t["state"] not in ("running", "stopping"):
-            break
-        assert time.monotonic() - t0 < 180, "idle shutdown did not fire"
-        await asyncio.sleep(1)
+        return t if t["state"] not in ("running", "stopping") else None
+    t = await await_for(shut_down, timeout=180, interval=0.2, message="the idle shutdown to fire")
     assert t["state"] == "stopped" and t["provider_state"] == "idle shutdown"
     assert 55 < time.monotonic() - t0 < 180
-    assert wait_for(lambda: gone(pid), timeout=10, message="idle kernel to exit")
+    assert await asyncio.to_thread(wait_for, lambda: gone(pid), timeout=10, message="idle kernel to exit")

@@ -20,7 +20,7 @@ from nbclient import NotebookClient
 from jupyter_compute.core.secrets import SecretStore
 from jupyter_compute.core.store import Store
 
-from tests.support import files_holding, cli, wait_for
+from tests.support import await_for, cli, cli_subprocess, files_holding, wait_for, wait_op
 from tests.sshd import Sshd, sshd, write_private_key  # noqa: F401  (sshd is a fixture)
 
 PY = sys.executable
@@ -49,10 +49,11 @@ def names(db: Path) -> list[str]:
     return [t["name"] for t in json.loads(r.stdout)]
 
 
-def start_vm(db: Path, server: Sshd, name: str = "vm", *extra: str) -> dict:
+def start_vm(db: Path, server: Sshd, name: str = "vm", *extra: str, starter=cli) -> dict:
+    """Attach and start ``name``; ``starter`` runs the start (``cli_subprocess`` for a CLI process of its own)."""
     r = cli(*attach_args(server, name, *extra))
     assert r.returncode == 0, r.stderr
-    r = cli("start", name, "--output", "json")
+    r = starter("start", name, "--output", "json")
     assert r.returncode == 0, r.stderr + r.stdout
     t = json.loads(r.stdout)
     assert t["state"] == "running", t
@@ -71,33 +72,32 @@ def gone(pid: int) -> bool:
         return True
 
 
-def route_to(name: str = "vm"):
-    """An open route to the target, as the magic gets it (run inside a coroutine)."""
-    from jupyter_compute.core.workspace import Compute
+async def execute(compute, code: str, name: str = "vm", **kw):
+    """Run ``code`` on the target through an open route, as the magic gets it; (reply, messages).
+    The route is closed afterwards, so the next call opens one afresh."""
+    route = await compute.workspace().open_route(name, timeout=30)
+    try:
+        seen: list[dict] = []
+        reply = await route.execute(code, on_message=seen.append, **kw)
+        return reply, seen
+    finally:
+        await route.close()
 
-    async def make():
-        compute = Compute.from_config()
-        route = await compute.workspace().open_route(name, timeout=30)
-        return compute, route
-    return make()
+
+async def printed(compute, code: str, name: str = "vm") -> str:
+    """What ``code`` printed on the target; fails if it raised."""
+    reply, seen = await execute(compute, code, name)
+    reply.raise_for_error()
+    return "".join(m["content"].get("text", "") for m in seen if m["msg_type"] == "stream")
 
 
-async def route_refused(name: str = "vm"):
+async def route_refused(compute, name: str = "vm"):
     """The error ``open_route`` raises for a target that cannot take cells now."""
     from jupyter_compute.core.errors import Conflict
-    from jupyter_compute.core.workspace import Compute
 
-    compute = Compute.from_config()
-    try:
-        with pytest.raises(Conflict) as info:
-            await compute.workspace().open_route(name)
-        return info.value
-    finally:
-        await compute.close()
-
-
-def run(coro, timeout: float = 120):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+    with pytest.raises(Conflict) as info:
+        await compute.workspace().open_route(name)
+    return info.value
 
 
 class TimedClient(NotebookClient):
@@ -239,18 +239,13 @@ async def test_password_is_kept_secret_and_never_returned(api, sshd, compute_db)
             "accept_host_key": sshd.fingerprint}
     code, reply = await api("POST", "workspaces/local/targets", body)
     assert code == 202, reply
-    op_id = reply["operation"]["id"]
-    deadline = time.monotonic() + 60
-    while True:
-        code, op = await api("GET", f"operations/{op_id}")
-        if op["status"] != "running" or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.1)
+    op = await wait_op(api, reply["operation"]["id"], timeout=60)
     assert op["status"] == "succeeded", op
     code, t = await api("GET", "workspaces/local/targets/pw")
     assert code == 200 and "password" not in t["properties"]
     assert password.strip() not in json.dumps(t) and password.strip() not in json.dumps(op)
-    assert [f for f in files_holding(compute_db.parent, password.strip()) if "compute.db" in f] == []
+    holding = await asyncio.to_thread(files_holding, compute_db.parent, password.strip())
+    assert [f for f in holding if "compute.db" in f] == []
     secrets = SecretStore(str(compute_db))
     assert secrets.get("local", "pw", "password") == password  # kept verbatim, whitespace and all
     if secrets.backend == "file":
@@ -262,9 +257,10 @@ async def test_password_is_kept_secret_and_never_returned(api, sshd, compute_db)
     assert code == 400 and err["field"] == "/host"
     code, reply = await api("DELETE", "workspaces/local/targets/pw")
     assert code == 202
-    deadline = time.monotonic() + 30
-    while (await api("GET", "workspaces/local/targets/pw"))[0] != 404 and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
+
+    async def forgotten():
+        return (await api("GET", "workspaces/local/targets/pw"))[0] == 404
+    await await_for(forgotten, timeout=30, interval=0.1, message="pw to be detached")
     assert secrets.get("local", "pw", "password") is None
 
 
@@ -279,14 +275,14 @@ def test_password_from_stdin_goes_to_the_secret_store(sshd, compute_db):
 
 # -- lifecycle -------------------------------------------------------------------------------------------
 def test_start_runs_a_loopback_kernel_that_outlives_the_cli_and_stop_ends_it(sshd, compute_db):
-    t = start_vm(compute_db, sshd)
+    # The start is a CLI process of its own, which has exited by the time its answer is read.
+    t = start_vm(compute_db, sshd, starter=cli_subprocess)
     rt = row(compute_db)["runtime"]
     kernel = psutil.Process(t["properties"]["remote_pid"])
     assert "ipykernel_launcher" in kernel.cmdline() and kernel.cmdline()[0] == PY
     assert os.getsid(kernel.pid) != os.getsid(0)
     sup_pid = int(rt["supervisor"].split(":")[0])
     # Nothing listens beyond loopback, on either side of the tunnel.
-    time.sleep(1.0)  # the CLI call is long gone; the kernel and its supervisor run on
     for p in (kernel, psutil.Process(sup_pid)):
         listening = [c.laddr.ip for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
         assert listening and set(listening) == {"127.0.0.1"}, (p, listening)
@@ -381,21 +377,10 @@ def test_notebook_cells_run_on_the_ssh_target(sshd, compute_db, ipython_dir):
     assert text_of(cells[10]).split() == ["alive", "still", "here", str(remote_pid)]
 
 
-def test_input_is_answered_through_the_route(sshd, compute_db):
+@pytest.mark.timeout(120)
+async def test_input_is_answered_through_the_route(sshd, compute_db, compute):
     start_vm(compute_db, sshd)
-
-    async def body():
-        compute, route = await route_to()
-        try:
-            seen = []
-            r = await route.execute("name = input('who? ')\nprint('hello', name)", stdin=lambda p, pw: "ssh",
-                                    on_message=lambda m: seen.append(m))
-            return r, seen
-        finally:
-            await route.close()
-            await compute.close()
-
-    r, seen = run(body())
+    r, seen = await execute(compute, "name = input('who? ')\nprint('hello', name)", stdin=lambda p, pw: "ssh")
     assert r.status == "ok"
     assert "hello ssh\n" in [m["content"].get("text") for m in seen if m["msg_type"] == "stream"]
 
@@ -444,7 +429,9 @@ def test_cutting_the_link_mid_cell_fails_clearly_and_the_namespace_survives(sshd
         r = row(compute_db)
         assert r["state"] == "unknown" and "reconnecting" in r["provider_state"]
         assert r["errors"][0]["code"] == "link_lost"
-        time.sleep(1.0)
+        # The cut lasts until a reconnect attempt has found nobody listening.
+        wait_for(lambda: "(attempt " in (row(compute_db)["provider_state"] or ""), timeout=15,
+                 message="a failed reconnect attempt")
         sshd.start()
         wait_state(compute_db, ("running",), timeout=30)
         client.execute_cell(nb.cells[3], 3)
@@ -458,17 +445,10 @@ def test_cutting_the_link_mid_cell_fails_clearly_and_the_namespace_survives(sshd
     assert r["runtime"]["reconnects"] == 1 and r["errors"] == []
 
 
-def test_keepalive_notices_a_frozen_link_and_it_comes_back(sshd, compute_db):
+@pytest.mark.timeout(120)
+async def test_keepalive_notices_a_frozen_link_and_it_comes_back(sshd, compute_db, compute):
     start_vm(compute_db, sshd)
-
-    async def set_value():
-        compute, route = await route_to()
-        try:
-            (await route.execute("frozen_before = 'yes'")).raise_for_error()
-        finally:
-            await route.close()
-            await compute.close()
-    run(set_value())
+    await printed(compute, "frozen_before = 'yes'")
     held = sshd.stop_listener()
     for p in held:  # the peer stops answering, without closing anything
         p.suspend()
@@ -478,7 +458,7 @@ def test_keepalive_notices_a_frozen_link_and_it_comes_back(sshd, compute_db):
         noticed = time.monotonic() - t0
         assert noticed < 10
         # A cell sent now is refused with the backend's own account of the link, and what to do.
-        refused = run(route_refused())
+        refused = await route_refused(compute)
         assert refused.reason == "not_running" and refused.details["state"] == "unknown"
         assert refused.message.startswith("'vm' is unknown: the SSH link to ")
         assert "was lost; reconnecting, so the cell did not run. It may come back by itself" in refused.message
@@ -492,36 +472,17 @@ def test_keepalive_notices_a_frozen_link_and_it_comes_back(sshd, compute_db):
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
-
-    async def check():
-        compute, route = await route_to()
-        try:
-            seen = []
-            (await route.execute("print(frozen_before)", on_message=seen.append)).raise_for_error()
-            return "".join(m["content"].get("text", "") for m in seen if m["msg_type"] == "stream")
-        finally:
-            await route.close()
-            await compute.close()
-    assert run(check()) == "yes\n"
+    assert await printed(compute, "print(frozen_before)") == "yes\n"
 
 
-def test_a_killed_supervisor_is_noticed_and_start_reattaches_to_the_running_kernel(sshd, compute_db):
+@pytest.mark.timeout(120)
+async def test_a_killed_supervisor_is_noticed_and_start_reattaches_to_the_running_kernel(sshd, compute_db, compute):
     t = start_vm(compute_db, sshd)
     remote_pid = t["properties"]["remote_pid"]
-
-    async def execute(code):
-        compute, route = await route_to()
-        try:
-            seen = []
-            (await route.execute(code, on_message=seen.append)).raise_for_error()
-            return "".join(m["content"].get("text", "") for m in seen if m["msg_type"] == "stream")
-        finally:
-            await route.close()
-            await compute.close()
-
-    run(execute("survivor = 7"))
-    sup = row(compute_db)["runtime"]["supervisor"]
-    os.kill(int(sup.split(":")[0]), signal.SIGKILL)
+    await printed(compute, "survivor = 7")
+    sup_pid = int(row(compute_db)["runtime"]["supervisor"].split(":")[0])
+    os.kill(sup_pid, signal.SIGKILL)
+    wait_for(lambda: gone(sup_pid), timeout=10, message="the supervisor to die")
     r = cli("show", "vm", "--output", "json")
     shown = json.loads(r.stdout)
     assert shown["state"] == "failed" and "start re-attaches" in shown["errors"][0]["message"]
@@ -529,22 +490,13 @@ def test_a_killed_supervisor_is_noticed_and_start_reattaches_to_the_running_kern
     r = cli("start", "vm", "--output", "json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["properties"]["remote_pid"] == remote_pid
-    assert run(execute("print(survivor)")) == "7\n"
+    assert await printed(compute, "print(survivor)") == "7\n"
 
 
-def test_through_a_jump_host(sshd, compute_db):
+@pytest.mark.timeout(120)
+async def test_through_a_jump_host(sshd, compute_db, compute):
     t = start_vm(compute_db, sshd, "vm", "--jump-host", f"root@127.0.0.1:{sshd.port}")
     assert t["properties"]["jump_host"] == f"root@127.0.0.1:{sshd.port}"
-
-    async def body():
-        compute, route = await route_to()
-        try:
-            seen = []
-            (await route.execute("print(40 + 2)", on_message=seen.append)).raise_for_error()
-            return "".join(m["content"].get("text", "") for m in seen if m["msg_type"] == "stream")
-        finally:
-            await route.close()
-            await compute.close()
-    assert run(body()) == "42\n"
+    assert await printed(compute, "print(40 + 2)") == "42\n"
     assert cli("stop", "vm", "--yes").returncode == 0
     assert not psutil.pid_exists(t["properties"]["remote_pid"]) or gone(t["properties"]["remote_pid"])

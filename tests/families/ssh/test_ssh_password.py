@@ -11,7 +11,6 @@ import os
 import pwd
 import secrets
 import subprocess
-import sys
 import sysconfig
 
 import psutil

@@ -1,0 +1,175 @@
+"""A ``jupyter`` target's kernelspecs as Jupyter kernels here, against a second real Jupyter server on
+127.0.0.1: a kernel started there for each notebook, its channels bridged over the kernel websocket."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+
+from tests.families.jupyter_server.test_remote_jupyter import JupyterServer, attach
+from tests.kernels.test_local import data_dir, kernel_rows, run, text  # noqa: F401  (data_dir is a fixture)
+from tests.support import cli, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def server(tmp_path):
+    # No output rate limit: the 50 MB message below is about size, not about the server's throttle.
+    s = JupyterServer(tmp_path / "remote", args=("--ZMQChannelsWebsocketConnection.iopub_data_rate_limit=0",))
+    s.root.mkdir(exist_ok=True)
+    yield s.start()
+    s.stop()
+    s.cleanup()
+
+
+@pytest.fixture
+def remote_target(server, data_dir, compute_db):  # noqa: F811
+    r = attach("remote", server)
+    assert r.returncode == 0, r.stderr
+    return "remote"
+
+
+def remote_kernels(server) -> list[dict]:
+    code, body = server.api("GET", "api/kernels")
+    assert code == 200, body
+    return body
+
+
+async def started(name: str):
+    km = AsyncKernelManager(kernel_name=name)
+    await km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    await kc.wait_for_ready(timeout=60)
+    return km, kc
+
+
+def test_each_remote_kernelspec_is_a_kernel_here(remote_target):
+    specs = wait_for(lambda: {k: v for k, v in KernelSpecManager().get_all_specs().items()
+                              if k.startswith("compute-remote")}, timeout=2, message="the remote kernelspecs")
+    assert "compute-remote-python3" in specs, specs
+    spec = specs["compute-remote-python3"]["spec"]
+    assert spec["display_name"] == "Python 3 (ipykernel) · remote (Jupyter server)"
+    assert spec["metadata"]["kernel_provisioner"]["config"]["variant"] == "python3"
+    assert "token" not in json.dumps(spec).lower()
+
+
+async def test_a_kernel_there_runs_the_notebook_here(remote_target, server, compute_db):
+    km, kc = await started("compute-remote-python3")
+    try:
+        assert len(remote_kernels(server)) == 1
+        remote_id = remote_kernels(server)[0]["id"]
+        reply, outputs = await run(kc, "import os\nprint(os.getppid())\nx = 41")
+        # The cell ran in that server's kernel: a child of the second server's process.
+        assert reply["status"] == "ok" and int(text(outputs)) == server.proc.pid
+        kc.complete("import o", 8)
+        assert "os" in (await kc.get_shell_msg(timeout=10))["content"]["matches"]
+
+        # A widget's comm goes both ways over the websocket.
+        reply, outputs = await run(kc, "import ipywidgets\nslider = ipywidgets.IntSlider(value=3)\nslider")
+        opened = [m for m in outputs if m["msg_type"] == "comm_open"
+                  and m["content"]["data"]["state"].get("_model_name") == "IntSliderModel"]
+        assert opened, outputs
+        kc.session.send(kc.shell_channel.socket, kc.session.msg(
+            "comm_msg", {"comm_id": opened[0]["content"]["comm_id"],
+                         "data": {"method": "update", "state": {"value": 5}, "buffer_paths": []}}))
+        for _ in range(50):
+            _, outputs = await run(kc, "slider.value")
+            if text(outputs) == "5":
+                break
+            await asyncio.sleep(0.05)
+        assert text(outputs) == "5"
+
+        # input() is answered here.
+        msg_id = kc.execute("name = input('who? ')", allow_stdin=True)
+        request = await kc.get_stdin_msg(timeout=10)
+        assert request["content"]["prompt"] == "who? "
+        kc.input("grace")
+        while (await kc.get_shell_msg(timeout=10))["parent_header"].get("msg_id") != msg_id:
+            pass
+        _, outputs = await run(kc, "print(name)")
+        assert text(outputs) == "grace\n"
+
+        # A 50 MB output arrives, above the server's 10 MiB websocket message limit.
+        _, outputs = await run(kc, "print('y' * 50_000_000)", timeout=120)
+        assert len(text(outputs)) >= 50_000_000
+
+        # Interrupt goes through the server's REST interrupt.
+        msg_id = kc.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(60)")
+        while True:
+            m = await kc.get_iopub_msg(timeout=10)
+            if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream":
+                break
+        t0 = time.monotonic()
+        await km.interrupt_kernel()
+        while True:
+            reply = await kc.get_shell_msg(timeout=10)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        assert reply["content"]["ename"] == "KeyboardInterrupt" and time.monotonic() - t0 < 3
+
+        # A restart, as JupyterLab asks for one, goes through the server's REST restart: the same
+        # kernel there, a fresh namespace.
+        await km.restart_kernel(now=False)
+        await kc.wait_for_ready(timeout=60)
+        _, outputs = await run(kc, "print('x' in globals())")
+        assert text(outputs) == "False\n"
+        assert [k["id"] for k in remote_kernels(server)] == [remote_id]
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=False)
+    # Shutting it down here shut it down there.
+    assert remote_kernels(server) == []
+    assert kernel_rows(compute_db) == []
+
+
+async def test_a_wrong_token_fails_the_start_with_the_reason(server, data_dir, compute_db):  # noqa: F811
+    r = attach("remote", server)
+    assert r.returncode == 0, r.stderr
+    # The server comes back with a new token: the one kept for the target is now wrong.
+    server.stop()
+    server.token = "a-new-token"
+    server.start()
+    km = AsyncKernelManager(kernel_name="compute-remote-python3")
+    t0 = time.monotonic()
+    with pytest.raises(Exception, match="refused the credentials") as info:
+        await km.start_kernel()
+    assert time.monotonic() - t0 < 30
+    assert "a-new-token" not in str(info.value) and "token" in str(info.value)
+
+
+async def test_a_server_that_is_down_fails_the_start_with_the_reason(server, data_dir, compute_db):  # noqa: F811
+    r = attach("remote", server)
+    assert r.returncode == 0, r.stderr
+    server.stop()
+    km = AsyncKernelManager(kernel_name="compute-remote-python3")
+    t0 = time.monotonic()
+    with pytest.raises(Exception, match="does not answer: .*Connect call failed") as info:
+        await km.start_kernel()
+    assert time.monotonic() - t0 < 30 and server.url.rstrip("/") in str(info.value)
+
+
+async def test_a_remote_server_restart_is_a_dead_kernel_and_a_restart_starts_a_new_one(remote_target, server,
+                                                                                        compute_db):
+    km, kc = await started("compute-remote-python3")
+    try:
+        await run(kc, "kept = 1")
+        server.stop()
+        server.start()
+        deadline = time.monotonic() + 60
+        while await km.is_alive():
+            assert time.monotonic() < deadline, "the kernel was not reported dead"
+            await asyncio.sleep(0.2)
+        assert "is gone" in km.provisioner._kernel.reason
+        await km.restart_kernel(now=True)
+        await kc.wait_for_ready(timeout=60)
+        _, outputs = await run(kc, "print('kept' in globals())")
+        assert text(outputs) == "False\n" and len(remote_kernels(server)) == 1
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
