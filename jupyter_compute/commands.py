@@ -403,6 +403,15 @@ def secrets_from_env(spec: dict[str, Any], ws, kind: str) -> None:
 
 async def run(args: argparse.Namespace, compute, ui) -> int:
     """Carry out one parsed command against the core; returns the exit code."""
+    try:
+        return await _run(args, compute, ui)
+    finally:
+        if args.command not in ("kinds", "sizes", "usage", "job", "jobs"):
+            # What was created, deleted or learned about targets shows in every Jupyter client's kernels.
+            compute.kernelspecs_changed()
+
+
+async def _run(args: argparse.Namespace, compute, ui) -> int:
     cmd = args.command
     if cmd == "workspace":
         return await run_workspace(args, compute, ui)

@@ -280,7 +280,10 @@ class Workspace:
                                "start it", reason="not_running", details={"state": t.state.value, "target": name})
             t = await self._running(b, t, start=True, progress=progress)
         kernel = await b.kernel(t, variant)
-        info = await kernel.start(kernel_id, dict(env or {}), connection)
+        try:
+            info = await kernel.start(kernel_id, dict(env or {}), connection)
+        finally:
+            self._targets_changed()  # a target may have told more about the kernels it offers
         return kernel, info
 
     def route_if_open(self, name: str) -> Route | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import weakref
 from typing import Any, Callable
 
 from jupyter_client.provisioning import KernelProvisionerBase
@@ -24,7 +25,8 @@ from ..core.workspace import Compute
 #: The Compute of each store this process provisions kernels from, shared by its kernels (and
 #: by the server extension, which registers its own).
 _computes: dict[str, Compute] = {}
-_lock: asyncio.Lock | None = None
+#: One lock per event loop (a lock belongs to the loop it is first used on).
+_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = weakref.WeakKeyDictionary()
 
 
 def use_compute(compute: Compute) -> None:
@@ -35,10 +37,8 @@ def use_compute(compute: Compute) -> None:
 async def compute_for(store: str, kernels_dir: str = "") -> Compute:
     """The Compute of ``store``; one made here writes the store's kernelspecs where this one was
     found (``kernels_dir``), whatever this client's own data directory is."""
-    global _lock
-    if _lock is None:
-        _lock = asyncio.Lock()
-    async with _lock:
+    lock = _locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock:
         key = os.path.abspath(store) if store else ""
         compute = _computes.get(key)
         if compute is None:

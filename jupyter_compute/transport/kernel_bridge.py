@@ -41,7 +41,8 @@ RECONNECT_WINDOW = 30.0
 class KernelBridge:
     def __init__(self, client: JupyterClient, kernel_id: str | None, *, where: str,
                  on_dead: Callable[[str], None] | None = None,
-                 on_shutdown: Callable[[bool], None] | None = None, key: str | None = None):
+                 on_shutdown: Callable[[bool], None] | None = None, key: str | None = None,
+                 explain: Callable[[], Any] | None = None):
         self.client = client
         self.kernel_id = kernel_id
         self.where = where
@@ -49,6 +50,8 @@ class KernelBridge:
         #: Told of a client's shutdown_request (with its ``restart``): the server, not the kernel,
         #: must end or restart a kernel it manages, or it would take the exit for a crash.
         self.on_shutdown = on_shutdown
+        #: Asked, while the websocket cannot be reopened, whether the target says why (it was stopped).
+        self.explain = explain
         #: Signs this machine's side; a bridge that replaces another keeps its key, so clients carry on.
         self.key = key or secrets.token_hex(32)
         self.session = Session(key=self.key.encode(), signature_scheme="hmac-sha256", username="jupyter_compute")
@@ -222,6 +225,11 @@ class KernelBridge:
                 self._die(e.message)
                 return False
             except ComputeError as e:
+                if self.explain is not None:
+                    why = await self.explain()
+                    if why:
+                        self._die(why)
+                        return False
                 if time.monotonic() > deadline:
                     self._die(f"the connection to the Jupyter server at {self.client.url} was lost: {e.message}")
                     return False
@@ -263,13 +271,16 @@ class ServerKernel(TargetKernel):
     keeps_across_restart = True
 
     def __init__(self, client: JupyterClient, *, store: Any, workspace: str, target: str, kernel_name: str,
-                 where: str):
+                 where: str, explain: Callable[[], Any] | None = None):
         self.client = client
         self.store = store
         self.workspace = workspace
         self.target = target
         self.kernel_name = kernel_name
         self.where = where
+        #: Says why the kernel could no longer be reached, when the target's family can tell (an
+        #: instance stopped from elsewhere); None when it cannot.
+        self.explain = explain
         self.kernel_id = ""
         self.remote_id: str | None = None
         self.bridge: KernelBridge | None = None
@@ -285,7 +296,7 @@ class ServerKernel(TargetKernel):
 
         key = (connection or {}).get("key")
         self.bridge = KernelBridge(self.client, None, where=self.where, on_dead=self._dead,
-                                   on_shutdown=self._shutdown_asked,
+                                   on_shutdown=self._shutdown_asked, explain=self.explain,
                                    key=key.decode() if isinstance(key, bytes) else key)
         try:
             self.bridge.bind({k: v for k, v in (connection or {}).items() if k.endswith("_port")})
@@ -331,6 +342,11 @@ class ServerKernel(TargetKernel):
             said = ((row or {}).get("runtime") or {}).get("reason")
             if said:  # ended on purpose from elsewhere (its target stopped): that is the reason
                 self.reason = said
+            elif self.explain is not None and not getattr(self, "_explained", False):
+                self._explained = True
+                why = await self.explain()
+                if why:
+                    self.reason = why
             return 1
         return None
 

@@ -30,7 +30,9 @@ from .specs import (CLUSTER, INSTANCE, ClusterScale, ComputeClusterSpec, Compute
 from ...core.errors import ComputeError, Conflict, InvalidRequest, NotFound, Unavailable
 from ...core.models import Node, Size, Spec, State, Target, Usage
 from ...core.backend import Backend, KindSpec, OperationContext, Outcome, stored_target
+from ...core.kernels import KernelSpecInfo, TargetKernel
 from ...core.route import HereRoute, Route
+from ...transport.kernel_bridge import ServerKernel, read_kernelspecs, server_kernel_specs
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +349,59 @@ class AzureMLBackend(Backend):
         return WebsocketRoute(url, kernel_id, auth, target=target.name, notice=notice,
                               keeper=_InstanceKeeper(self, target.name, url, owner))
 
+    # -- compute instances as kernels ------------------------------------------------------------
+    def kernel_specs(self, row: dict) -> list[KernelSpecInfo]:
+        if row["kind"] != INSTANCE or (self.this_instance is not None and self.this_instance.is_target(row["name"])):
+            return []  # on the instance itself, its kernels are this server's own
+        return server_kernel_specs(row, "compute instance")
+
+    async def kernel(self, target: Target, variant: str = "") -> TargetKernel:
+        if target.kind != INSTANCE or self._is_this_instance(target):
+            return await super().kernel(target, variant)
+        client = await self._instance_client(target)
+        await self._note_kernelspecs(target.name, client)
+        return ServerKernel(client, store=self.store, workspace=self.workspace_id, target=target.name,
+                            kernel_name=variant or self.azure.instance_kernel_name,
+                            where=f"compute instance '{target.name}'",
+                            explain=lambda: self._why_gone(target.name))
+
+    async def _instance_client(self, target: Target):
+        """A client of the instance's Jupyter server, after checking the instance is one we may use."""
+        from ...transport.jupyter_client import JupyterClient
+
+        owner = owner_of(target)
+        auth = self.instance_auth()
+        if owner is not None:
+            await auth.header()  # signs in, which says who we are
+            me = self._instance_identity or {}
+            if me.get("object_id") and me["object_id"].lower() != (owner["object_id"] or "").lower():
+                raise self._personal(target.name, owner, me)
+        url = jupyter_base_url(target)
+        if url is None:
+            raise Conflict(f"Azure shows no Jupyter endpoint for compute instance '{target.name}' "
+                           f"({target.provider_state or target.state.value}); restart it, or check its network "
+                           "settings", reason="no_jupyter_endpoint")
+        return JupyterClient(url, auth)
+
+    async def _note_kernelspecs(self, name: str, client: Any) -> None:
+        """Keep the instance's kernelspecs in the store: shown while it is stopped, refreshed as it runs."""
+        rt: dict[str, Any] = {}
+        await read_kernelspecs(client, rt)
+        if rt.get("kernelspecs"):
+            row = await self.store.get_target(self.workspace_id, name)
+            if row is not None and (row.get("runtime") or {}).get("kernelspecs") != rt["kernelspecs"]:
+                await self.store.update_target(self.workspace_id, name, runtime_merge=rt)
+
+    async def _why_gone(self, name: str) -> str | None:
+        """Why an instance's kernel can no longer be reached, when Azure can say: it was stopped."""
+        with contextlib.suppress(ComputeError):
+            t = await self.get_target(name, None)
+            if t is None:
+                return f"the compute instance '{name}' was deleted"
+            if t.state != State.running:
+                return f"the compute instance '{name}' was stopped"
+        return None
+
     def _personal(self, name: str, owner: dict, me: dict | None) -> Conflict:
         why = " (created on their behalf)" if owner.get("why") == "assigned" else ""
         you = f" You are signed in as {describe_owner(me)}." if me and me.get("object_id") else ""
@@ -640,7 +695,16 @@ class AzureMLBackend(Backend):
         begin = getattr(self.arm.client().compute, f"begin_{action}")
         await self._lro(action, target.name, ctx, lambda **kw: begin(
             self.resource_group, self.workspace_name, target.name, **kw))
-        return await self._outcome(target.name)
+        outcome = await self._outcome(target.name)
+        if action in ("start", "restart") and outcome.state == State.running and not self._is_this_instance(target):
+            # Its kernelspecs, read as it starts, are the kernels it offers from now on.
+            with contextlib.suppress(ComputeError):
+                client = await self._instance_client(await self.get_target(target.name, None))
+                try:
+                    await self._note_kernelspecs(target.name, client)
+                finally:
+                    await client.close()
+        return outcome
 
     async def delete(self, target: Target, ctx: OperationContext) -> None:
         await self._remove("delete", target, ctx)

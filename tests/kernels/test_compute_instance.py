@@ -1,0 +1,91 @@
+"""An Azure ML compute instance's kernels as Jupyter kernels here, through the project's HTTPS Azure
+stand-in, which serves a real Jupyter server behind it with bearer tokens."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import psutil
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+
+from tests.families.azureml.test_azureml_instance import ME, project  # noqa: F401  (project is a fixture)
+from tests.kernels.test_local import data_dir, kernel_rows, run, text  # noqa: F401  (data_dir is a fixture)
+from tests.standins.azure import arm, azure_env, network_guard  # noqa: F401  (fixtures)
+from tests.standins.instance import aad_arm, add_instance, instance_jupyter  # noqa: F401  (fixtures)
+from tests.support import cli, files_holding, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def compute_specs() -> dict:
+    return {k: v["spec"] for k, v in KernelSpecManager().get_all_specs().items() if "alice-ci" in k}
+
+
+@pytest.fixture
+def instance(project, aad_arm, instance_jupyter, data_dir, monkeypatch):  # noqa: F811
+    server = instance_jupyter()
+    add_instance(aad_arm, "alice-ci", jupyter=server.url, creator=ME, sharing="Personal")
+    monkeypatch.chdir(project)  # config.json names the workspace, as Workspace.from_config() finds it
+    assert cli("list").returncode == 0
+    return server
+
+
+async def test_the_instances_kernels_are_kernels_here_and_run_there(instance, aad_arm, compute_db, caplog):
+    # Before anything has been read from it, the instance offers its server's default kernel.
+    specs = wait_for(compute_specs, timeout=5, message="the instance's kernelspec")
+    (name, spec), = specs.items()
+    assert spec["display_name"] == "alice-ci (compute instance)"
+    km = AsyncKernelManager(kernel_name=name)
+    await km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=60)
+        reply, outputs = await run(kc, "import os\nprint(os.getppid())\ndefined_there = 1")
+        assert int(text(outputs)) == instance.proc.pid  # a kernel of the instance's Jupyter server
+        kc.complete("defined_t", 9)
+        assert "defined_there" in (await kc.get_shell_msg(timeout=10))["content"]["matches"]
+        # Reading its kernelspecs as the kernel started, the instance now offers each of them.
+        specs = wait_for(lambda: {k: v for k, v in compute_specs().items() if k.endswith("-python3")},
+                         timeout=5, message="the instance's own kernelspecs")
+        (_, spec), = specs.items()
+        assert spec["display_name"] == "Python 3 (ipykernel) · alice-ci (compute instance)"
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=False)
+    status = instance.api("GET", "api/kernels")
+    assert status[0] == 200 and status[1] == []  # shut down here, shut down there
+    # The bearer tokens the instance was reached with are in no kernelspec, log line or store file.
+    tokens = list(aad_arm.tokens)
+    assert tokens and any(d["outcome"] == "ok" for d in instance.decisions())
+    dumped = json.dumps(KernelSpecManager().get_all_specs()) + caplog.text
+    for t in tokens:
+        assert t not in dumped
+        assert [f for f in files_holding(compute_db.parent, t) if "compute.db" in f] == []
+
+
+async def test_an_instance_stopped_from_azure_reports_its_kernel_dead_saying_so(instance, aad_arm, compute_db):
+    name = next(iter(wait_for(compute_specs, timeout=5, message="the instance's kernelspec")))
+    km = AsyncKernelManager(kernel_name=name)
+    await km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=60)
+        await run(kc, "x = 1")
+        # Azure stops it (the schedule, the portal): its Jupyter goes away with it.
+        entry = next(iter(aad_arm.workspaces.values()))
+        entry["computes"]["alice-ci"]["properties"]["properties"]["state"] = "Stopped"
+        await asyncio.to_thread(instance.stop)
+        deadline = time.monotonic() + 30
+        while await km.is_alive():
+            assert time.monotonic() < deadline, "the kernel was not reported dead"
+            await asyncio.sleep(0.2)
+        assert km.provisioner._kernel.reason == "the compute instance 'alice-ci' was stopped"
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+    assert kernel_rows(compute_db) == []
