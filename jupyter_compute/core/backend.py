@@ -150,6 +150,11 @@ class Backend(abc.ABC):
         raise InvalidRequest(f"'{target.name}' ({target.kind}) cannot run a kernel of its own",
                              reason="unsupported_operation")
 
+    async def end_kernel(self, record: dict) -> bool:
+        """End a notebook's kernel whose owner died, from its record in the store, where it runs
+        elsewhere (on a server this family reaches); whether there was one to end."""
+        return False
+
     async def field_choices(self, kind: str, field: str) -> dict[str, Any] | None:
         """Values to offer for a spec field of ``kind`` (key files for a key field, say), or None
         when the field has none to offer. Never the contents of a secret."""

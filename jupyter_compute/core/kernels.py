@@ -229,22 +229,20 @@ def end_recorded_kernels(store: Any, workspace: str, target: str | None, reason:
     return ended
 
 
-def reconcile_kernels(store: Any, workspace: str, targets: set[str]) -> list[dict]:
-    """End and forget the kernels of ``workspace`` whose target is gone or whose owner (the process
-    that started them: a Jupyter server, nbclient) has died without ending them; those it ended."""
+def orphaned_kernels(store: Any, workspace: str, targets: set[str]) -> list[dict]:
+    """The kernel records of ``workspace`` whose target is gone or whose owner (the process that
+    started them: a Jupyter server, nbclient) died without ending them."""
     from . import processes
 
-    ended = []
-    for row in store.list_kernels(workspace):
-        gone = row["target"] not in targets
-        orphaned = not processes.alive(row["owner"])
-        if not (gone or orphaned):
-            continue
-        if row.get("process") and processes.alive(row["process"]):
-            processes.terminate(None, [row["process"]], 2.0)
-            why = f"its target '{row['target']}' no longer exists" if gone else "the process that started it is gone"
-            log.warning("jupyter_compute: ended kernel %s of '%s': %s", row["id"], row["target"], why)
-            ended.append(row)
-        if orphaned or not (row.get("process") and processes.alive(row["process"])):
-            store.remove_kernel(row["id"])
-    return ended
+    return [row for row in store.list_kernels(workspace)
+            if row["target"] not in targets or not processes.alive(row["owner"])]
+
+
+def end_local_kernel(row: dict) -> bool:
+    """End a recorded kernel whose process runs on this machine; whether there was one to end."""
+    from . import processes
+
+    if row.get("process") and processes.alive(row["process"]):
+        processes.terminate(None, [row["process"]], 2.0)
+        return True
+    return False

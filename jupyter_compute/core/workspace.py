@@ -21,7 +21,7 @@ from . import processes as procs
 from .backend import Backend, KindSpec, OperationContext, Outcome, SpecChanged
 from .config import ComputeConfig, load_config
 from .errors import ComputeError, ConfirmationRequired, Conflict, InvalidRequest, NotFound
-from .kernels import TargetKernel, reconcile_kernels, sync_kernelspecs
+from .kernels import TargetKernel, end_local_kernel, orphaned_kernels, sync_kernelspecs
 from .registry import Family, WorkspaceProvider, load_families
 from .route import Route
 from .models import KindInfo, Node, Operation, Size, State, Target, Usage, WorkspaceInfo
@@ -555,8 +555,28 @@ class Workspace:
         for b in self.backends:
             await b.reconcile()
         if await self.store.list_kernels(self.id):
-            names = {r["name"] for r in await self.store.list_targets(self.id)}
-            await asyncio.to_thread(reconcile_kernels, self.store.sync, self.id, names)
+            await self._reconcile_kernels()
+
+    async def _reconcile_kernels(self) -> None:
+        """End and forget the notebooks' kernels whose target is gone or whose owner died without
+        ending them (a Jupyter server killed): those on this machine here, others by their family."""
+        rows = await self.store.list_targets(self.id)
+        kinds = {r["name"]: r["kind"] for r in rows}
+        for row in await asyncio.to_thread(orphaned_kernels, self.store.sync, self.id, set(kinds)):
+            why = (f"its target '{row['target']}' no longer exists" if row["target"] not in kinds
+                   else "the process that started it is gone")
+            ended = await asyncio.to_thread(end_local_kernel, row)
+            pair = self._kinds.get(kinds.get(row["target"], ""))
+            if pair is not None:
+                try:
+                    ended = await pair[0].end_kernel(row) or ended
+                except ComputeError as e:  # it may still run there: tried again at the next reconcile
+                    log.warning("jupyter_compute: could not end kernel %s of '%s': %s", row["id"], row["target"],
+                                e.message)
+                    continue
+            if ended:
+                log.warning("jupyter_compute: ended kernel %s of '%s': %s", row["id"], row["target"], why)
+            await self.store.remove_kernel(row["id"])
 
     async def join(self) -> None:
         """Wait for this process's operations (the CLI does, before it exits)."""

@@ -173,3 +173,56 @@ async def test_a_remote_server_restart_is_a_dead_kernel_and_a_restart_starts_a_n
     finally:
         kc.stop_channels()
         await km.shutdown_kernel(now=True)
+
+
+def test_kernels_of_a_killed_server_are_shut_down_there_by_the_next_look(remote_target, server, compute_db,
+                                                                          server_process):
+    """This machine's Jupyter server is SIGKILLed with a kernel running on the remote server: the next
+    process to look at the store (here a CLI call; a restarted server does the same at once) shuts
+    that kernel down there."""
+    import signal
+    import urllib.request
+
+    local = server_process()
+    req = urllib.request.Request(f"{local.url}/api/kernels", method="POST",
+                                 data=json.dumps({"name": "compute-remote-python3"}).encode(),
+                                 headers={"Authorization": f"token {local.token}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert r.status == 201
+    wait_for(lambda: kernel_rows(compute_db), timeout=10, message="the kernel's record")
+    assert len(remote_kernels(server)) == 1
+    local.proc.send_signal(signal.SIGKILL)
+    local.proc.wait(10)
+    assert len(remote_kernels(server)) == 1  # nobody told the remote server
+    assert cli("list").returncode == 0
+    assert remote_kernels(server) == [] and kernel_rows(compute_db) == []
+
+
+async def test_a_dropped_websocket_reconnects_and_loses_nothing(remote_target, server, compute_db):
+    km, kc = await started("compute-remote-python3")
+    try:
+        await run(kc, "kept = 'still here'")
+        msg_id = kc.execute("import time\nprint('before', flush=True)\ntime.sleep(1.5)\nprint('after', flush=True)")
+        seen = []
+        while "before" not in "".join(seen):
+            m = await kc.get_iopub_msg(timeout=10)
+            if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream":
+                seen.append(m["content"]["text"])
+        # The connection drops while the cell runs: what the kernel prints meanwhile is buffered by
+        # the server and delivered once the bridge has reconnected with the same session.
+        await km.provisioner._kernel.bridge._ws.close()
+        while True:
+            m = await kc.get_iopub_msg(timeout=20)
+            if m["parent_header"].get("msg_id") != msg_id:
+                continue
+            if m["msg_type"] == "stream":
+                seen.append(m["content"]["text"])
+            if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+                break
+        assert "".join(seen) == "before\nafter\n"
+        _, outputs = await run(kc, "print(kept)")
+        assert text(outputs) == "still here\n"
+        assert await km.is_alive()
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)

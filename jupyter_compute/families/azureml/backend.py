@@ -365,6 +365,17 @@ class AzureMLBackend(Backend):
                             where=f"compute instance '{target.name}'",
                             explain=lambda: self._why_gone(target.name))
 
+    async def end_kernel(self, record: dict) -> bool:
+        remote = (record.get("runtime") or {}).get("remote_kernel")
+        target = await self.get_target(record["target"], None) if remote else None
+        if target is None or target.state != State.running:
+            return False  # a stopped instance took its kernels with it
+        client = await self._instance_client(target)
+        try:
+            return await client.shutdown(remote)
+        finally:
+            await client.close()
+
     async def _instance_client(self, target: Target):
         """A client of the instance's Jupyter server, after checking the instance is one we may use."""
         from ...transport.jupyter_client import JupyterClient

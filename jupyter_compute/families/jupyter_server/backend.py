@@ -374,6 +374,14 @@ class RemoteJupyterBackend(Backend):
         return ServerKernel(client, store=self.store, workspace=self.workspace_id, target=target.name,
                             kernel_name=variant or row["spec"].get("kernel_name") or "", where=f"'{target.name}'")
 
+    async def end_kernel(self, record: dict) -> bool:
+        remote = (record.get("runtime") or {}).get("remote_kernel")
+        row = await self.store.get_target(self.workspace_id, record["target"])
+        if not remote or row is None:
+            return False
+        async with await self._client(row) as client:
+            return await client.shutdown(remote)
+
     async def _end_kernels(self, row: dict, reason: str) -> None:
         """End the notebooks' kernels on this target there, saying why to whoever holds them."""
         kernels = await self.store.list_kernels(self.workspace_id, row["name"])
