@@ -3,6 +3,7 @@ loopback sshd) for the routing section's interleaved rounds; ``run`` measures ho
 running target's kernel takes to give a ready kernel, beside a plain kernel's start."""
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,8 +22,28 @@ def _specs(s: Session) -> KernelSpecManager:
     return KernelSpecManager(kernel_dirs=[str(s.tmp / "data" / "kernels")])
 
 
+def _remote_server(s: Session):
+    """A second, plain Jupyter server on loopback, attached as target ``bench-js``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.families.jupyter_server.test_remote_jupyter import JupyterServer
+
+    root = s.tmp / "remote"
+    root.mkdir(exist_ok=True)
+    # No output throttle: the transfer figure is about the path, not the server's rate limit.
+    server = JupyterServer(root, args=("--ZMQChannelsWebsocketConnection.iopub_data_rate_limit=0",)).start()
+    s.before_exit.append(server.stop)
+    s.targets.append("bench-js")
+    r = subprocess.run([sys.executable, "-m", "jupyter_compute.cli", "attach", "bench-js", "--kind", "jupyter",
+                        "--url", server.url, "--token-stdin"], input=server.token + "\n", capture_output=True,
+                       text=True, env=s.env, cwd=s.tmp, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"attaching the second Jupyter server failed: {r.stderr[-1000:]}")
+    return server
+
+
 def target_kernels(s: Session) -> dict[str, Frontend]:
-    """Kernels of a local-kernel target and of an SSH target, by the figure each one's cells make."""
+    """Kernels of a local-kernel target, an SSH target and a Jupyter server target, by the figure
+    each one's cells make."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.sshd import Sshd
 
@@ -33,8 +54,10 @@ def target_kernels(s: Session) -> dict[str, Frontend]:
     s.cli("attach", "bench-ssh", "--kind", "ssh", "--host", "127.0.0.1", "--port", str(sshd.port),
           "--ssh-private-key", str(sshd.client_key_path), "--python", PY, "--accept-host-key", sshd.fingerprint)
     s.cli("start", "bench-ssh")
+    _remote_server(s)
     out = {}
-    for key, name in (("kernel_target_rtt_ms", "compute-bench-kt"), ("ssh_kernel_rtt_ms", "compute-bench-ssh")):
+    for key, name in (("kernel_target_rtt_ms", "compute-bench-kt"), ("ssh_kernel_rtt_ms", "compute-bench-ssh"),
+                      ("jupyter_kernel_rtt_ms", "compute-bench-js-python3")):
         km = KernelManager(kernel_name=name, kernel_spec_manager=_specs(s))
         km.start_kernel(env=s.env)
         s.kernels.append(km)
@@ -62,3 +85,57 @@ def run(rec: Recorder) -> None:
                 km.shutdown_kernel(now=True)
         for key, xs in starts.items():
             rec.add(key, xs, "s")
+        _transfer(s, rec, specs)
+
+
+BIG = 50 * 2**20
+TRANSFER_ROUNDS = 3
+
+
+def _transfer(s: Session, rec: Recorder, specs: KernelSpecManager) -> None:
+    """A 50 MB result pulled through a Jupyter server target's kernel here, beside the same result
+    over the remote server's own kernel websocket, in interleaved rounds."""
+    import asyncio
+
+    from jupyter_compute.transport.jupyter_client import JupyterClient, StaticAuth
+    from jupyter_compute.transport.websocket import WebsocketRoute
+
+    from .common import MB
+
+    server = _remote_server(s)
+    km = KernelManager(kernel_name="compute-bench-js-python3", kernel_spec_manager=specs)
+    km.start_kernel(env=s.env)
+    s.kernels.append(km)
+    bridged = Frontend(km)
+    s.frontends.append(bridged)
+    code = f"print('y' * {BIG}, end='')"
+
+    async def direct_rounds() -> list[float]:
+        client = JupyterClient(server.url, StaticAuth.from_spec(server.token))
+        kernel = await client.start_kernel()
+        route = WebsocketRoute(server.url, kernel["id"], StaticAuth.from_spec(server.token), target="direct")
+        await route.open()
+        out = []
+        try:
+            for _ in range(TRANSFER_ROUNDS):
+                got = [0]
+                t0 = time.perf_counter()
+                await route.execute(code, on_message=lambda m: got.__setitem__(
+                    0, got[0] + len(m["content"].get("text", ""))))
+                out.append(BIG / MB / (time.perf_counter() - t0))
+                assert got[0] == BIG, got
+                # Interleaved: the bridged round follows each direct one.
+                t0 = time.perf_counter()
+                text = bridged.run(code)
+                assert len(text) == BIG, len(text)
+                bridged_mb_s.append(BIG / MB / (time.perf_counter() - t0))
+        finally:
+            await route.close()
+            await client.shutdown(kernel["id"])
+            await client.close()
+        return out
+
+    bridged_mb_s: list[float] = []
+    direct = asyncio.run(direct_rounds())
+    rec.add("jupyter_kernel_pull_mb_s", bridged_mb_s, "MB/s")
+    rec.add("jupyter_websocket_pull_mb_s", direct, "MB/s")

@@ -107,6 +107,8 @@ class AzureMLBackend(Backend):
                                 credential=credential)
         self._location = location
         self._sizes: tuple[float, dict[str, Size], dict[str, str]] | None = None
+        #: Work done beside operations (reading a started instance's kernelspecs).
+        self._background: set[asyncio.Task] = set()
         #: Attachments a forced attach (by target name) is about to break, for its warning.
         self._displacing: dict[str, list[tuple[str, str]]] = {}
 
@@ -127,6 +129,8 @@ class AzureMLBackend(Backend):
             await self._jobs.close()
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         await self._close_jobs()
         await self.arm.close()
 
@@ -708,14 +712,22 @@ class AzureMLBackend(Backend):
             self.resource_group, self.workspace_name, target.name, **kw))
         outcome = await self._outcome(target.name)
         if action in ("start", "restart") and outcome.state == State.running and not self._is_this_instance(target):
-            # Its kernelspecs, read as it starts, are the kernels it offers from now on.
-            with contextlib.suppress(ComputeError):
-                client = await self._instance_client(await self.get_target(target.name, None))
-                try:
-                    await self._note_kernelspecs(target.name, client)
-                finally:
-                    await client.close()
+            # Its kernelspecs, read as it starts, are the kernels it offers from now on; read beside
+            # the operation, which must not wait on a server that may be slow to answer.
+            task = asyncio.get_running_loop().create_task(self._refresh_kernelspecs(target.name))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return outcome
+
+    async def _refresh_kernelspecs(self, name: str) -> None:
+        try:
+            client = await self._instance_client(await self.get_target(name, None))
+            try:
+                await self._note_kernelspecs(name, client)
+            finally:
+                await client.close()
+        except Exception as e:  # the kernels offered stay as they were; a kernel's start reads them again
+            log.debug("could not read the kernelspecs of compute instance '%s': %s", name, e)
 
     async def delete(self, target: Target, ctx: OperationContext) -> None:
         await self._remove("delete", target, ctx)
