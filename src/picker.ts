@@ -75,7 +75,7 @@ export class NotebookRouter implements IDisposable {
     session.kernelChanged.connect(this._onKernelChanged, this);
     session.statusChanged.connect(this._onStatus, this);
     session.iopubMessage.connect(this._onIopub, this);
-    this.specs.specsChanged.connect(this._emitIfChanged, this);
+    this.specs.specsChanged.connect(this._onSpecsChanged, this);
     NotebookActions.executed.connect(this._onExecuted, this);
     void this._start();
   }
@@ -664,6 +664,14 @@ export class NotebookRouter implements IDisposable {
   private _setStatus(status: RouterStatus): void {
     this._status = status;
     this._emitIfChanged();
+  }
+
+  /** Which targets offer a kernel, and which kernel is a target's, may have changed. */
+  private _onSpecsChanged(): void {
+    if (!this._isDisposed) {
+      this._shown = '';
+      this._emitIfChanged();
+    }
   }
 
   /** Tell the picker only when what it shows may have changed: kernel messages are many. */
