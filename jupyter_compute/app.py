@@ -13,7 +13,7 @@ from .handlers import HANDLERS
 from .core.models import Operation
 from .core.kernels import sync_kernelspecs
 from .core.workspace import Compute
-from .kernels.provisioner import ended_listeners, use_compute
+from .kernels.provisioner import ComputeProvisioner, ended_listeners, use_compute
 
 EVENTS = Path(__file__).parent / "events"
 TARGET_EVENT = "https://events.jupyter.org/jupyter_compute/target/v1"
@@ -97,6 +97,24 @@ class ComputeApp(ExtensionApp):
                 self.log.exception("jupyter_compute: reading the change feed failed")
                 await asyncio.sleep(FEED_INTERVAL)
 
+    async def _shutdown_target_kernels(self) -> None:
+        manager = getattr(self.serverapp, "kernel_manager", None)
+        for kernel_id in list(getattr(manager, "list_kernel_ids", lambda: [])()):
+            try:
+                km = manager.get_kernel(kernel_id)
+                if not isinstance(km.provisioner, ComputeProvisioner):
+                    continue
+                ready = km.ready
+                if ready.done() and not ready.cancelled() and ready.exception() is None:
+                    await manager.shutdown_kernel(kernel_id, now=True)
+                else:
+                    # A restart that was refused (its target stopped) left it between states, which
+                    # jupyter_client cannot shut down: release what it holds and forget it.
+                    await km.provisioner.cleanup()
+                    manager.remove_kernel(kernel_id)
+            except Exception:
+                self.log.exception("jupyter_compute: could not shut down kernel %s", kernel_id)
+
     def _kernel_ended(self, kernel_id: str, workspace: str, target: str, reason: str) -> None:
         self.serverapp.event_logger.emit(schema_id=KERNEL_EVENT, data={
             "kernel_id": kernel_id, "workspace": workspace, "target": target, "reason": reason})
@@ -127,7 +145,9 @@ class ComputeApp(ExtensionApp):
             await asyncio.sleep(interval)
 
     async def stop_extension(self) -> None:
-        # Targets keep running: they belong to the user, not to this server process.
+        # Targets keep running: they belong to the user, not to this server process. The kernels it
+        # started on them are its own, and go before the store they are recorded in closes.
+        await self._shutdown_target_kernels()
         if self._kernel_ended in ended_listeners:
             ended_listeners.remove(self._kernel_ended)
         for t in self._tasks:

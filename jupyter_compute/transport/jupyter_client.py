@@ -22,6 +22,8 @@ from ..core.errors import BackendRefused, Unavailable
 from ..core.route import ExecutionError
 
 HTTP_TIMEOUT = 15.0
+#: The kernel websocket protocol with binary frames (jupyter_server 2); the JSON one otherwise.
+V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
 #: A cached bearer token is replaced this long before it expires.
 REFRESH_MARGIN = 300.0
 
@@ -321,6 +323,32 @@ class JupyterClient:
         if code not in (200, 204):
             raise self._unexpected("the kernel shutdown", code, data)
         return True
+
+    async def open_channels(self, kernel_id: str, session_id: str, *, heartbeat: float,
+                            timeout: float | None) -> aiohttp.ClientWebSocketResponse:
+        """The kernel's channels websocket, offering the v1 protocol; a refused credential is said
+        as such (after one refresh of a token that can be refreshed), a gone kernel as ``KernelGone``."""
+        url = self.channels_url(kernel_id, session_id)
+        for attempt in (0, 1):
+            headers = await self.headers(refresh=attempt == 1)
+            try:
+                return await asyncio.wait_for(self._http().ws_connect(
+                    url, protocols=(V1_PROTOCOL,), headers=headers, heartbeat=heartbeat, max_msg_size=0,
+                    autoclose=True, autoping=True), timeout)
+            except aiohttp.WSServerHandshakeError as e:
+                if e.status in (401, 403) and attempt == 0 and self.auth.can_refresh:
+                    continue
+                if e.status in (401, 403):
+                    raise CredentialsRefused(
+                        f"the Jupyter server at {self.url} refused the credentials ({self.auth.describe()}) for "
+                        f"the kernel's websocket: {e.status} {e.message}") from None
+                if e.status == 404:
+                    raise KernelGone(f"the kernel {kernel_id} no longer exists on {self.url}") from None
+                raise ExecutionError(f"the Jupyter server at {self.url} refused the kernel's websocket: "
+                                     f"{e.status} {e.message}") from None
+            except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as e:
+                raise self.unreachable(e, "open the kernel's websocket", "the websocket", timeout) from None
+        raise AssertionError("unreachable")
 
     def channels_url(self, kernel_id: str, session_id: str) -> str:
         parts = urlsplit(self.url)

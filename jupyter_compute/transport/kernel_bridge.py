@@ -28,8 +28,8 @@ from jupyter_client.session import Session
 
 from ..core.errors import ComputeError
 from ..core.kernels import TargetKernel
-from .jupyter_client import CredentialsRefused, JupyterClient, KernelGone
-from .websocket import HEARTBEAT, V1_PROTOCOL, decode_legacy, decode_v1, encode_legacy, encode_v1
+from .jupyter_client import V1_PROTOCOL, CredentialsRefused, JupyterClient, KernelGone
+from .websocket import HEARTBEAT, decode_legacy, decode_v1, encode_legacy, encode_v1
 
 log = logging.getLogger(__name__)
 
@@ -107,29 +107,10 @@ class KernelBridge:
                 **{f"{ch}_port": port for ch, port in self.ports.items()}}
 
     async def _connect(self, timeout: float | None) -> None:
-        url = self.client.channels_url(self.kernel_id, self._session_id)
-        for attempt in (0, 1):
-            headers = await self.client.headers(refresh=attempt == 1)
-            try:
-                self._ws = await asyncio.wait_for(self.client._http().ws_connect(
-                    url, protocols=(V1_PROTOCOL,), headers=headers, heartbeat=HEARTBEAT, max_msg_size=0,
-                    autoclose=True, autoping=True), timeout)
-                self._v1 = self._ws.protocol == V1_PROTOCOL
-                self._connected.set()
-                return
-            except aiohttp.WSServerHandshakeError as e:
-                if e.status in (401, 403) and attempt == 0 and self.client.auth.can_refresh:
-                    continue
-                if e.status in (401, 403):
-                    raise CredentialsRefused(
-                        f"the Jupyter server at {self.client.url} refused the credentials "
-                        f"({self.client.auth.describe()}) for the kernel's websocket: {e.status} {e.message}") from None
-                if e.status == 404:
-                    raise KernelGone(f"the kernel {self.kernel_id} no longer exists on {self.client.url}") from None
-                raise ComputeError(f"the Jupyter server at {self.client.url} refused the kernel's websocket: "
-                                   f"{e.status} {e.message}", reason="websocket_refused") from None
-            except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as e:
-                raise self.client.unreachable(e, "open the kernel's websocket", "the websocket", timeout) from None
+        self._ws = await self.client.open_channels(self.kernel_id, self._session_id, heartbeat=HEARTBEAT,
+                                                   timeout=timeout)
+        self._v1 = self._ws.protocol == V1_PROTOCOL
+        self._connected.set()
 
     # -- relaying ---------------------------------------------------------------------------------------
     async def _to_kernel(self, channel: str) -> None:

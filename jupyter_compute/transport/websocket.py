@@ -28,13 +28,12 @@ from jupyter_client.session import Session
 from ..core.errors import BackendRefused, ComputeError, InvalidRequest, Unavailable
 from . import in_kernel as _helper
 from ..core.route import ExecutionError, ExecutionResult, MessageHandler, StdinHandler, iopub_message
-from .jupyter_client import Authorizer, CredentialsRefused, JupyterClient, KernelGone
+from .jupyter_client import V1_PROTOCOL, Authorizer, JupyterClient, KernelGone
 from .messaging import MessagingRoute, cancel_and_wait
 from .transfer import RunSilent, Transport, helper_failed
 
 log = logging.getLogger(__name__)
 
-V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
 #: Tornado's default ``websocket_max_message_size``: a larger message closes the connection.
 SERVER_MESSAGE_LIMIT = 10 * 2**20
 #: Bytes of transfer data per websocket message, in either direction.
@@ -185,27 +184,8 @@ class WebsocketRoute(MessagingRoute):
         self.kernel_info = reply.get("content", {})
 
     async def _connect(self, timeout: float | None) -> aiohttp.ClientWebSocketResponse:
-        url = self.client.channels_url(self.kernel_id, self._session_id)
-        for attempt in (0, 1):
-            headers = await self.client.headers(refresh=attempt == 1)
-            try:
-                return await asyncio.wait_for(self.client._http().ws_connect(
-                    url, protocols=(V1_PROTOCOL,), headers=headers, heartbeat=self.heartbeat, max_msg_size=0,
-                    autoclose=True, autoping=True), timeout)
-            except aiohttp.WSServerHandshakeError as e:
-                if e.status in (401, 403) and attempt == 0 and self.client.auth.can_refresh:
-                    continue
-                if e.status in (401, 403):
-                    raise CredentialsRefused(
-                        f"the Jupyter server at {self.url} refused the credentials "
-                        f"({self.client.auth.describe()}) for the kernel's websocket: {e.status} {e.message}") from None
-                if e.status == 404:
-                    raise KernelGone(f"the kernel {self.kernel_id} no longer exists on {self.url}") from None
-                raise ExecutionError(f"the Jupyter server at {self.url} refused the kernel's websocket: "
-                                     f"{e.status} {e.message}") from None
-            except (asyncio.TimeoutError, aiohttp.ClientError) as e:
-                raise self.client.unreachable(e, "open the kernel's websocket", "the websocket", timeout) from None
-        raise AssertionError("unreachable")
+        return await self.client.open_channels(self.kernel_id, self._session_id, heartbeat=self.heartbeat,
+                                               timeout=timeout)
 
     async def close(self) -> None:
         self._closing = True

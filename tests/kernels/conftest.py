@@ -1,6 +1,14 @@
-"""Kernels on targets are started in this process by jupyter_client's kernel manager, whose
-provisioner keeps a ``Compute`` per store: each test's is closed after it."""
+"""Fixtures of the target-kernel tests: a Jupyter data folder of each test's own, and the closing of
+the ``Compute`` the provisioner keeps per store (kernels start in this process)."""
 import pytest
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A Jupyter data folder of the test's own: kernelspecs are written there, and read from there."""
+    path = tmp_path / "jupyter-data"
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(path))
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -6,13 +6,12 @@ import asyncio
 import json
 import time
 
-import psutil
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
 from tests.families.azureml.test_azureml_instance import ME, project  # noqa: F401  (project is a fixture)
-from tests.kernels.test_local import data_dir, kernel_rows, run, text  # noqa: F401  (data_dir is a fixture)
+from tests.kernels.helpers import kernel_rows, run, text
 from tests.standins.azure import arm, azure_env, network_guard  # noqa: F401  (fixtures)
 from tests.standins.instance import aad_arm, add_instance, instance_jupyter  # noqa: F401  (fixtures)
 from tests.support import cli, files_holding, wait_for

@@ -11,7 +11,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
 from tests.families.jupyter_server.test_remote_jupyter import JupyterServer, attach
-from tests.kernels.test_local import data_dir, kernel_rows, run, text  # noqa: F401  (data_dir is a fixture)
+from tests.kernels.helpers import interrupt_ends_a_sleep, kernel_rows, run, started, text, widget_round_trip
 from tests.support import cli, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -28,7 +28,7 @@ def server(tmp_path):
 
 
 @pytest.fixture
-def remote_target(server, data_dir, compute_db):  # noqa: F811
+def remote_target(server, data_dir, compute_db):
     r = attach("remote", server)
     assert r.returncode == 0, r.stderr
     return "remote"
@@ -38,15 +38,6 @@ def remote_kernels(server) -> list[dict]:
     code, body = server.api("GET", "api/kernels")
     assert code == 200, body
     return body
-
-
-async def started(name: str):
-    km = AsyncKernelManager(kernel_name=name)
-    await km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    await kc.wait_for_ready(timeout=60)
-    return km, kc
 
 
 def test_each_remote_kernelspec_is_a_kernel_here(remote_target):
@@ -71,19 +62,7 @@ async def test_a_kernel_there_runs_the_notebook_here(remote_target, server, comp
         assert "os" in (await kc.get_shell_msg(timeout=10))["content"]["matches"]
 
         # A widget's comm goes both ways over the websocket.
-        reply, outputs = await run(kc, "import ipywidgets\nslider = ipywidgets.IntSlider(value=3)\nslider")
-        opened = [m for m in outputs if m["msg_type"] == "comm_open"
-                  and m["content"]["data"]["state"].get("_model_name") == "IntSliderModel"]
-        assert opened, outputs
-        kc.session.send(kc.shell_channel.socket, kc.session.msg(
-            "comm_msg", {"comm_id": opened[0]["content"]["comm_id"],
-                         "data": {"method": "update", "state": {"value": 5}, "buffer_paths": []}}))
-        for _ in range(50):
-            _, outputs = await run(kc, "slider.value")
-            if text(outputs) == "5":
-                break
-            await asyncio.sleep(0.05)
-        assert text(outputs) == "5"
+        await widget_round_trip(kc, 5)
 
         # input() is answered here.
         msg_id = kc.execute("name = input('who? ')", allow_stdin=True)
@@ -100,18 +79,7 @@ async def test_a_kernel_there_runs_the_notebook_here(remote_target, server, comp
         assert len(text(outputs)) >= 50_000_000
 
         # Interrupt goes through the server's REST interrupt.
-        msg_id = kc.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(60)")
-        while True:
-            m = await kc.get_iopub_msg(timeout=10)
-            if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream":
-                break
-        t0 = time.monotonic()
-        await km.interrupt_kernel()
-        while True:
-            reply = await kc.get_shell_msg(timeout=10)
-            if reply["parent_header"].get("msg_id") == msg_id:
-                break
-        assert reply["content"]["ename"] == "KeyboardInterrupt" and time.monotonic() - t0 < 3
+        await interrupt_ends_a_sleep(km, kc, within=3)
 
         # A restart, as JupyterLab asks for one, goes through the server's REST restart: the same
         # kernel there, a fresh namespace.
@@ -128,7 +96,7 @@ async def test_a_kernel_there_runs_the_notebook_here(remote_target, server, comp
     assert kernel_rows(compute_db) == []
 
 
-async def test_a_wrong_token_fails_the_start_with_the_reason(server, data_dir, compute_db):  # noqa: F811
+async def test_a_wrong_token_fails_the_start_with_the_reason(server, data_dir, compute_db):
     r = attach("remote", server)
     assert r.returncode == 0, r.stderr
     # The server comes back with a new token: the one kept for the target is now wrong.
@@ -143,7 +111,7 @@ async def test_a_wrong_token_fails_the_start_with_the_reason(server, data_dir, c
     assert "a-new-token" not in str(info.value) and "token" in str(info.value)
 
 
-async def test_a_server_that_is_down_fails_the_start_with_the_reason(server, data_dir, compute_db):  # noqa: F811
+async def test_a_server_that_is_down_fails_the_start_with_the_reason(server, data_dir, compute_db):
     r = attach("remote", server)
     assert r.returncode == 0, r.stderr
     server.stop()

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import nbformat
 import psutil
@@ -19,18 +18,10 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 
-from jupyter_compute.core.store import Store
+from tests.kernels.helpers import interrupt_ends_a_sleep, kernel_rows, run, started, text, widget_round_trip
 from tests.support import cli, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    """A Jupyter data folder of the test's own: kernelspecs are written there, and read from there."""
-    path = tmp_path / "jupyter-data"
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(path))
-    return path
 
 
 @pytest.fixture
@@ -48,45 +39,16 @@ def specs() -> dict:
     return KernelSpecManager().get_all_specs()
 
 
-def kernel_rows(db) -> list[dict]:
-    store = Store(str(db))
-    try:
-        return store.list_kernels()
-    finally:
-        store.close()
 
 
-async def started(name: str = "compute-k1") -> tuple[AsyncKernelManager, object]:
-    km = AsyncKernelManager(kernel_name=name)
-    await km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    await kc.wait_for_ready(timeout=60)
-    return km, kc
 
 
-async def run(kc, code: str, timeout: float = 30, **kw) -> tuple[dict, list[dict]]:
-    """Execute ``code``; (its reply's content, the iopub messages it caused)."""
-    msg_id = kc.execute(code, **kw)
-    outputs = []
-    deadline = time.monotonic() + timeout
-    while True:
-        msg = await kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-        outputs.append(msg)
-    reply = await kc.get_shell_msg(timeout=timeout)
-    return reply["content"], outputs
 
 
-def text(outputs: list[dict]) -> str:
-    out = []
-    for m in outputs:
-        c = m["content"]
-        out.append(c.get("text") or (c.get("data") or {}).get("text/plain", ""))
-    return "".join(out)
+
+
+
+
 
 
 # -- the kernelspec follows the target ------------------------------------------------------------------
@@ -143,7 +105,7 @@ def test_nbclient_runs_a_notebook_on_the_target_by_kernel_name(k1, compute_db):
 
 
 async def test_full_fidelity_completion_inspection_input_widgets_interrupt_debug(k1, compute_db):
-    km, kc = await started()
+    km, kc = await started("compute-k1")
     try:
         rows = kernel_rows(compute_db)
         assert [(r["target"], r["id"]) for r in rows] == [("k1", km.kernel_id)]
@@ -168,20 +130,7 @@ async def test_full_fidelity_completion_inspection_input_widgets_interrupt_debug
         assert text(outputs) == "ada\n"
 
         # A widget made there opens a comm here, and a change sent from here reaches the kernel.
-        reply, outputs = await run(kc, "import ipywidgets\nslider = ipywidgets.IntSlider(value=3)\nslider")
-        opened = [m for m in outputs if m["msg_type"] == "comm_open"
-                  and m["content"]["data"]["state"].get("_model_name") == "IntSliderModel"]
-        assert reply["status"] == "ok" and opened
-        comm_id = opened[0]["content"]["comm_id"]
-        kc.session.send(kc.shell_channel.socket, kc.session.msg(
-            "comm_msg", {"comm_id": comm_id, "data": {"method": "update", "state": {"value": 7},
-                                                      "buffer_paths": []}}))
-        for _ in range(50):
-            _, outputs = await run(kc, "slider.value")
-            if "7" in text(outputs):
-                break
-            await asyncio.sleep(0.05)
-        assert text(outputs) == "7"
+        await widget_round_trip(kc, 7)
 
         # The control channel answers the debugger.
         msg = kc.session.msg("debug_request", {"type": "request", "seq": 1, "command": "initialize",
@@ -191,19 +140,7 @@ async def test_full_fidelity_completion_inspection_input_widgets_interrupt_debug
         assert debug["msg_type"] == "debug_reply" and debug["content"].get("success") is True
 
         # An interrupt ends a long sleep at once.
-        msg_id = kc.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(60)")
-        while True:  # interrupted once the sleep has begun, not while the request is being read
-            m = await kc.get_iopub_msg(timeout=10)
-            if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream":
-                break
-        t0 = time.monotonic()
-        await km.interrupt_kernel()
-        while True:
-            reply = await kc.get_shell_msg(timeout=10)
-            if reply["parent_header"].get("msg_id") == msg_id:
-                break
-        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
-        assert time.monotonic() - t0 < 2
+        await interrupt_ends_a_sleep(km, kc, within=2)
     finally:
         kc.stop_channels()
         await km.shutdown_kernel(now=True)
@@ -212,7 +149,7 @@ async def test_full_fidelity_completion_inspection_input_widgets_interrupt_debug
 
 
 async def test_a_restart_gives_a_fresh_namespace_on_the_same_target(k1, compute_db):
-    km, kc = await started()
+    km, kc = await started("compute-k1")
     try:
         await run(kc, "kept = 1")
         first = kernel_rows(compute_db)[0]["runtime"]["pid"]
@@ -230,7 +167,7 @@ async def test_a_restart_gives_a_fresh_namespace_on_the_same_target(k1, compute_
 
 async def test_a_stopped_target_is_started_first_when_its_kernel_is_chosen(k1, compute_db):
     assert cli("stop", "k1", "--yes").returncode == 0
-    km, kc = await started()
+    km, kc = await started("compute-k1")
     try:
         reply, outputs = await run(kc, "print('up')")
         assert text(outputs) == "up\n"
@@ -257,7 +194,7 @@ async def test_a_deleted_target_fails_the_kernel_start_at_once(k1, compute_db, d
 
 
 async def test_stopping_the_target_ends_its_kernels_with_the_reason(k1, compute_db, caplog):
-    km, kc = await started()
+    km, kc = await started("compute-k1")
     try:
         pid = kernel_rows(compute_db)[0]["runtime"]["pid"]
         assert (await asyncio.to_thread(cli, "stop", "k1", "--yes")).returncode == 0
@@ -350,7 +287,7 @@ def test_jupyter_console_runs_on_the_target(k1):
     assert "console says from k1" in out.stdout, out.stdout + out.stderr
 
 
-async def test_the_browser_is_told_why_a_kernel_ended(k1, jp_fetch, jp_ws_fetch):
+async def test_the_browser_is_told_why_a_kernel_ended(k1, jp_fetch, jp_ws_fetch, jp_serverapp):
     r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "compute-k1"}))
     kernel = json.loads(r.body)
     ws = await jp_ws_fetch("api", "events", "subscribe")
@@ -363,5 +300,9 @@ async def test_the_browser_is_told_why_a_kernel_ended(k1, jp_fetch, jp_ws_fetch)
                 break
         assert (event["kernel_id"], event["target"]) == (kernel["id"], "k1")
         assert event["reason"] == "the target 'k1' was stopped"
+        # The server's automatic restart is refused (the target was stopped on purpose), which leaves
+        # jupyter_client's kernel manager between states: it is dropped from the server's list here,
+        # as the server's own shutdown could not end it.
+        jp_serverapp.kernel_manager.remove_kernel(kernel["id"])
     finally:
         ws.close()

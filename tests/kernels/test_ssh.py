@@ -15,7 +15,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 
 from tests.families.ssh.test_ssh import PY, attach_args
-from tests.kernels.test_local import data_dir, kernel_rows, run, text  # noqa: F401  (data_dir is a fixture)
+from tests.kernels.helpers import interrupt_ends_a_sleep, kernel_rows, run, started, text, widget_round_trip
 from tests.sshd import sshd  # noqa: F401  (a fixture)
 from tests.support import cli, wait_for
 
@@ -30,21 +30,12 @@ def gone(pid: int) -> bool:
 
 
 @pytest.fixture
-def vm(sshd, data_dir, compute_db):  # noqa: F811
+def vm(sshd, data_dir, compute_db):  # noqa: F811  (sshd is a fixture)
     r = cli(*attach_args(sshd, "vm"))
     assert r.returncode == 0, r.stderr
     r = cli("start", "vm", "--output", "json")
     assert r.returncode == 0, r.stderr + r.stdout
     return json.loads(r.stdout)
-
-
-async def started(name: str = "compute-vm"):
-    km = AsyncKernelManager(kernel_name=name)
-    await km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    await kc.wait_for_ready(timeout=60)
-    return km, kc
 
 
 def test_the_kernelspec_says_where_it_runs(vm):
@@ -73,7 +64,7 @@ def test_nbclient_runs_a_notebook_on_the_remote_machine(vm, compute_db):
 
 
 async def test_completion_widgets_interrupt_and_restart_over_ssh(vm, compute_db):
-    km, kc = await started()
+    km, kc = await started("compute-vm")
     try:
         await run(kc, "remote_var = [1, 2, 3]")
         kc.complete("remote_v", 8)
@@ -81,32 +72,8 @@ async def test_completion_widgets_interrupt_and_restart_over_ssh(vm, compute_db)
         kc.inspect("remote_var", 10)
         assert "list" in (await kc.get_shell_msg(timeout=10))["content"]["data"]["text/plain"]
 
-        reply, outputs = await run(kc, "import ipywidgets\nslider = ipywidgets.IntSlider(value=3)\nslider")
-        opened = [m for m in outputs if m["msg_type"] == "comm_open"
-                  and m["content"]["data"]["state"].get("_model_name") == "IntSliderModel"]
-        assert opened, outputs
-        kc.session.send(kc.shell_channel.socket, kc.session.msg(
-            "comm_msg", {"comm_id": opened[0]["content"]["comm_id"],
-                         "data": {"method": "update", "state": {"value": 9}, "buffer_paths": []}}))
-        for _ in range(50):
-            _, outputs = await run(kc, "slider.value")
-            if text(outputs) == "9":
-                break
-            await asyncio.sleep(0.05)
-        assert text(outputs) == "9"
-
-        msg_id = kc.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(60)")
-        while True:
-            m = await kc.get_iopub_msg(timeout=10)
-            if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream":
-                break
-        t0 = time.monotonic()
-        await km.interrupt_kernel()
-        while True:
-            reply = await kc.get_shell_msg(timeout=10)
-            if reply["parent_header"].get("msg_id") == msg_id:
-                break
-        assert reply["content"]["ename"] == "KeyboardInterrupt" and time.monotonic() - t0 < 2
+        await widget_round_trip(kc, 9)
+        await interrupt_ends_a_sleep(km, kc, within=2)
 
         first = kernel_rows(compute_db)[0]["runtime"]["remote"]["pid"]
         await km.restart_kernel(now=True)
@@ -122,7 +89,7 @@ async def test_completion_widgets_interrupt_and_restart_over_ssh(vm, compute_db)
 
 
 async def test_stopping_the_target_ends_its_notebook_kernels_with_the_reason(vm, compute_db):
-    km, kc = await started()
+    km, kc = await started("compute-vm")
     try:
         remote_pid = kernel_rows(compute_db)[0]["runtime"]["remote"]["pid"]
         assert (await asyncio.to_thread(cli, "stop", "vm", "--yes")).returncode == 0

@@ -336,18 +336,7 @@ class AzureMLBackend(Backend):
         the instance itself, this notebook's own kernel."""
         if self._is_this_instance(target):
             return HereRoute(target=target.name, kind=target.kind)
-        owner = owner_of(target)
-        auth = self.instance_auth()
-        if owner is not None:
-            await auth.header()  # signs in, which says who we are
-            me = self._instance_identity or {}
-            if me.get("object_id") and me["object_id"].lower() != (owner["object_id"] or "").lower():
-                raise self._personal(target.name, owner, me)
-        url = jupyter_base_url(target)
-        if url is None:
-            raise Conflict(f"Azure shows no Jupyter endpoint for compute instance '{target.name}' "
-                           f"({target.provider_state or target.state.value}), so cells cannot reach it; "
-                           "restart it, or check its network settings", reason="no_jupyter_endpoint")
+        owner, auth, url = await self._instance_access(target)
         kernel_id, notice = await self._instance_kernel(target.name, url, owner)
         from ...transport.websocket import WebsocketRoute
         return WebsocketRoute(url, kernel_id, auth, target=target.name, notice=notice,
@@ -380,10 +369,9 @@ class AzureMLBackend(Backend):
         finally:
             await client.close()
 
-    async def _instance_client(self, target: Target):
-        """A client of the instance's Jupyter server, after checking the instance is one we may use."""
-        from ...transport.jupyter_client import JupyterClient
-
+    async def _instance_access(self, target: Target) -> tuple[dict | None, Any, str]:
+        """(owner, bearer tokens, Jupyter URL) of an instance, after checking it is one we may use:
+        a personal instance of someone else is refused here, before its server is asked."""
         owner = owner_of(target)
         auth = self.instance_auth()
         if owner is not None:
@@ -394,8 +382,15 @@ class AzureMLBackend(Backend):
         url = jupyter_base_url(target)
         if url is None:
             raise Conflict(f"Azure shows no Jupyter endpoint for compute instance '{target.name}' "
-                           f"({target.provider_state or target.state.value}); restart it, or check its network "
-                           "settings", reason="no_jupyter_endpoint")
+                           f"({target.provider_state or target.state.value}), so cells cannot reach it; "
+                           "restart it, or check its network settings", reason="no_jupyter_endpoint")
+        return owner, auth, url
+
+    async def _instance_client(self, target: Target):
+        """A client of the instance's Jupyter server, after checking the instance is one we may use."""
+        from ...transport.jupyter_client import JupyterClient
+
+        _, auth, url = await self._instance_access(target)
         return JupyterClient(url, auth)
 
     async def _note_kernelspecs(self, name: str, client: Any) -> None:
