@@ -43,9 +43,12 @@ def stop_all_targets(db: Path) -> None:
 
 @pytest.fixture(autouse=True)
 def compute_db(tmp_path, monkeypatch):
-    """A store of the test's own; JUPYTER_COMPUTE_DB points every process (server, CLI, kernels) at it."""
+    """A store (and Jupyter data folder) of the test's own; JUPYTER_COMPUTE_DB points every process
+    (server, CLI, kernels) at it."""
     path = tmp_path / "compute" / "compute.db"
     monkeypatch.setenv("JUPYTER_COMPUTE_DB", str(path))
+    # The kernelspecs of the test's targets go to a data folder of its own, never the user's.
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter-data"))
     yield path
     stop_all_targets(path)
 

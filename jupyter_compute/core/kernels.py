@@ -34,6 +34,7 @@ PROVISIONER = "jupyter-compute"
 PREFIX = "compute-"
 MARKER = "jupyter_compute"
 _UNSAFE = re.compile(r"[^a-z0-9._-]+")
+MAX_NAME = 120
 
 
 @dataclass
@@ -55,7 +56,12 @@ def spec_name(workspace: str, target: str, variant: str = "") -> str:
     parts = [target] if workspace == "local" else [workspace, target]
     if variant:
         parts.append(variant)
-    return PREFIX + _UNSAFE.sub("_", "-".join(parts).lower())
+    name = PREFIX + _UNSAFE.sub("_", "-".join(parts).lower())
+    if len(name) > MAX_NAME:  # a folder name; keep it well within what file systems allow
+        import hashlib
+        digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+        name = f"{name[:MAX_NAME - 11]}-{digest}"
+    return name
 
 
 def kernel_json(workspace: str, target: str, info: KernelSpecInfo, db_path: str) -> dict[str, Any]:

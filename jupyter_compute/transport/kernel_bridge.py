@@ -27,7 +27,7 @@ import zmq.asyncio
 from jupyter_client.session import Session
 
 from ..core.errors import ComputeError
-from ..core.kernels import TargetKernel
+from ..core.kernels import MARKER, TargetKernel
 from .jupyter_client import V1_PROTOCOL, CredentialsRefused, JupyterClient, KernelGone
 from .websocket import HEARTBEAT, decode_legacy, decode_v1, encode_legacy, encode_v1
 
@@ -363,7 +363,10 @@ async def read_kernelspecs(client: JupyterClient, runtime: dict) -> None:
         runtime["kernelspecs"] = {
             name: {"display_name": (s.get("spec") or {}).get("display_name") or name,
                    "language": (s.get("spec") or {}).get("language") or "python"}
-            for name, s in specs.items() if isinstance(s, dict)}
+            for name, s in specs.items()
+            # A server that is itself a jupyter_compute user offers its targets' kernels: not offered
+            # again from here, which would only chain kernels through it.
+            if isinstance(s, dict) and MARKER not in ((s.get("spec") or {}).get("metadata") or {})}
         runtime["default_kernelspec"] = found.get("default")
 
 
