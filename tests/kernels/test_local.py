@@ -19,7 +19,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 
 from tests.kernels.helpers import interrupt_ends_a_sleep, kernel_rows, run, started, text, widget_round_trip
-from tests.support import cli, wait_for
+from tests.support import await_for, cli, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -252,9 +252,11 @@ def test_a_killed_jupyter_server_leaves_no_kernel_behind(k1, compute_db, server_
 
 
 async def test_the_server_lists_the_kernel_and_starts_it(k1, jp_fetch):
-    r = await jp_fetch("api", "kernelspecs")
-    body = json.loads(r.body)
-    assert "compute-k1" in body["kernelspecs"]
+    # The server writes the kernelspecs of the store's targets into its own data folder as it starts.
+    async def listed():
+        body = json.loads((await jp_fetch("api", "kernelspecs")).body)
+        return body if "compute-k1" in body["kernelspecs"] else None
+    body = await await_for(listed, timeout=10, message="the server to list compute-k1")
     assert body["kernelspecs"]["compute-k1"]["spec"]["display_name"].endswith("· k1 (local kernel)")
     r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "compute-k1"}))
     kernel = json.loads(r.body)
