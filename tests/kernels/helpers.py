@@ -83,3 +83,15 @@ async def interrupt_ends_a_sleep(km, kc, within: float) -> None:
             break
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
     assert time.monotonic() - t0 < within
+
+
+async def debugger_answers(kc) -> None:
+    """The control channel carries the debugger's requests (JupyterLab's debugger switches on)."""
+    msg = kc.session.msg("debug_request", {"type": "request", "seq": 1, "command": "initialize",
+                                           "arguments": {"clientID": "test", "adapterID": "python"}})
+    kc.control_channel.send(msg)
+    while True:
+        reply = await kc.get_control_msg(timeout=15)
+        if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+            break
+    assert reply["msg_type"] == "debug_reply" and reply["content"].get("success") is True, reply

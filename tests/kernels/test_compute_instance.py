@@ -11,7 +11,8 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
 from tests.families.azureml.test_azureml_instance import ME, project  # noqa: F401  (project is a fixture)
-from tests.kernels.helpers import kernel_rows, run, text
+from tests.kernels.helpers import (debugger_answers, interrupt_ends_a_sleep, kernel_rows, run, text,
+                                   widget_round_trip)
 from tests.standins.azure import arm, azure_env, network_guard  # noqa: F401  (fixtures)
 from tests.standins.instance import aad_arm, add_instance, instance_jupyter  # noqa: F401  (fixtures)
 from tests.support import cli, files_holding, wait_for
@@ -47,6 +48,22 @@ async def test_the_instances_kernels_are_kernels_here_and_run_there(instance, aa
         assert int(text(outputs)) == instance.proc.pid  # a kernel of the instance's Jupyter server
         kc.complete("defined_t", 9)
         assert "defined_there" in (await kc.get_shell_msg(timeout=10))["content"]["matches"]
+        # As on any kernel: widgets both ways, input(), the control channel, interrupt, a large output.
+        await widget_round_trip(kc, 4)
+        msg_id = kc.execute("name = input('who? ')", allow_stdin=True)
+        assert (await kc.get_stdin_msg(timeout=10))["content"]["prompt"] == "who? "
+        kc.input("ada")
+        while (await kc.get_shell_msg(timeout=10))["parent_header"].get("msg_id") != msg_id:
+            pass
+        await debugger_answers(kc)
+        await interrupt_ends_a_sleep(km, kc, within=3)
+        _, outputs = await run(kc, "print('z' * 12_000_000)", timeout=120)
+        assert len(text(outputs)) >= 12_000_000  # above the server's 10 MiB websocket message limit
+        # A restart, as JupyterLab asks for one, is the instance server's own: a fresh namespace.
+        await km.restart_kernel(now=False)
+        await kc.wait_for_ready(timeout=60)
+        _, outputs = await run(kc, "print('defined_there' in globals(), name if 'name' in globals() else '-')")
+        assert text(outputs) == "False -\n"
         # Reading its kernelspecs as the kernel started, the instance now offers each of them.
         specs = wait_for(lambda: {k: v for k, v in compute_specs().items() if k.endswith("-python3")},
                          timeout=5, message="the instance's own kernelspecs")

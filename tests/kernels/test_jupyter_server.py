@@ -11,7 +11,8 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
 from tests.families.jupyter_server.test_remote_jupyter import JupyterServer, attach
-from tests.kernels.helpers import interrupt_ends_a_sleep, kernel_rows, run, started, text, widget_round_trip
+from tests.kernels.helpers import (debugger_answers, interrupt_ends_a_sleep, kernel_rows, run, started, text,
+                                   widget_round_trip)
 from tests.support import cli, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -78,6 +79,7 @@ async def test_a_kernel_there_runs_the_notebook_here(remote_target, server, comp
         _, outputs = await run(kc, "print('y' * 50_000_000)", timeout=120)
         assert len(text(outputs)) >= 50_000_000
 
+        await debugger_answers(kc)
         # Interrupt goes through the server's REST interrupt.
         await interrupt_ends_a_sleep(km, kc, within=3)
 

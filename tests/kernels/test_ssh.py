@@ -15,7 +15,8 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 
 from tests.families.ssh.test_ssh import PY, attach_args
-from tests.kernels.helpers import interrupt_ends_a_sleep, kernel_rows, run, started, text, widget_round_trip
+from tests.kernels.helpers import (debugger_answers, interrupt_ends_a_sleep, kernel_rows, run, started, text,
+                                   widget_round_trip)
 from tests.sshd import sshd  # noqa: F401  (a fixture)
 from tests.support import cli, wait_for
 
@@ -73,6 +74,7 @@ async def test_completion_widgets_interrupt_and_restart_over_ssh(vm, compute_db)
         assert "list" in (await kc.get_shell_msg(timeout=10))["content"]["data"]["text/plain"]
 
         await widget_round_trip(kc, 9)
+        await debugger_answers(kc)
         await interrupt_ends_a_sleep(km, kc, within=2)
 
         first = kernel_rows(compute_db)[0]["runtime"]["remote"]["pid"]
