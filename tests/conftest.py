@@ -14,6 +14,12 @@ from tests.servers import ServerProcess
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``long`` (a minute or so of waiting) go first: on parallel workers, one that
+    starts last keeps the whole run waiting for it."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -3,6 +3,8 @@ live Jupyter server: no request may get a 5xx, every answer must match its docum
 content type and schema, and the store must be intact afterwards."""
 from __future__ import annotations
 
+import pytest
+
 import sqlite3
 import time
 
@@ -28,6 +30,7 @@ MINIMUM_REQUESTS = 1000
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
+@pytest.mark.long
 def test_generated_requests_get_documented_answers(tmp_path, compute_db):
     server = ServerProcess(tmp_path)
     server.start(extra_args=("--ComputeConfig.allowed_hosts=['127.0.0.1', 'localhost']",

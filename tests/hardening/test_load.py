@@ -3,11 +3,14 @@ starts capped: nothing is refused but with a 409, and what is left is what the o
 succeeded say."""
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import stop_all_targets
 from tests.loadclient import DOCUMENTED, Load, delete_all, final_state
 from tests.servers import ServerProcess
 
 
+@pytest.mark.long
 def test_fifty_clients_for_a_minute(tmp_path, compute_db):
     server = ServerProcess(tmp_path)
     server.start(extra_args=("--ComputeConfig.max_concurrent_starts=2",))

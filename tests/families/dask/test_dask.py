@@ -29,7 +29,7 @@ from jupyter_compute.core.store import Store
 from tests.support import await_for, cli, run, wait_for
 
 # The route tests share one cluster (``shared``), built once per worker: they stay together.
-pytestmark = [pytest.mark.timeout(150), pytest.mark.xdist_group("dask-cluster")]
+pytestmark = [pytest.mark.timeout(150), pytest.mark.xdist_group("dask-cluster"), pytest.mark.long]
 
 
 def free_port() -> int:

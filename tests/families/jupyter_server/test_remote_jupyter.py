@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import json
 import os
 import re
@@ -33,13 +34,17 @@ from jupyter_compute.core.workspace import Compute
 from tests.support import cli, files_holding, wait_for, wait_op
 
 # The second Jupyter server is started once for the module: its tests stay on one worker.
-pytestmark = pytest.mark.xdist_group("remote_jupyter")
+pytestmark = [pytest.mark.xdist_group("remote_jupyter"), pytest.mark.long]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class PortTaken(Exception):
+    """Another process took the server's port before it bound it."""
 
 
 class JupyterServer:
@@ -49,6 +54,7 @@ class JupyterServer:
                  env: dict | None = None):
         self.root = root
         self.token = token if token is not None else secrets.token_hex(16)
+        self.fixed_port = port is not None
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.args = list(args)
@@ -60,6 +66,20 @@ class JupyterServer:
         self.log = root / f"jupyter-{self.port}.log"
 
     def start(self, timeout: float = 60) -> "JupyterServer":
+        """Start it; on a new port if another process took this one before the server bound it (never
+        once it has run: a restart must come back where its clients know it)."""
+        for _ in range(3):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                if self.started[:-1] or self.fixed_port:
+                    raise
+                self.started.clear()
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}/"
+        raise AssertionError("the second Jupyter server found no free port")
+
+    def _start(self, timeout: float) -> "JupyterServer":
         argv = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
                 "--ServerApp.port_retries=0", f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.root}",
                 "--ServerApp.jpserver_extensions={'jupyter_compute': False}",
@@ -71,11 +91,14 @@ class JupyterServer:
 
         def up() -> bool:
             if self.proc.poll() is not None:
-                raise AssertionError(f"the Jupyter server exited: {self.log.read_text()[-2000:]}")
+                log = self.log.read_text()[-2000:]
+                if "is not available" in log or "already in use" in log:
+                    raise PortTaken(log)
+                raise AssertionError(f"the Jupyter server exited: {log}")
             try:
                 with urllib.request.urlopen(self.url + "api", timeout=2):
                     return True
-            except OSError:
+            except (OSError, http.client.HTTPException):  # not up yet, or another program's port
                 return False
         wait_for(up, timeout=timeout, interval=0.1, message="the second Jupyter server to answer")
         return self

@@ -177,6 +177,7 @@ async def test_memory_limit_watchdog_stops_the_kernel(api, compute_db):
     assert "memory_limit_mb=300" in t["errors"][0]["message"]
 
 
+@pytest.mark.long
 async def test_idle_shutdown_stops_an_idle_kernel(api, compute_db):
     """The shortest idle shutdown is a minute: this test waits for it (bounded at three)."""
     code, body = await api("POST", "workspaces/local/targets",
