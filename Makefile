@@ -39,7 +39,7 @@ system-deps:
 # keeps both cores busy, and the frontend's tests run beside the Python ones (their output is shown
 # when they end). Tests marked `serial` would run alone afterwards (none needs to today: pytest's
 # exit status 5 says it found none).
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 6
 PYTEST := PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -p no:cacheprovider
 
 test: $(STAMP) system-deps frontend

@@ -27,8 +27,16 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def start_kernel() -> KernelManager:
-    km = KernelManager(kernel_name="python3")
+    """A plain ipykernel whose channels are files of its own (ipc), not loopback ports another
+    test's process could take between jupyter_client choosing one and the kernel binding it."""
+    km = KernelManager(kernel_name="python3", transport="ipc")
     km.start_kernel()
+    kc = km.blocking_client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+    finally:
+        kc.stop_channels()
     return km
 
 
