@@ -36,24 +36,23 @@ system-deps:
 	@./.ci/system-deps
 
 # Most tests wait on processes, sockets and timers rather than the CPU: more workers than cores
-# keeps both cores busy, and the frontend's and the browser tests run beside the Python ones (their
-# output is shown when they end). Playwright's sync API keeps an event loop running in the main
-# thread, which the pytest-jupyter fixtures of the other tests cannot share: the browser tests are
-# a pytest run of their own, with a JupyterLab per worker. Tests marked `serial` would run alone
-# afterwards (none needs to today: pytest's exit status 5 says it found none).
+# keeps both cores busy, and the frontend's tests run beside the Python ones (their output is shown
+# when they end). Tests marked `serial` would run alone afterwards (none needs to today: pytest's
+# exit status 5 says it found none).
 TEST_WORKERS ?= 4
 PYTEST := PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -p no:cacheprovider
 
 test: $(STAMP) system-deps frontend
 	@mkdir -p tests/artifacts
 	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm test > tests/artifacts/jest.log 2>&1 & jest=$$!; \
-	  $(PYTEST) tests/browser -n 2 --dist loadfile $(PYTEST_ARGS) > tests/artifacts/browser.log 2>&1 & browser=$$!; \
 	  $(PYTEST) --ignore=tests/browser -n $(TEST_WORKERS) --dist loadgroup -m "not serial" $(PYTEST_ARGS); py=$$?; \
-	  wait $$jest; js=$$?; wait $$browser; br=$$?; \
-	  cat tests/artifacts/jest.log tests/artifacts/browser.log; \
-	  [ $$js -eq 0 ] || echo "frontend tests failed"; [ $$br -eq 0 ] || echo "browser tests failed"; \
-	  test $$py -eq 0 -a $$js -eq 0 -a $$br -eq 0
+	  wait $$jest; js=$$?; cat tests/artifacts/jest.log; \
+	  [ $$js -eq 0 ] || echo "frontend tests failed"; test $$py -eq 0 -a $$js -eq 0
 	$(PYTEST) --ignore=tests/browser -m serial $(PYTEST_ARGS) || test $$? -eq 5
+	# Playwright's sync API keeps an event loop running in the main thread, which the
+	# pytest-jupyter fixtures of the other tests cannot share: the browser tests run on their own
+	# (alone: beside the others, a loaded machine starves them), a JupyterLab per worker.
+	$(PYTEST) tests/browser -n 2 --dist loadfile $(PYTEST_ARGS)
 	$(PY) -m tests.leftovers
 
 bench: $(STAMP) system-deps frontend
