@@ -68,8 +68,9 @@ async def widget_round_trip(kc, value: int) -> None:
     assert text(outputs) == str(value)
 
 
-async def interrupt_ends_a_sleep(km, kc, within: float) -> None:
-    """An interrupt, sent once the sleep has begun, ends it within ``within`` seconds."""
+async def interrupt_ends_a_sleep(km, kc) -> None:
+    """An interrupt, sent once a minute's sleep has begun, ends it: the reply is an interrupted cell,
+    long before the sleep would have ended by itself. (How fast is a bench figure, not a test's.)"""
     msg_id = kc.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(60)")
     while True:  # interrupted once the sleep has begun, not while the request is being read
         m = await kc.get_iopub_msg(timeout=10)
@@ -82,7 +83,7 @@ async def interrupt_ends_a_sleep(km, kc, within: float) -> None:
         if reply["parent_header"].get("msg_id") == msg_id:
             break
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
-    assert time.monotonic() - t0 < within
+    assert time.monotonic() - t0 < 30
 
 
 async def debugger_answers(kc) -> None:

@@ -57,7 +57,7 @@ async def test_the_instances_kernels_are_kernels_here_and_run_there(instance, aa
         while (await kc.get_shell_msg(timeout=10))["parent_header"].get("msg_id") != msg_id:
             pass
         await debugger_answers(kc)
-        await interrupt_ends_a_sleep(km, kc, within=3)
+        await interrupt_ends_a_sleep(km, kc)
         # A restart, as JupyterLab asks for one, is the instance server's own: a fresh namespace.
         await km.restart_kernel(now=False)
         await kc.wait_for_ready(timeout=60)

@@ -4,8 +4,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -28,8 +30,13 @@ pytestmark = pytest.mark.timeout(120)
 
 def start_kernel() -> KernelManager:
     """A plain ipykernel whose channels are files of its own (ipc), not loopback ports another
-    test's process could take between jupyter_client choosing one and the kernel binding it."""
-    km = KernelManager(kernel_name="python3", transport="ipc")
+    test's process could take between jupyter_client choosing one and the kernel binding it.
+
+    The files live in a new folder: left to itself, jupyter_client names them ``kernel-ipc-1``…
+    in the working folder, which every test worker shares, and two kernels would bind the same
+    file and read each other's messages."""
+    folder = tempfile.mkdtemp(prefix="compute-ipc-")
+    km = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(folder, "kernel"))
     km.start_kernel()
     kc = km.blocking_client()
     kc.start_channels()
@@ -45,6 +52,7 @@ def km():
     km = start_kernel()
     yield km
     km.shutdown_kernel(now=True)
+    shutil.rmtree(os.path.dirname(km.ip), ignore_errors=True)
 
 
 @pytest.fixture
@@ -53,6 +61,7 @@ def own_km():
     km = start_kernel()
     yield km
     km.shutdown_kernel(now=True)
+    shutil.rmtree(os.path.dirname(km.ip), ignore_errors=True)
 
 
 def route_of(km: KernelManager, **kw) -> KernelRoute:
