@@ -148,8 +148,13 @@ async def test_20_concurrent_start_and_stop_calls_end_consistent(api, compute_db
                 and str(compute_db.parent) in " ".join(p.info["cmdline"] or [])
                 and p.info["status"] != psutil.STATUS_ZOMBIE]
     expected = 1 if t["state"] == "running" else 0
-    await asyncio.to_thread(wait_for, lambda: len(kernels()) == expected, timeout=15,
-                            message=f"{expected} kernel(s) of k1")
+    try:
+        await asyncio.to_thread(wait_for, lambda: len(kernels()) == expected, timeout=15,
+                                message=f"{expected} kernel(s) of k1")
+    except AssertionError:
+        seen = [(p.pid, p.ppid(), p.info["status"]) for p in kernels()]
+        raise AssertionError(f"{t['state']} with runtime {rt}; kernels running: {seen}; "
+                             f"operations: {[r for _, r in results]}") from None
     assert sqlite3.connect(compute_db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
