@@ -49,6 +49,8 @@ def check(figures: dict) -> dict[str, dict]:
                                      _p(f, "ssh_kernel_rtt_ms"), _plus(_p(f, "floor_kernel_rtt_ms"), 1), le),
         "jupyter_kernel_vs_floor": _goal("jupyter_kernel_rtt_ms p50 <= 2 * floor_kernel_rtt_ms p50",
                                          _p(f, "jupyter_kernel_rtt_ms"), _times(_p(f, "floor_kernel_rtt_ms"), 2), le),
+        "kernel_target_interrupt": _goal("kernel_target_interrupt_s p95 < 2",
+                                         _p(f, "kernel_target_interrupt_s", "p95"), 2, lt),
         "jupyter_kernel_pull": _goal("jupyter_kernel_pull_mb_s p50 >= jupyter_websocket_pull_mb_s p50 / 2",
                                      _p(f, "jupyter_kernel_pull_mb_s"),
                                      _times(_p(f, "jupyter_websocket_pull_mb_s"), 0.5), ge),

@@ -1,6 +1,7 @@
 """Targets' own kernels: ``target_kernels`` makes a local-kernel target's and an SSH target's (on a
 loopback sshd) for the routing section's interleaved rounds; ``run`` measures how long choosing a
-running target's kernel takes to give a ready kernel, beside a plain kernel's start."""
+running target's kernel takes to give a ready kernel, beside a plain kernel's start, and how long an
+interrupt takes to end a cell there, beside a plain kernel's."""
 from __future__ import annotations
 
 import subprocess
@@ -85,7 +86,51 @@ def run(rec: Recorder) -> None:
                 km.shutdown_kernel(now=True)
         for key, xs in starts.items():
             rec.add(key, xs, "s")
+        _interrupts(s, rec, specs)
         _transfer(s, rec, specs)
+
+
+INTERRUPT_ROUNDS = 5
+SLEEP = "import time\nprint('sleeping', flush=True)\ntime.sleep(60)"
+
+
+def _interrupt_s(km: KernelManager, fe: Frontend) -> float:
+    """From the interrupt (sent once the sleep has begun) to the interrupted cell's reply."""
+    kc = fe.kc
+    msg_id = kc.execute(SLEEP)
+    while True:
+        m = kc.get_iopub_msg(timeout=30)
+        if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream":
+            break
+    t0 = time.perf_counter()
+    km.interrupt_kernel()
+    while True:
+        reply = kc.get_shell_msg(timeout=60)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            break
+    took = time.perf_counter() - t0
+    if reply["content"].get("ename") != "KeyboardInterrupt":
+        raise RuntimeError(f"the interrupt did not end the cell: {reply['content']}")
+    return took
+
+
+def _interrupts(s: Session, rec: Recorder, specs: KernelSpecManager) -> None:
+    """An interrupt ending ``time.sleep(60)`` on a local-kernel target's own kernel, beside a plain
+    kernel's, in interleaved rounds."""
+    kernels = {}
+    for key, name in (("floor_interrupt_s", "python3"), ("kernel_target_interrupt_s", "compute-bench-k")):
+        km = KernelManager(kernel_name=name, **({"kernel_spec_manager": specs} if name != "python3" else {}))
+        km.start_kernel(env=s.env)
+        s.kernels.append(km)
+        fe = Frontend(km)
+        s.frontends.append(fe)
+        kernels[key] = (km, fe)
+    took: dict[str, list[float]] = {key: [] for key in kernels}
+    for _ in range(INTERRUPT_ROUNDS):
+        for key, (km, fe) in kernels.items():
+            took[key].append(_interrupt_s(km, fe))
+    for key, xs in took.items():
+        rec.add(key, xs, "s")
 
 
 BIG = 50 * 2**20

@@ -282,6 +282,11 @@ class Workspace:
         kernel = await b.kernel(t, variant)
         try:
             info = await kernel.start(kernel_id, dict(env or {}), connection)
+        except BaseException:
+            # A start that failed part way leaves nothing: no record, no open connection.
+            with contextlib.suppress(Exception):
+                await kernel.cleanup()
+            raise
         finally:
             self._targets_changed()  # a target may have told more about the kernels it offers
         return kernel, info

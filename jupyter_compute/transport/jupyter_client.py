@@ -249,6 +249,13 @@ class JupyterClient:
         """How a timeout or connection failure while trying to ``verb`` (broken off: ``what``) is told."""
         if isinstance(e, asyncio.TimeoutError):
             why = f"did not {verb} within {timeout:g} s"
+        elif isinstance(e, aiohttp.ClientConnectorCertificateError):
+            cert = e.certificate_error
+            detail = getattr(cert, "verify_message", None) or getattr(cert, "reason", None) or str(cert)
+            why = (f"presented a certificate that could not be verified ({detail}). If your organisation "
+                   f"signs its own certificates, name its CA file in REQUESTS_CA_BUNDLE")
+        elif isinstance(e, aiohttp.ClientSSLError):
+            why = f"could not agree on a secure (TLS) connection: {e.os_error or e}"
         elif isinstance(e, aiohttp.ClientConnectorError):
             why = f"does not answer: {e.os_error or e}"
         else:

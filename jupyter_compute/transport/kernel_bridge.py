@@ -13,6 +13,7 @@ instance): a kernel started there through REST, interrupted and restarted throug
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import secrets
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 ROUTED = ("shell", "control", "stdin")
 #: How long a dropped websocket is tried again before the kernel is given up as unreachable.
 RECONNECT_WINDOW = 30.0
+#: Requests whose answer's destination is kept; the oldest beyond this are forgotten.
+MAX_PENDING = 10_000
 
 
 class KernelBridge:
@@ -67,6 +70,8 @@ class KernelBridge:
         self._closing = False
         #: Why the kernel can no longer be reached, once it cannot.
         self.dead: str | None = None
+        #: The ROUTER identities each request came from, by its msg_id, for routing its answers.
+        self._idents: collections.OrderedDict[str, list[bytes]] = collections.OrderedDict()
 
     # -- opening ---------------------------------------------------------------------------------------
     def bind(self, ports: dict[str, int] | None = None) -> None:
@@ -126,6 +131,7 @@ class KernelBridge:
                 continue
             buffers = [bytes(b) for b in msg.get("buffers") or []]
             body = {k: msg[k] for k in ("header", "parent_header", "metadata", "content")}
+            self._remember(msg["header"].get("msg_id"), idents)
             if channel == "control" and msg["header"].get("msg_type") == "shutdown_request":
                 restart = bool((msg.get("content") or {}).get("restart"))
                 self.session.send(sock, "shutdown_reply", {"status": "ok", "restart": restart},
@@ -178,10 +184,28 @@ class KernelBridge:
             self.session.send(self.sockets["iopub"], msg, buffers=buffers,
                               ident=f"kernel.{self.kernel_id}.{msg['header'].get('msg_type', '')}".encode())
         elif channel in ROUTED:
-            # jupyter_client's channels connect with the client's session id as their identity.
-            ident = str((msg.get("parent_header") or {}).get("session") or "").encode()
-            if ident:
-                self.session.send(self.sockets[channel], msg, buffers=buffers, ident=ident)
+            # As a kernel does: to the socket identity the request came from (a Jupyter server's
+            # websocket connection has one of its own, not the browser's session id). A message
+            # whose request did not pass through here goes to the session that sent it, which is
+            # the identity jupyter_client's own channels connect with.
+            parent = msg.get("parent_header") or {}
+            msg_id = parent.get("msg_id")
+            idents = self._idents.get(msg_id)
+            if idents is not None and msg["header"].get("msg_type", "").endswith("_reply"):
+                self._idents.pop(msg_id, None)
+            if idents is None:
+                session = str(parent.get("session") or "").encode()
+                idents = [session] if session else None
+            if idents:
+                self.session.send(self.sockets[channel], msg, buffers=buffers, ident=idents)
+
+    def _remember(self, msg_id: str | None, idents: list) -> None:
+        """Where the answer to request ``msg_id`` goes (the newest requests, should some never be answered)."""
+        if not msg_id or not idents:
+            return
+        self._idents[msg_id] = [bytes(i) for i in idents]
+        while len(self._idents) > MAX_PENDING:
+            self._idents.popitem(last=False)
 
     async def _heartbeat(self) -> None:
         sock = self.sockets["hb"]

@@ -306,3 +306,58 @@ def test_a_cluster_is_reached_through_the_ordinary_kernel(page, lab, kernels):
     _close_current(ui)
     lab.delete("k-first")
     lab.delete("tasks", timeout=120)
+
+
+def test_a_jupyter_servers_kernels_in_the_launcher_run_a_notebook_there(page, lab, tmp_path, kernels):
+    """An attached Jupyter server offers each of its kernelspecs here; a notebook made from the
+    Launcher runs in a kernel of that server, and completes from that kernel's names."""
+    from tests.families.jupyter_server.test_remote_jupyter import JupyterServer
+
+    (tmp_path / "remote").mkdir()
+    server = JupyterServer(tmp_path / "remote").start()
+    try:
+        code, body = lab.compute("POST", "workspaces/local/targets",
+                                 {"name": "remote", "kind": "jupyter", "url": server.url, "token": server.token})
+        assert code == 202, body
+        ui = LabPage(page, lab).open()
+        label = wait_until(lambda: (ui.kernelspecs().get("compute-remote-python3") or {}).get("spec"), timeout=30,
+                           message="the remote server's kernelspec")["display_name"]
+        assert label == "Python 3 (ipykernel) · remote (Jupyter server)"
+        ui.open_launcher()
+        tile = ui.launcher_card("Compute", label)
+        expect(tile).to_be_visible(timeout=SPECS_FOLLOW_MS)
+        # The token is the server's secret: no kernelspec the browser can read carries it.
+        assert server.token not in str(ui.kernelspecs())
+
+        # A notebook on that kernel (as the tile makes one) runs in the remote server's kernel.
+        ui.write_notebook("on-remote.ipynb", ["import os\nbeta_remote = 2\nprint(os.getppid())", "beta_"],
+                          kernel="compute-remote-python3")
+        ui.command("docmanager:open", {"path": "on-remote.ipynb"})
+        ui.wait_kernel_idle(timeout=90_000)
+        assert ui.kernel_name() == "compute-remote-python3"
+        expect(ui.kernel_indicator).to_have_text(label)
+        remote_pids = {p.pid for p in server.processes()}
+        ui.run_cell(0)
+        expect(ui.output_of(0)).to_have_text(re.compile(r"^\s*\d+\s*$"), timeout=60_000)
+        assert int(ui.output_of(0).inner_text()) in remote_pids  # the kernel is the remote server's child
+
+        ui.cell(1).locator(".cm-content").click()
+        page.keyboard.press("End")
+        completer = page.locator(".jp-Completer")
+
+        def completes() -> bool:
+            page.keyboard.press("Tab")
+            try:
+                expect(completer).to_be_visible(timeout=5_000)
+                return True
+            except AssertionError:
+                return False
+
+        wait_until(completes, timeout=60, interval=0.5, message="the completer to show the remote kernel's names")
+        expect(completer).to_contain_text("beta_remote")
+        page.keyboard.press("Escape")
+        _close_current(ui)
+        lab.delete("remote")
+    finally:
+        server.stop()
+        server.cleanup()

@@ -51,6 +51,18 @@ def text(outputs: list[dict]) -> str:
     return "".join(out)
 
 
+async def input_is_answered(kc, answer: str) -> None:
+    """``input()`` in the kernel asks this client, and the answer is what the kernel gets."""
+    msg_id = kc.execute("answer = input('who? ')\nprint('hi', answer)", allow_stdin=True)
+    request = await kc.get_stdin_msg(timeout=10)
+    assert request["content"]["prompt"] == "who? "
+    kc.input(answer)
+    reply = await kc.get_shell_msg(timeout=10)
+    assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["status"] == "ok"
+    reply, outputs = await run(kc, "print(answer)")
+    assert text(outputs) == f"{answer}\n"
+
+
 async def widget_round_trip(kc, value: int) -> None:
     """A slider made in the kernel opens a comm here, and ``value`` sent from here reaches it."""
     reply, outputs = await run(kc, "import ipywidgets\nslider = ipywidgets.IntSlider(value=3)\nslider")

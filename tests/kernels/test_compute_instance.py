@@ -24,9 +24,13 @@ def compute_specs() -> dict:
     return {k: v["spec"] for k, v in KernelSpecManager().get_all_specs().items() if "alice-ci" in k}
 
 
+#: The stand-in instance's server sends output unthrottled, so a large output tests its size alone.
+UNTHROTTLED = ("--ZMQChannelsWebsocketConnection.iopub_data_rate_limit=0",)
+
+
 @pytest.fixture
 def instance(project, aad_arm, instance_jupyter, data_dir, monkeypatch):  # noqa: F811
-    server = instance_jupyter()
+    server = instance_jupyter(args=UNTHROTTLED)
     add_instance(aad_arm, "alice-ci", jupyter=server.url, creator=ME, sharing="Personal")
     monkeypatch.chdir(project)  # config.json names the workspace, as Workspace.from_config() finds it
     assert cli("list").returncode == 0
@@ -48,14 +52,16 @@ async def test_the_instances_kernels_are_kernels_here_and_run_there(instance, aa
         assert int(text(outputs)) == instance.proc.pid  # a kernel of the instance's Jupyter server
         kc.complete("defined_t", 9)
         assert "defined_there" in (await kc.get_shell_msg(timeout=10))["content"]["matches"]
-        # As on any kernel: widgets both ways, input(), the control channel, interrupt (a large output
-        # takes the same bridge as a jupyter target's: tested there, where the server's rate limit is off).
+        # As on any kernel: widgets both ways, input(), a 50 MB output (above the server's 10 MiB
+        # websocket limit), the control channel, interrupt.
         await widget_round_trip(kc, 4)
         msg_id = kc.execute("name = input('who? ')", allow_stdin=True)
         assert (await kc.get_stdin_msg(timeout=10))["content"]["prompt"] == "who? "
         kc.input("ada")
         while (await kc.get_shell_msg(timeout=10))["parent_header"].get("msg_id") != msg_id:
             pass
+        _, outputs = await run(kc, "print('y' * 50_000_000)", timeout=120)
+        assert len(text(outputs)) >= 50_000_000
         await debugger_answers(kc)
         await interrupt_ends_a_sleep(km, kc)
         # A restart, as JupyterLab asks for one, is the instance server's own: a fresh namespace.
@@ -103,4 +109,57 @@ async def test_an_instance_stopped_from_azure_reports_its_kernel_dead_saying_so(
     finally:
         kc.stop_channels()
         await km.shutdown_kernel(now=True)
+    assert kernel_rows(compute_db) == []
+
+
+async def kernel_of(name: str) -> tuple[AsyncKernelManager, object]:
+    km = AsyncKernelManager(kernel_name=name)
+    await km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    await kc.wait_for_ready(timeout=60)
+    return km, kc
+
+
+async def test_an_instance_server_restart_is_a_dead_kernel_and_a_restart_starts_a_new_one(instance, compute_db):
+    name = next(iter(wait_for(compute_specs, timeout=5, message="the instance's kernelspec")))
+    km, kc = await kernel_of(name)
+    try:
+        await run(kc, "kept = 1")
+        await asyncio.to_thread(instance.stop)
+        await asyncio.to_thread(instance.start)
+        deadline = time.monotonic() + 60
+        while await km.is_alive():
+            assert time.monotonic() < deadline, "the kernel was not reported dead"
+            await asyncio.sleep(0.2)
+        assert "is gone" in km.provisioner._kernel.reason, km.provisioner._kernel.reason
+        await km.restart_kernel(now=True)
+        await kc.wait_for_ready(timeout=60)
+        _, outputs = await run(kc, "print('kept' in globals())")
+        assert text(outputs) == "False\n"
+        code, kernels = instance.api("GET", "api/kernels")
+        assert code == 200 and len(kernels) == 1
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+    assert kernel_rows(compute_db) == []
+
+
+async def test_a_refused_azure_token_fails_the_start_with_the_reason(project, aad_arm, instance_jupyter,  # noqa: F811
+                                                                    data_dir, compute_db, monkeypatch):
+    """The instance's server takes tokens for another audience only: the token this machine was
+    given is refused, and the kernel fails at once saying which credential, never showing it."""
+    server = instance_jupyter(audiences=("https://elsewhere.example/",))
+    add_instance(aad_arm, "alice-ci", jupyter=server.url, creator=ME, sharing="Personal")
+    monkeypatch.chdir(project)
+    assert cli("list").returncode == 0
+    name = next(iter(wait_for(compute_specs, timeout=5, message="the instance's kernelspec")))
+    km = AsyncKernelManager(kernel_name=name)
+    t0 = time.monotonic()
+    with pytest.raises(Exception, match="refused the credentials") as info:
+        await km.start_kernel()
+    assert time.monotonic() - t0 < 30
+    message = str(info.value)
+    assert "Azure" in message and "Traceback" not in message, message
+    assert not any(t in message for t in aad_arm.tokens)
     assert kernel_rows(compute_db) == []

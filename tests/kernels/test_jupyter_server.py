@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.request
 
+import nbformat
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
 
-from tests.families.jupyter_server.test_remote_jupyter import JupyterServer, attach
+from tests.families.jupyter_server.test_remote_jupyter import (JupyterServer, attach, bearer_server,  # noqa: F401
+                                                               own_remote)
 from tests.kernels.helpers import (debugger_answers, interrupt_ends_a_sleep, kernel_rows, run, started, text,
                                    widget_round_trip)
-from tests.support import cli, wait_for
+from tests.support import cli, files_holding, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -113,6 +117,37 @@ async def test_a_wrong_token_fails_the_start_with_the_reason(server, data_dir, c
     assert "a-new-token" not in str(info.value) and "token" in str(info.value)
 
 
+async def test_a_certificate_that_cannot_be_verified_fails_the_start_with_the_reason(tmp_path, data_dir,
+                                                                                     compute_db, monkeypatch):
+    """An HTTPS server the target was attached to comes back with a certificate from an authority
+    this machine does not trust: the kernel is refused in words, naming the server and what to do."""
+    from tests.standins.https import make_tls
+
+    first = make_tls(str((tmp_path / "ca1").mkdir() or tmp_path / "ca1"))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", first[0])  # what the person's machine trusts
+    server = JupyterServer(tmp_path / "remote", tls=first)
+    server.root.mkdir()
+    server.start()
+    try:
+        r = attach("secure", server)
+        assert r.returncode == 0, r.stderr
+        assert server.url.startswith("https://")
+        server.stop()
+        server.tls = make_tls(str((tmp_path / "ca2").mkdir() or tmp_path / "ca2"))
+        server.start()
+        km = AsyncKernelManager(kernel_name="compute-secure-python3")
+        t0 = time.monotonic()
+        with pytest.raises(Exception, match="presented a certificate that could not be verified") as info:
+            await km.start_kernel()
+        assert time.monotonic() - t0 < 30
+        message = str(info.value)
+        assert server.url.rstrip("/") in message and "REQUESTS_CA_BUNDLE" in message and "Traceback" not in message
+        assert server.api("GET", "api/kernels") == (200, [])  # nothing was started there
+    finally:
+        server.stop()
+        server.cleanup()
+
+
 async def test_a_server_that_is_down_fails_the_start_with_the_reason(server, data_dir, compute_db):
     r = attach("remote", server)
     assert r.returncode == 0, r.stderr
@@ -196,3 +231,44 @@ async def test_a_dropped_websocket_reconnects_and_loses_nothing(remote_target, s
     finally:
         kc.stop_channels()
         await km.shutdown_kernel(now=True)
+
+
+# -- nbclient, by kernel name, with a token and then an authorization header -----------------------------
+@pytest.fixture
+def header_server(bearer_server, data_dir, compute_db):
+    """A server that accepts only a bearer Authorization header, attached with one."""
+    server, issue = bearer_server
+    token, _ = issue(600.0)
+    path = server.root / "spec.yaml"
+    path.write_text(f"url: {server.url}\nauthorization: Bearer {token}\n")
+    r = cli("attach", "remote", "--kind", "jupyter", "-f", str(path))
+    path.unlink()
+    assert r.returncode == 0, r.stderr
+    return server, token
+
+
+@pytest.mark.parametrize("credential", ["token", "authorization header"])
+def test_nbclient_runs_a_notebook_there_by_kernel_name(request, credential, compute_db, caplog):
+    if credential == "token":
+        request.getfixturevalue("remote_target")
+        server = request.getfixturevalue("server")
+        secret, authorization = server.token, f"token {server.token}"
+    else:
+        server, secret = request.getfixturevalue("header_server")
+        authorization = f"Bearer {secret}"
+    assert json.loads(cli("show", "remote", "--output", "json").stdout)["properties"]["credentials"] == credential
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in (
+        "import os\nprint(os.getppid())",
+        "x = 20\nx * 2 + 2",
+    )]
+    NotebookClient(nb, kernel_name="compute-remote-python3", timeout=90).execute()
+    assert int(nb.cells[0].outputs[0]["text"]) == server.proc.pid  # a kernel of that server
+    assert nb.cells[1].outputs[0]["data"]["text/plain"] == "42"
+    # The notebook's end shut its kernel down there; the credential is in no kernelspec, log line or store.
+    req = urllib.request.Request(server.url + "api/kernels", headers={"Authorization": authorization})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert json.loads(r.read()) == []
+    assert kernel_rows(compute_db) == []
+    assert secret not in json.dumps(KernelSpecManager().get_all_specs()) + caplog.text
+    assert [f for f in files_holding(compute_db.parent, secret) if "compute.db" in f] == []

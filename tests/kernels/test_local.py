@@ -18,8 +18,8 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 
-from tests.kernels.helpers import (debugger_answers, interrupt_ends_a_sleep, kernel_rows, run, started, text,
-                                   widget_round_trip)
+from tests.kernels.helpers import (debugger_answers, input_is_answered, interrupt_ends_a_sleep, kernel_rows, run,
+                                   started, text, widget_round_trip)
 from tests.support import await_for, cli, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -121,14 +121,7 @@ async def test_full_fidelity_completion_inspection_input_widgets_interrupt_debug
         assert inspection["found"] and "dict" in inspection["data"]["text/plain"]
 
         # input() is answered by the client.
-        msg_id = kc.execute("answer = input('who? ')\nprint('hi', answer)", allow_stdin=True)
-        request = await kc.get_stdin_msg(timeout=10)
-        assert request["content"]["prompt"] == "who? "
-        kc.input("ada")
-        reply = await kc.get_shell_msg(timeout=10)
-        assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["status"] == "ok"
-        reply, outputs = await run(kc, "print(answer)")
-        assert text(outputs) == "ada\n"
+        await input_is_answered(kc, "ada")
 
         # A widget made there opens a comm here, and a change sent from here reaches the kernel.
         await widget_round_trip(kc, 7)

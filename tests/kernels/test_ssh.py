@@ -15,8 +15,8 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 
 from tests.families.ssh.test_ssh import PY, attach_args
-from tests.kernels.helpers import (debugger_answers, interrupt_ends_a_sleep, kernel_rows, run, started, text,
-                                   widget_round_trip)
+from tests.kernels.helpers import (debugger_answers, input_is_answered, interrupt_ends_a_sleep, kernel_rows, run,
+                                   started, text, widget_round_trip)
 from tests.sshd import sshd  # noqa: F401  (a fixture)
 from tests.support import cli, wait_for
 
@@ -64,7 +64,7 @@ def test_nbclient_runs_a_notebook_on_the_remote_machine(vm, compute_db):
     assert kernel_rows(compute_db) == []
 
 
-async def test_completion_widgets_interrupt_and_restart_over_ssh(vm, compute_db):
+async def test_completion_input_widgets_interrupt_and_restart_over_ssh(vm, compute_db):
     km, kc = await started("compute-vm")
     try:
         await run(kc, "remote_var = [1, 2, 3]")
@@ -72,6 +72,9 @@ async def test_completion_widgets_interrupt_and_restart_over_ssh(vm, compute_db)
         assert "remote_var" in (await kc.get_shell_msg(timeout=10))["content"]["matches"]
         kc.inspect("remote_var", 10)
         assert "list" in (await kc.get_shell_msg(timeout=10))["content"]["data"]["text/plain"]
+
+        # input() on the remote machine is answered here, over the stdin tunnel.
+        await input_is_answered(kc, "grace")
 
         await widget_round_trip(kc, 9)
         await debugger_answers(kc)
@@ -120,6 +123,26 @@ def test_an_unreachable_host_fails_the_kernel_start_in_words(sshd, data_dir, com
     took, message = asyncio.run(start())
     assert took < 30, took
     assert "127.0.0.1" in message and "Traceback" not in message, message
+
+
+def test_a_changed_host_key_fails_the_kernel_start_in_words(vm, sshd, compute_db):  # noqa: F811
+    """The host presents another key after the target was attached: the kernel is refused with
+    the new fingerprint, as for the target itself, and nothing runs on the host."""
+    assert cli("stop", "vm", "--yes").returncode == 0
+    sshd.new_host_key()
+    sshd.restart()
+
+    async def start():
+        km = AsyncKernelManager(kernel_name="compute-vm")
+        t0 = time.monotonic()
+        with pytest.raises(Exception) as info:
+            await km.start_kernel()
+        return time.monotonic() - t0, str(info.value)
+    took, message = asyncio.run(start())
+    assert took < 30, took
+    assert "CHANGED" in message and sshd.fingerprint in message and "Traceback" not in message, message
+    assert kernel_rows(compute_db) == []
+    wait_for(lambda: not sshd.started_processes(), timeout=10, message="nothing of the target's left on the host")
 
 
 def test_a_killed_client_ends_its_remote_kernel(vm, compute_db, tmp_path):

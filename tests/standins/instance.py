@@ -56,7 +56,8 @@ def sign_in_as(arm: ArmStandIn, oid: str = OBJECT_ID, name: str = USER_NAME, tid
 class InstanceJupyter:
     """The Jupyter server of a stand-in compute instance (see the module docstring)."""
 
-    def __init__(self, arm: ArmStandIn, root: Path, *, owner: str | None = None, audiences: tuple[str, ...] = ()):
+    def __init__(self, arm: ArmStandIn, root: Path, *, owner: str | None = None, audiences: tuple[str, ...] = (),
+                 args: tuple[str, ...] = ()):
         assert arm.signing_key, "sign_in_as(arm) first: the server checks the stand-in's signature"
         self.arm = arm
         self.root = root
@@ -67,6 +68,7 @@ class InstanceJupyter:
         self.log = root / f"instance-jupyter-{self.port}.log"
         self.auth_log = root / f"instance-auth-{self.port}.jsonl"
         self.owner = owner
+        self.args = list(args)
         self.proc: subprocess.Popen | None = None
         self._started: list[psutil.Process] = []
         # The certificate files go with the stand-in when it stops: keep copies.
@@ -85,7 +87,7 @@ class InstanceJupyter:
                 "--ServerApp.port_retries=0", "--ServerApp.token=", f"--ServerApp.root_dir={self.root}",
                 f"--ServerApp.certfile={self.cert}", f"--ServerApp.keyfile={self.key}",
                 "--ServerApp.identity_provider_class=standin_aad.AzureADBearer",
-                "--ServerApp.jpserver_extensions={'jupyter_compute': False}"]
+                "--ServerApp.jpserver_extensions={'jupyter_compute': False}", *self.args]
         if os.geteuid() == 0:
             argv.append("--allow-root")
         self.proc = subprocess.Popen(argv, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env)

@@ -12,6 +12,7 @@ import re
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -51,12 +52,14 @@ class JupyterServer:
     """``jupyter server`` without jupyter_compute, on a loopback port, with a token of its own."""
 
     def __init__(self, root: Path, *, token: str | None = None, port: int | None = None, args: tuple = (),
-                 env: dict | None = None):
+                 env: dict | None = None, tls: tuple[str, str, str] | None = None):
         self.root = root
         self.token = token if token is not None else secrets.token_hex(16)
         self.fixed_port = port is not None
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
+        #: (ca, certificate, key): served over HTTPS with that certificate, checked against that CA.
+        self.tls = tls
+        self.url = self._url()
         self.args = list(args)
         # Plain: without jupyter_compute, and apart from the test's store.
         self.env = {k: v for k, v in os.environ.items() if k != "JUPYTER_COMPUTE_DB"}
@@ -76,14 +79,19 @@ class JupyterServer:
                     raise
                 self.started.clear()
                 self.port = free_port()
-                self.url = f"http://127.0.0.1:{self.port}/"
+                self.url = self._url()
         raise AssertionError("the second Jupyter server found no free port")
+
+    def _url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/"
 
     def _start(self, timeout: float) -> "JupyterServer":
         argv = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
                 "--ServerApp.port_retries=0", f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.root}",
                 "--ServerApp.jpserver_extensions={'jupyter_compute': False}",
                 *self.args]
+        if self.tls:
+            argv += [f"--ServerApp.certfile={self.tls[1]}", f"--ServerApp.keyfile={self.tls[2]}"]
         if os.geteuid() == 0:
             argv.append("--allow-root")
         self.proc = subprocess.Popen(argv, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=self.env)
@@ -96,7 +104,8 @@ class JupyterServer:
                     raise PortTaken(log)
                 raise AssertionError(f"the Jupyter server exited: {log}")
             try:
-                with urllib.request.urlopen(self.url + "api", timeout=2):
+                ctx = ssl.create_default_context(cafile=self.tls[0]) if self.tls else None
+                with urllib.request.urlopen(self.url + "api", timeout=2, context=ctx):
                     return True
             except (OSError, http.client.HTTPException):  # not up yet, or another program's port
                 return False
@@ -157,7 +166,8 @@ class JupyterServer:
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"Authorization": f"token {self.token}"})
         try:
-            with urllib.request.urlopen(req, timeout=30) as r:
+            ctx = ssl.create_default_context(cafile=self.tls[0]) if self.tls else None
+            with urllib.request.urlopen(req, timeout=30, context=ctx) as r:
                 return r.status, json.loads(r.read() or b"null")
         except urllib.error.HTTPError as e:
             return e.code, None
