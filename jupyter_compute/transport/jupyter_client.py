@@ -259,7 +259,8 @@ class JupyterClient:
         elif isinstance(e, aiohttp.ClientConnectorError):
             why = f"does not answer: {e.os_error or e}"
         else:
-            why = f"broke off {what}: {type(e).__name__}"
+            detail = getattr(e, "message", None) or ""
+            why = f"broke off {what}: {type(e).__name__}" + (f" ({str(detail)[:200]})" if detail else "")
         return Unavailable(f"the Jupyter server at {self.url} {why}", reason="server_unreachable")
 
     def _unexpected(self, what: str, status: int, data: Any) -> BackendRefused:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 import urllib.request
 
@@ -152,11 +153,16 @@ async def test_a_server_that_is_down_fails_the_start_with_the_reason(server, dat
     r = attach("remote", server)
     assert r.returncode == 0, r.stderr
     server.stop()
+    # Its port stays taken, by a socket that does not listen: no other test's server gets it.
+    hold = socket.socket()
+    hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hold.bind(("127.0.0.1", server.port))
     km = AsyncKernelManager(kernel_name="compute-remote-python3")
     t0 = time.monotonic()
     with pytest.raises(Exception, match="does not answer: .*Connect call failed") as info:
         await km.start_kernel()
     assert time.monotonic() - t0 < 30 and server.url.rstrip("/") in str(info.value)
+    hold.close()
 
 
 async def test_a_remote_server_restart_is_a_dead_kernel_and_a_restart_starts_a_new_one(remote_target, server,
