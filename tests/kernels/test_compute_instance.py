@@ -163,3 +163,30 @@ async def test_a_refused_azure_token_fails_the_start_with_the_reason(project, aa
     assert "Azure" in message and "Traceback" not in message, message
     assert not any(t in message for t in aad_arm.tokens)
     assert kernel_rows(compute_db) == []
+
+
+async def test_a_stopped_instance_keeps_its_kernels_and_choosing_one_starts_it(instance, aad_arm, compute_db,
+                                                                                caplog):
+    # A first kernel reads the instance's own kernelspecs.
+    km, kc = await kernel_of(next(iter(wait_for(compute_specs, timeout=5, message="the instance's kernelspec"))))
+    kc.stop_channels()
+    await km.shutdown_kernel(now=False)
+    name = next(iter(wait_for(lambda: {k: v for k, v in compute_specs().items() if k.endswith("-python3")},
+                              timeout=5, message="the instance's own kernelspecs")))
+    assert (await asyncio.to_thread(cli, "stop", "alice-ci", "--yes")).returncode == 0
+    assert aad_arm.compute("alice-ci")["properties"]["properties"]["state"] == "Stopped"
+    # Stopped, it still offers the kernels it last had.
+    assert compute_specs()[name]["display_name"] == "Python 3 (ipykernel) · alice-ci (compute instance)"
+
+    caplog.set_level("INFO")
+    km, kc = await kernel_of(name)
+    try:
+        _, outputs = await run(kc, "import os\nprint(os.getppid())")
+        assert int(text(outputs)) == instance.proc.pid
+        assert aad_arm.compute("alice-ci")["properties"]["properties"]["state"] == "Running"
+        assert len(aad_arm.arm_requests("POST", "/computes/alice-ci/start")) == 1
+        # The kernel's status said what it was waiting for, as Azure reported it.
+        assert "jupyter_compute: start alice-ci: start in Azure" in caplog.text, caplog.text[-2000:]
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)

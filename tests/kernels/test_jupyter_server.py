@@ -278,3 +278,36 @@ def test_nbclient_runs_a_notebook_there_by_kernel_name(request, credential, comp
     assert kernel_rows(compute_db) == []
     assert secret not in json.dumps(KernelSpecManager().get_all_specs()) + caplog.text
     assert [f for f in files_holding(compute_db.parent, secret) if "compute.db" in f] == []
+
+
+def test_the_kernel_list_is_read_again_when_the_target_restarts(tmp_path, data_dir, compute_db):
+    """A server with a kernelspec more than at attach: it is offered here once the target restarts."""
+    import sys
+
+    extra = tmp_path / "extra"
+    (extra / "kernels").mkdir(parents=True)
+    server = JupyterServer(tmp_path / "remote", env={"JUPYTER_PATH": str(extra)})
+    server.root.mkdir()
+    server.start()
+    try:
+        assert attach("remote", server).returncode == 0
+
+        def ours() -> dict:
+            return {k: v["spec"]["display_name"] for k, v in KernelSpecManager().get_all_specs().items()
+                    if k.startswith("compute-remote")}
+        assert wait_for(ours, timeout=2, message="the remote kernelspecs") == {
+            "compute-remote-python3": "Python 3 (ipykernel) · remote (Jupyter server)"}
+        spec = extra / "kernels" / "other"
+        spec.mkdir()
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Other Python", "language": "python"}))
+        assert "compute-remote-other" not in ours()  # read at start, not on every look
+        assert cli("restart", "remote", "--yes").returncode == 0
+        wait_for(lambda: "compute-remote-other" in ours(), timeout=2, message="the kernelspecs read again")
+        assert ours() == {
+            "compute-remote-python3": "Python 3 (ipykernel) · remote (Jupyter server)",
+            "compute-remote-other": "Other Python · remote (Jupyter server)"}
+    finally:
+        server.stop()
+        server.cleanup()
