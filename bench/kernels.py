@@ -32,7 +32,7 @@ def _remote_server(s: Session):
     root.mkdir(exist_ok=True)
     # No output throttle: the transfer figure is about the path, not the server's rate limit.
     server = JupyterServer(root, args=("--ZMQChannelsWebsocketConnection.iopub_data_rate_limit=0",)).start()
-    s.before_exit.append(server.stop)
+    s.hosts.append(server.stop)
     s.targets.append("bench-js")
     r = subprocess.run([sys.executable, "-m", "jupyter_compute.cli", "attach", "bench-js", "--kind", "jupyter",
                         "--url", server.url, "--token-stdin"], input=server.token + "\n", capture_output=True,
@@ -50,7 +50,7 @@ def target_kernels(s: Session) -> dict[str, Frontend]:
 
     s.create("bench-kt", "local-kernel")
     sshd = Sshd(s.tmp).start()
-    s.before_exit.append(sshd.stop)
+    s.hosts.append(sshd.stop)
     s.targets.append("bench-ssh")
     s.cli("attach", "bench-ssh", "--kind", "ssh", "--host", "127.0.0.1", "--port", str(sshd.port),
           "--ssh-private-key", str(sshd.client_key_path), "--python", PY, "--accept-host-key", sshd.fingerprint)

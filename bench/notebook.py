@@ -132,6 +132,8 @@ class Session:
         self.targets: list[str] = []
         self.procs: list[subprocess.Popen] = []
         self.before_exit: list[Callable[[], None]] = []
+        #: Stops the sshd and Jupyter servers targets were attached to, once the targets are gone.
+        self.hosts: list[Callable[[], None]] = []
 
     # -- processes ------------------------------------------------------------------------------------
     def kernel(self) -> tuple[KernelManager, Frontend]:
@@ -188,6 +190,9 @@ class Session:
             _quietly(lambda: km.shutdown_kernel(now=False))
         for name in reversed(self.targets):
             _quietly(lambda: self.cli("delete", name, "--yes", timeout=60))
+        # Last, the machines and servers the targets were on: deleting a target still reaches them.
+        for fn in reversed(self.hosts):
+            _quietly(fn)
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()

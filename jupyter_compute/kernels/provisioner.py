@@ -10,6 +10,7 @@ the same target; it does not start a target that was stopped meanwhile, and says
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import weakref
@@ -81,6 +82,30 @@ class KernelStartFailed(RuntimeError):
     """A kernel on a target could not start; the message says why, in words a person can act on."""
 
 
+def _on_own_loop(method):
+    """Run the provisioner's ``method`` where its kernel lives.
+
+    An async kernel manager (jupyter_server's, nbclient's) runs its loop all along, and the
+    kernel's own tasks (a Jupyter server kernel's bridge, an SSH kernel's lease) run on it. A
+    blocking one (``jupyter console``, a plain ``KernelManager``) runs each call to completion in
+    a loop that then stands still, so those tasks would stop between calls: under it, every call
+    goes to this process's background loop, which keeps running.
+    """
+    @functools.wraps(method)
+    async def wrapper(self: "ComputeProvisioner", *args: Any, **kwargs: Any) -> Any:
+        from jupyter_client.manager import AsyncKernelManager
+
+        if isinstance(self.parent, AsyncKernelManager) or self.parent is None:
+            return await method(self, *args, **kwargs)
+        from ..notebook.bridge import LoopThread
+
+        loop_thread = LoopThread.get()
+        if loop_thread.in_loop_thread():
+            return await method(self, *args, **kwargs)
+        return await asyncio.wrap_future(loop_thread.submit(method(self, *args, **kwargs)))
+    return wrapper
+
+
 class ComputeProvisioner(KernelProvisionerBase):
     """A kernel on a compute target, named by the kernelspec's ``kernel_provisioner.config``."""
 
@@ -104,6 +129,7 @@ class ComputeProvisioner(KernelProvisionerBase):
         kwargs["cmd"] = []
         return kwargs
 
+    @_on_own_loop
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
         resource_dir = getattr(self.kernel_spec, "resource_dir", "") or ""
         compute = await compute_for(self.store, os.path.dirname(resource_dir) if resource_dir else "")
@@ -145,6 +171,7 @@ class ComputeProvisioner(KernelProvisionerBase):
             info["key"] = info["key"].decode()
         return info or None
 
+    @_on_own_loop
     async def poll(self) -> int | None:
         if self._kernel is None:
             return self._exit_code if self._exit_code is not None else 0
@@ -163,6 +190,7 @@ class ComputeProvisioner(KernelProvisionerBase):
                 return code
             await asyncio.sleep(0.1)
 
+    @_on_own_loop
     async def send_signal(self, signum: int) -> None:
         if self._kernel is not None:
             await self._kernel.send_signal(signum)
@@ -170,14 +198,17 @@ class ComputeProvisioner(KernelProvisionerBase):
     def _kept(self, restart: bool) -> bool:
         return restart and self._kernel is not None and self._kernel.keeps_across_restart
 
+    @_on_own_loop
     async def kill(self, restart: bool = False) -> None:
         if self._kernel is not None and not self._kept(restart):
             await self._kernel.stop(force=True)
 
+    @_on_own_loop
     async def terminate(self, restart: bool = False) -> None:
         if self._kernel is not None and not self._kept(restart):
             await self._kernel.send_signal(signal.SIGTERM)
 
+    @_on_own_loop
     async def cleanup(self, restart: bool = False) -> None:
         if self._kernel is not None and not self._kept(restart):
             kernel, self._kernel = self._kernel, None

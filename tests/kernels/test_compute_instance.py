@@ -190,3 +190,29 @@ async def test_a_stopped_instance_keeps_its_kernels_and_choosing_one_starts_it(i
     finally:
         kc.stop_channels()
         await km.shutdown_kernel(now=True)
+
+
+def test_kernels_of_a_killed_server_are_shut_down_on_the_instance_by_the_next_look(instance, project,  # noqa: F811
+                                                                                   compute_db, request):
+    """This machine's Jupyter server is SIGKILLed with a kernel running on the instance: the next
+    process to look at the store (here a CLI call) shuts that kernel down there."""
+    import signal
+    import urllib.request
+
+    from tests.servers import ServerProcess
+
+    name = next(iter(wait_for(compute_specs, timeout=5, message="the instance's kernelspec")))
+    # Started in the project folder, as a person starts JupyterLab there: it finds config.json.
+    local = ServerProcess(project).start()
+    request.addfinalizer(local.stop)
+    req = urllib.request.Request(f"{local.url}/api/kernels", method="POST", data=json.dumps({"name": name}).encode(),
+                                 headers={"Authorization": f"token {local.token}"})
+    with urllib.request.urlopen(req, timeout=90) as r:
+        assert r.status == 201
+    wait_for(lambda: kernel_rows(compute_db), timeout=10, message="the kernel's record")
+    assert len(instance.api("GET", "api/kernels")[1]) == 1
+    local.proc.send_signal(signal.SIGKILL)
+    local.proc.wait(10)
+    assert len(instance.api("GET", "api/kernels")[1]) == 1  # nobody told the instance
+    assert cli("list").returncode == 0
+    assert instance.api("GET", "api/kernels") == (200, []) and kernel_rows(compute_db) == []

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
+import secrets
 import socket
 import time
-import urllib.request
 
 import nbformat
 import pytest
@@ -14,8 +16,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 
-from tests.families.jupyter_server.test_remote_jupyter import (JupyterServer, attach, bearer_server,  # noqa: F401
-                                                               own_remote)
+from tests.families.jupyter_server.test_remote_jupyter import BEARER_PROVIDER, JupyterServer, attach
 from tests.kernels.helpers import (debugger_answers, interrupt_ends_a_sleep, kernel_rows, run, started, text,
                                    widget_round_trip)
 from tests.support import cli, files_holding, wait_for
@@ -24,18 +25,58 @@ pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture
-def server(tmp_path):
+def credential() -> str:
+    """How the target signs in to its server; a test parametrized on it runs with each."""
+    return "token"
+
+
+CREDENTIALS = pytest.mark.parametrize("credential", ["token", "authorization header"])
+
+
+def bearer(key: str, lifetime: float = 600.0) -> str:
+    """A bearer token the BearerOnly server (keyed ``key``) accepts until ``lifetime`` from now."""
+    expires = round(time.time() + lifetime, 3)
+    return f"{expires}.{hmac.new(key.encode(), str(expires).encode(), hashlib.sha256).hexdigest()}"
+
+
+@pytest.fixture
+def server(tmp_path, credential):
     # No output rate limit: the 50 MB message below is about size, not about the server's throttle.
-    s = JupyterServer(tmp_path / "remote", args=("--ZMQChannelsWebsocketConnection.iopub_data_rate_limit=0",))
+    args: tuple[str, ...] = ("--ZMQChannelsWebsocketConnection.iopub_data_rate_limit=0",)
+    if credential == "token":
+        s = JupyterServer(tmp_path / "remote", args=args)
+    else:  # a server that lets in only a bearer Authorization header (as a hub's proxy does)
+        key = secrets.token_hex(16)
+        (tmp_path / "bearer_only.py").write_text(BEARER_PROVIDER)
+        s = JupyterServer(tmp_path / "remote", token="",
+                          args=(*args, "--ServerApp.identity_provider_class=bearer_only.BearerOnly"),
+                          env={"PYTHONPATH": str(tmp_path), "BEARER_TEST_KEY": key})
+        s.authorization = f"Bearer {bearer(key)}"
     s.root.mkdir(exist_ok=True)
     yield s.start()
     s.stop()
     s.cleanup()
 
 
+def attach_with(name: str, server: JupyterServer):
+    """Attach ``server`` as ``name`` with its credential: the token, or the Authorization header."""
+    if server.authorization is None:
+        return attach(name, server)
+    path = server.root / "spec.yaml"
+    path.write_text(f"url: {server.url}\nauthorization: {server.authorization}\n")
+    try:
+        return cli("attach", name, "--kind", "jupyter", "-f", str(path))
+    finally:
+        path.unlink()
+
+
+def secret_of(server: JupyterServer) -> str:
+    return server.authorization.split()[1] if server.authorization else server.token
+
+
 @pytest.fixture
 def remote_target(server, data_dir, compute_db):
-    r = attach("remote", server)
+    r = attach_with("remote", server)
     assert r.returncode == 0, r.stderr
     return "remote"
 
@@ -56,6 +97,7 @@ def test_each_remote_kernelspec_is_a_kernel_here(remote_target):
     assert "token" not in json.dumps(spec).lower()
 
 
+@CREDENTIALS
 async def test_a_kernel_there_runs_the_notebook_here(remote_target, server, compute_db):
     km, kc = await started("compute-remote-python3")
     try:
@@ -103,19 +145,25 @@ async def test_a_kernel_there_runs_the_notebook_here(remote_target, server, comp
     assert kernel_rows(compute_db) == []
 
 
-async def test_a_wrong_token_fails_the_start_with_the_reason(server, data_dir, compute_db):
-    r = attach("remote", server)
+@CREDENTIALS
+async def test_a_wrong_credential_fails_the_start_with_the_reason(server, credential, data_dir, compute_db):
+    r = attach_with("remote", server)
     assert r.returncode == 0, r.stderr
-    # The server comes back with a new token: the one kept for the target is now wrong.
+    # The server comes back with a new token (or signing key): the credential kept for the target
+    # is now wrong.
     server.stop()
-    server.token = "a-new-token"
+    if credential == "token":
+        server.token = "a-new-token"
+    else:
+        server.env["BEARER_TEST_KEY"] = secrets.token_hex(16)
     server.start()
     km = AsyncKernelManager(kernel_name="compute-remote-python3")
     t0 = time.monotonic()
-    with pytest.raises(Exception, match="refused the credentials") as info:
+    with pytest.raises(Exception, match=rf"refused the credentials \({credential}\)") as info:
         await km.start_kernel()
     assert time.monotonic() - t0 < 30
-    assert "a-new-token" not in str(info.value) and "token" in str(info.value)
+    assert "a-new-token" not in str(info.value) and secret_of(server) not in str(info.value)
+    assert kernel_rows(compute_db) == []
 
 
 async def test_a_certificate_that_cannot_be_verified_fails_the_start_with_the_reason(tmp_path, data_dir,
@@ -165,6 +213,7 @@ async def test_a_server_that_is_down_fails_the_start_with_the_reason(server, dat
     hold.close()
 
 
+@CREDENTIALS
 async def test_a_remote_server_restart_is_a_dead_kernel_and_a_restart_starts_a_new_one(remote_target, server,
                                                                                         compute_db):
     km, kc = await started("compute-remote-python3")
@@ -240,28 +289,8 @@ async def test_a_dropped_websocket_reconnects_and_loses_nothing(remote_target, s
 
 
 # -- nbclient, by kernel name, with a token and then an authorization header -----------------------------
-@pytest.fixture
-def header_server(bearer_server, data_dir, compute_db):
-    """A server that accepts only a bearer Authorization header, attached with one."""
-    server, issue = bearer_server
-    token, _ = issue(600.0)
-    path = server.root / "spec.yaml"
-    path.write_text(f"url: {server.url}\nauthorization: Bearer {token}\n")
-    r = cli("attach", "remote", "--kind", "jupyter", "-f", str(path))
-    path.unlink()
-    assert r.returncode == 0, r.stderr
-    return server, token
-
-
-@pytest.mark.parametrize("credential", ["token", "authorization header"])
-def test_nbclient_runs_a_notebook_there_by_kernel_name(request, credential, compute_db, caplog):
-    if credential == "token":
-        request.getfixturevalue("remote_target")
-        server = request.getfixturevalue("server")
-        secret, authorization = server.token, f"token {server.token}"
-    else:
-        server, secret = request.getfixturevalue("header_server")
-        authorization = f"Bearer {secret}"
+@CREDENTIALS
+def test_nbclient_runs_a_notebook_there_by_kernel_name(remote_target, server, credential, compute_db, caplog):
     assert json.loads(cli("show", "remote", "--output", "json").stdout)["properties"]["credentials"] == credential
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in (
@@ -272,10 +301,9 @@ def test_nbclient_runs_a_notebook_there_by_kernel_name(request, credential, comp
     assert int(nb.cells[0].outputs[0]["text"]) == server.proc.pid  # a kernel of that server
     assert nb.cells[1].outputs[0]["data"]["text/plain"] == "42"
     # The notebook's end shut its kernel down there; the credential is in no kernelspec, log line or store.
-    req = urllib.request.Request(server.url + "api/kernels", headers={"Authorization": authorization})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        assert json.loads(r.read()) == []
+    assert remote_kernels(server) == []
     assert kernel_rows(compute_db) == []
+    secret = secret_of(server)
     assert secret not in json.dumps(KernelSpecManager().get_all_specs()) + caplog.text
     assert [f for f in files_holding(compute_db.parent, secret) if "compute.db" in f] == []
 
@@ -311,3 +339,26 @@ def test_the_kernel_list_is_read_again_when_the_target_restarts(tmp_path, data_d
     finally:
         server.stop()
         server.cleanup()
+
+
+def test_a_blocking_kernel_manager_runs_cells_there(remote_target, server, compute_db):
+    """``jupyter console`` and other blocking clients use jupyter_client's ``KernelManager``, whose
+    every call runs in a loop that then stands still: the bridge carries the kernel's messages
+    between those calls all the same."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="compute-remote-python3")
+    km.start_kernel()
+    kc = km.blocking_client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        out: list[str] = []
+        reply = kc.execute_interactive("import os\nprint(os.getppid())", timeout=30,
+                                       output_hook=lambda m: out.append(m["content"].get("text", "")))
+        assert reply["content"]["status"] == "ok" and int("".join(out)) == server.proc.pid
+        assert len(remote_kernels(server)) == 1
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+    assert remote_kernels(server) == [] and kernel_rows(compute_db) == []

@@ -109,6 +109,49 @@ async def test_stopping_the_target_ends_its_notebook_kernels_with_the_reason(vm,
         await km.shutdown_kernel(now=True)
 
 
+async def test_a_cut_link_errors_the_running_cell_and_the_kernel_lives_on(vm, sshd, compute_db):  # noqa: F811
+    km, kc = await started("compute-vm")
+    try:
+        remote_pid = kernel_rows(compute_db)[0]["runtime"]["remote"]["pid"]
+        await run(kc, "kept = 41")
+        msg_id = kc.execute("import time\nprint('started', flush=True)\ntime.sleep(8)\nkept += 1")
+        seen = []
+        while True:
+            m = await kc.get_iopub_msg(timeout=30)
+            if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream":
+                break
+        held = await asyncio.to_thread(sshd.stop_listener)  # the cut lasts until the test ends it
+        t0 = time.monotonic()
+        for p in held:  # the session's sshd processes: the TCP connection dies with them
+            p.kill()
+        # The running cell is answered at once, as a failed cell, saying why.
+        while True:
+            reply = await kc.get_shell_msg(timeout=15)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        took = time.monotonic() - t0
+        content = reply["content"]
+        assert content["status"] == "error" and "SSH link" in content["evalue"], content
+        assert "was cut while this cell ran" in content["evalue"] and "live on" in content["evalue"]
+        assert took < 8, took  # at the cut, not when the cell's sleep would have ended
+        while True:
+            m = await kc.get_iopub_msg(timeout=5)
+            if m["parent_header"].get("msg_id") == msg_id:
+                seen.append(m["msg_type"])
+                if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+                    break
+        assert "error" in seen
+        # The link comes back; the same kernel there, with its namespace: the cell even finished.
+        await asyncio.to_thread(sshd.start)
+        await asyncio.to_thread(wait_for, lambda: json.loads(cli("show", "vm", "--output", "json").stdout)["state"]
+                                == "running", timeout=30, message="the link to be re-established")
+        _, outputs = await run(kc, "import os\nprint(kept, os.getpid())", timeout=60)
+        assert text(outputs).split() == ["42", str(remote_pid)]
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+
+
 def test_an_unreachable_host_fails_the_kernel_start_in_words(sshd, data_dir, compute_db):  # noqa: F811
     r = cli(*attach_args(sshd, "vm"))
     assert r.returncode == 0, r.stderr

@@ -31,7 +31,8 @@ from ...core.models import utcnow
 from ...core.secrets import for_store
 from ...core.store import Store
 from .backend import (CONNECT_TIMEOUT, REMOTE_SOURCE, Link, connect, known_hosts_path, no_ipykernel_message,
-                  remote_command, run_remote)
+                      remote_command, run_remote)
+from .relay import KernelRelay
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +367,11 @@ class Supervisor:
             # Recorded at once: a stop, or reconcile, ends it even if this process dies now.
             await self.db(self.store.add_kernel, kid, self.ws, self.name, str(req.get("owner") or self.ident),
                           runtime={"remote": remote, "supervisor": self.ident})
-            nb.servers, ports = await self._tunnel(launched["connection"], req.get("ports"))
+            # The tunnels listen on ports of their own; the relay binds the ones clients use, so a
+            # cut link can answer the cells under way (see relay.py).
+            nb.servers, tunnels = await self._tunnel(launched["connection"])
+            nb.relay = KernelRelay(launched["connection"], self.where)
+            ports = nb.relay.open(tunnels, req.get("ports"))
             local = {**launched["connection"], "ip": "127.0.0.1", "transport": "tcp",
                      **{f"{ch}_port": port for ch, port in ports.items()}}
             await answer({"ok": True, "connection": local, "remote_pid": remote["pid"]})
@@ -421,6 +426,9 @@ class Supervisor:
             if self.link is not None and self.link_up.is_set():
                 await self.remote_call("stop", nb.remote, timeout=20)
         nb.ended = True
+        if nb.relay is not None:
+            relay, nb.relay = nb.relay, None
+            await relay.close()
         for server in nb.servers:
             server.close()
         nb.servers = []
@@ -526,6 +534,11 @@ class Supervisor:
         self.link_up.clear()
         self.generation += 1
         old, self.link = self.link, None
+        for nb in self.notebook_kernels.values():
+            if nb.relay is not None:
+                nb.relay.link_lost(f"the SSH link to {self.where} was cut while this cell ran; it is being "
+                                   "re-established, and the kernel and its variables live on there (the cell "
+                                   "itself may still be running)")
         if old is not None:
             self._spawn(old.close())
         await self.broadcast(self.link_event())
@@ -666,6 +679,7 @@ class NotebookKernel:
     def __init__(self, kernel_id: str, remote: dict, writer: asyncio.StreamWriter):
         self.id, self.remote, self.writer = kernel_id, remote, writer
         self.servers: list[asyncio.AbstractServer] = []
+        self.relay: KernelRelay | None = None
         #: The kernel has exited or been ended; ``stopped``: the remote was told to end it.
         self.ended = False
         self.stopped = False

@@ -59,6 +59,8 @@ class JupyterServer:
         self.port = port or free_port()
         #: (ca, certificate, key): served over HTTPS with that certificate, checked against that CA.
         self.tls = tls
+        #: The Authorization header ``api`` sends (the token's, unless the server takes another).
+        self.authorization: str | None = None
         self.url = self._url()
         self.args = list(args)
         # Plain: without jupyter_compute, and apart from the test's store.
@@ -164,7 +166,7 @@ class JupyterServer:
     def api(self, method: str, path: str, body=None):
         data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
         req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Authorization": f"token {self.token}"})
+                                     headers={"Authorization": self.authorization or f"token {self.token}"})
         try:
             ctx = ssl.create_default_context(cafile=self.tls[0]) if self.tls else None
             with urllib.request.urlopen(req, timeout=30, context=ctx) as r:

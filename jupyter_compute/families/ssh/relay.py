@@ -1,0 +1,157 @@
+"""This machine's end of a notebook's kernel on an SSH machine: the five channels a client connects
+to, relayed to the kernel's own through the target's tunnels.
+
+The relay passes messages through unchanged (the kernel and its clients share one key), so it adds
+one loopback hop and no re-signing. What it adds is knowledge of what is under way: each
+``execute_request`` is noted until its reply passes. When the SSH link is cut, every cell still
+running is answered here at once, as a kernel would answer a failed cell (an ``error`` on iopub,
+an ``idle`` status, an ``execute_reply`` with status ``error``), with the reason in words. The
+kernel itself lives on there and is reached again through the same ports once the link is back;
+whatever a cell answered here sends late is dropped rather than shown twice.
+
+Shell and stdin go out with one identity of the relay's own, so the kernel's ``input()`` requests,
+which it addresses to the identity a cell came from, arrive on the relay's stdin socket; the
+client's identity travels inside, as in any ROUTER-DEALER proxy.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import uuid
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from jupyter_client.session import Session
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("shell", "control", "stdin", "iopub", "hb")
+ROUTED = ("shell", "control", "stdin", "hb")
+DELIM = b"<IDS|MSG>"
+#: Answered cells whose late messages are still dropped; the oldest beyond this are forgotten.
+MAX_REMEMBERED = 1_000
+
+
+class KernelRelay:
+    def __init__(self, connection: dict[str, Any], where: str):
+        key = connection.get("key") or ""
+        self.session = Session(key=key.encode() if isinstance(key, str) else key,
+                               signature_scheme=connection.get("signature_scheme") or "hmac-sha256",
+                               username="jupyter_compute")
+        self.where = where
+        self.ctx = zmq.asyncio.Context()
+        self.front: dict[str, zmq.asyncio.Socket] = {}
+        self.back: dict[str, zmq.asyncio.Socket] = {}
+        self.ports: dict[str, int] = {}
+        self._identity = uuid.uuid4().hex.encode()
+        #: Cells under way, by msg_id: (the client's identities, the request's header).
+        self.running: dict[str, tuple[list[bytes], dict]] = {}
+        #: Cells answered here: their late messages from the kernel are dropped.
+        self.answered: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._tasks: list[asyncio.Task] = []
+
+    def open(self, tunnels: dict[str, int], prefer: dict[str, Any] | None = None) -> dict[str, int]:
+        """Bind the client side (on ``prefer``'s ports where free) and connect to the kernel's
+        channels through the tunnel ports ``tunnels``; the client side's ports."""
+        front_kinds = {"shell": zmq.ROUTER, "control": zmq.ROUTER, "stdin": zmq.ROUTER, "hb": zmq.ROUTER,
+                       "iopub": zmq.PUB}
+        for ch in CHANNELS:
+            sock = self.ctx.socket(front_kinds[ch])
+            sock.linger = 0
+            if front_kinds[ch] == zmq.ROUTER:
+                sock.router_handover = 1  # a client that reconnects takes its identity back
+            wanted = int((prefer or {}).get(f"{ch}_port") or 0)
+            try:
+                if not wanted:
+                    raise zmq.ZMQError()
+                sock.bind(f"tcp://127.0.0.1:{wanted}")
+                self.ports[ch] = wanted
+            except zmq.ZMQError:
+                self.ports[ch] = sock.bind_to_random_port("tcp://127.0.0.1")
+            self.front[ch] = sock
+            back = self.ctx.socket(zmq.SUB if ch == "iopub" else zmq.DEALER)
+            back.linger = 0
+            if ch == "iopub":
+                back.setsockopt(zmq.SUBSCRIBE, b"")
+            else:
+                back.identity = self._identity if ch in ("shell", "stdin") else uuid.uuid4().hex.encode()
+            back.connect(f"tcp://127.0.0.1:{tunnels[ch]}")
+            self.back[ch] = back
+        loop = asyncio.get_running_loop()
+        self._tasks = [*(loop.create_task(self._to_kernel(ch)) for ch in ROUTED),
+                       *(loop.create_task(self._from_kernel(ch)) for ch in CHANNELS)]
+        return dict(self.ports)
+
+    # -- relaying -------------------------------------------------------------------------------------
+    async def _to_kernel(self, channel: str) -> None:
+        front, back = self.front[channel], self.back[channel]
+        while True:
+            frames = await front.recv_multipart(copy=True)
+            if channel == "shell":
+                self._note_request(frames)
+            await back.send_multipart(frames)
+
+    async def _from_kernel(self, channel: str) -> None:
+        front, back = self.front[channel], self.back[channel]
+        while True:
+            frames = await back.recv_multipart(copy=True)
+            if self.running or self.answered:
+                parent = _parent_id(frames)
+                if parent in self.answered:
+                    continue  # answered here when the link was cut: not shown twice
+                if channel == "shell" and parent in self.running:
+                    self.running.pop(parent, None)
+            await front.send_multipart(frames)
+
+    def _note_request(self, frames: list[bytes]) -> None:
+        try:
+            i = frames.index(DELIM)
+            header = json.loads(frames[i + 2])
+        except (ValueError, IndexError):
+            return  # not a Jupyter message: the kernel will drop it
+        if header.get("msg_type") == "execute_request":
+            self.running[header["msg_id"]] = (frames[:i], header)
+
+    # -- a cut link ------------------------------------------------------------------------------------
+    def link_lost(self, reason: str) -> None:
+        """Answer every cell under way as failed, with ``reason``."""
+        running, self.running = self.running, {}
+        for msg_id, (idents, header) in running.items():
+            parent = {"header": header}
+            content = {"ename": "ConnectionError", "evalue": reason, "traceback": [reason]}
+            self.session.send(self.front["iopub"], "error", content, parent=parent,
+                              ident=b"kernel.relay.error")
+            self.session.send(self.front["shell"], "execute_reply",
+                              {"status": "error", "execution_count": None, **content}, parent=parent,
+                              ident=idents)
+            self.session.send(self.front["iopub"], "status", {"execution_state": "idle"}, parent=parent,
+                              ident=b"kernel.relay.status")
+            self.answered[msg_id] = None
+            while len(self.answered) > MAX_REMEMBERED:
+                self.answered.popitem(last=False)
+            log.info("a cell on %s was answered as failed: %s", self.where, reason)
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        self._tasks = []
+        for sock in (*self.front.values(), *self.back.values()):
+            sock.close(linger=0)
+        self.front, self.back = {}, {}
+        self.ctx.term()
+
+
+def _parent_id(frames: list[bytes]) -> str | None:
+    """The msg_id of the request a kernel's message answers, read from its frames."""
+    try:
+        i = frames.index(DELIM)
+        return json.loads(frames[i + 3]).get("msg_id")
+    except (ValueError, IndexError, AttributeError):
+        return None
