@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -106,6 +107,15 @@ def run(rec: Recorder) -> None:
         arm.seed(instance_resource(f"run{i:02d}", "Running"))
     for i in range(STARTS):
         arm.seed(instance_resource(f"off{i:02d}", "Stopped"))
+    # The instances' Jupyter endpoints are a loopback port where nothing listens: what the server
+    # does with an instance that has started (reading its kernel list) stays on this machine and
+    # fails at once, as for an instance whose Jupyter is not up yet.
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    nowhere = f"https://127.0.0.1:{closed.getsockname()[1]}/"
+    for name in ([f"run{i:02d}" for i in range(STOPS)] + [f"off{i:02d}" for i in range(STARTS)]
+                 + [f"new{i:02d}" for i in range(CREATES)]):
+        arm.instance_jupyter[name] = nowhere
     arm.start()
     server = None
     try:
@@ -143,5 +153,6 @@ def run(rec: Recorder) -> None:
         if server is not None:
             server.stop()
         arm.stop()
+        closed.close()
         end_marked(token)
         shutil.rmtree(tmp, ignore_errors=True)
