@@ -205,6 +205,8 @@ def build_parser(prog: str = "jupyter compute") -> argparse.ArgumentParser:
     sp = add("create", "Create a target (starts it when the kind runs on create)", [wait, spec, specfile])
     sp.add_argument("--kind", "-k", required=True, help="Kind of target; see 'jupyter compute kinds'")
     add("update", "Change fields of a target", [spec, specfile])
+    sp = add("rename", "Give a stopped target another name (its kernel follows)")
+    sp.add_argument("new_name", metavar="NEW_NAME", help="The target's new name")
     for verb in ("start", "stop", "restart"):
         add(verb, f"{verb.capitalize()} a target", [wait, yes] if verb != "start" else [wait])
     add("delete", "Delete a target (an attached one is detached)", [wait, yes])
@@ -439,6 +441,9 @@ async def _run(args: argparse.Namespace, compute, ui) -> int:
         return 0
     if cmd == "kinds":
         ui.show("kinds", ws.kinds())
+        return 0
+    if cmd == "rename":
+        ui.show("target", await ws.rename(args.name, args.new_name))
         return 0
     if cmd == "update":
         changes = spec_from_args(args)

@@ -160,6 +160,18 @@ class TargetHandler(ComputeHandler):
         self.reply({"operation": await (await self.ws(ws)).delete(name, confirm=self.confirmed())}, 202)
 
 
+class RenameHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, ws, name):
+        body = self.body()
+        unknown = set(body) - {"name"}
+        if unknown:
+            field = sorted(unknown)[0]
+            raise InvalidRequest(f"{field}: is not a field of a rename request", field=f"/{field}")
+        self.reply(await (await self.ws(ws)).rename(name, body.get("name")))
+
+
 class ActionHandler(ComputeHandler):
     @web.authenticated
     @authorized
@@ -256,6 +268,7 @@ HANDLERS = [
     (_p(f"/workspaces/{WS}/targets"), TargetsHandler),
     (_p(f"/workspaces/{WS}/targets/{NAME}"), TargetHandler),
     (_p(f"/workspaces/{WS}/targets/{NAME}/(?P<action>start|stop|restart)"), ActionHandler),
+    (_p(f"/workspaces/{WS}/targets/{NAME}/rename"), RenameHandler),
     (_p(f"/workspaces/{WS}/targets/{NAME}/nodes"), NodesHandler),
     (_p(f"/workspaces/{WS}/sizes"), SizesHandler),
     (_p(f"/workspaces/{WS}/usage"), UsageHandler),

@@ -150,6 +150,14 @@ def document(compute=None) -> dict[str, Any]:
                       "responses": {"200": _json(_ref("Target"), "The updated target"), **_errors(*all_err)}},
             "delete": {"operationId": "deleteTarget", "summary": "Delete a managed target; detach an attached one",
                        "parameters": [WS, NAME, CONFIRM], "responses": {**OP_ACCEPTED, **_errors(*all_err)}}},
+        f"{BASE}/workspaces/{{ws}}/targets/{{name}}/rename": {"post": {
+            "operationId": "renameTarget",
+            "summary": "Give a stopped target another name (its kernel follows); not for Azure ML computes",
+            "parameters": [WS, NAME],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["name"], "additionalProperties": False,
+                "properties": {"name": {"type": "string", "description": "The new name"}}}}}},
+            "responses": {"200": _json(_ref("Target"), "The renamed target"), **_errors(*all_err)}}},
         f"{BASE}/workspaces/{{ws}}/targets/{{name}}/nodes": {"get": {
             "operationId": "listNodes", "summary": "Nodes of a target", "parameters": [WS, NAME],
             "responses": {"200": _json(_list("nodes", "Node"), "Nodes"), **_errors(*read_err)}}},

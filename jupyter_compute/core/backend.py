@@ -7,6 +7,7 @@ operations itself beyond reporting progress through its ``OperationContext``.
 from __future__ import annotations
 
 import abc
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
@@ -123,6 +124,23 @@ class Backend(abc.ABC):
 
     def update_refusal(self, target: Target) -> str:
         return f"'{target.name}' ({target.kind}) cannot be updated"
+
+    #: Spec fields kept in the secret store, under the target's name.
+    secret_fields: tuple[str, ...] = ()
+    #: States in which a target of this family may be renamed: nothing runs for it then.
+    renamable_states: tuple[str, ...] = ("stopped", "failed")
+
+    def rename_refusal(self, target: Target) -> str | None:
+        """Why ``target`` cannot be renamed at all (its name is another service's), or None."""
+        return None
+
+    async def renamed(self, name: str, new_name: str) -> None:
+        """After the store renamed a target: what this family keeps under its name follows."""
+        if self.secret_fields:
+            from . import secrets as secret_store
+
+            store = secret_store.for_store(self.store.sync.path)
+            await asyncio.to_thread(store.move, self.workspace_id, name, new_name, self.secret_fields)
 
     def consequence(self, target: Target, action: str) -> str | None:
         """What ``action`` on ``target`` would do to the person asking, when that needs their

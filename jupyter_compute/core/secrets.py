@@ -102,6 +102,15 @@ class SecretStore:
                     self._keyring.delete_password(SERVICE, key)
         self._file_delete(keys)
 
+    def move(self, workspace: str, target: str, new_target: str, fields: Iterable[str]) -> None:
+        """Keep these fields of ``target`` under ``new_target`` instead (a rename)."""
+        fields = list(fields)
+        for f in fields:
+            value = self.get(workspace, target, f)
+            if value is not None:
+                self.put(workspace, new_target, f, value)
+        self.delete(workspace, target, fields)
+
     def has(self, workspace: str, target: str, field: str) -> bool:
         return self.get(workspace, target, field) is not None
 

@@ -287,6 +287,41 @@ class Store:
         self._notify(pending)
         return True
 
+    def rename_target(self, workspace: str, name: str, new_name: str, is_stale: Callable[[dict], bool], *,
+                      states: tuple[str, ...]) -> None:
+        """Give target ``name`` the name ``new_name``, atomically: refused while it is in a state not in
+        ``states``, while an operation runs on it or a notebook's kernel runs on it, or when the new
+        name is taken."""
+        pending: list = []
+        with self.write() as c:
+            row = c.execute("SELECT state FROM targets WHERE workspace = ? AND name = ?", (workspace, name)).fetchone()
+            if row is None:
+                raise NotFound(f"no target named '{name}' in workspace '{workspace}'", reason="unknown_target")
+            if c.execute("SELECT 1 FROM targets WHERE workspace = ? AND name = ?", (workspace, new_name)).fetchone():
+                raise Conflict(f"a target named '{new_name}' already exists in workspace '{workspace}'",
+                               reason="name_taken")
+            for r in c.execute("SELECT * FROM operations WHERE workspace = ? AND target = ? AND status = 'running'",
+                               (workspace, name)).fetchall():
+                op = _row_operation(r)
+                if is_stale(op):
+                    self._fail_stale(c, op, pending)
+                    continue
+                raise Conflict(f"'{name}' is busy: a {op['action']} operation ({op['id']}) is running on it; "
+                               "rename it once that has finished", reason="operation_in_progress")
+            if row[0] not in states:
+                raise Conflict(f"'{name}' is {row[0]}: stop it first, then rename it (what runs for a target "
+                               "is recorded under its name)", reason="not_stopped", details={"state": row[0]})
+            if c.execute("SELECT 1 FROM kernels WHERE workspace = ? AND target = ?", (workspace, name)).fetchone():
+                raise Conflict(f"notebooks' kernels run on '{name}': shut them down first, then rename it",
+                               reason="kernels_running")
+            now = _ts(utcnow())
+            c.execute("UPDATE targets SET name = ?, modified = ? WHERE workspace = ? AND name = ?",
+                      (new_name, now, workspace, name))
+            c.execute("UPDATE operations SET target = ? WHERE workspace = ? AND target = ?", (new_name, workspace, name))
+            self._changed(c, "target", workspace, name, pending=pending)
+            self._changed(c, "target", workspace, new_name, pending=pending)
+        self._notify(pending)
+
     def delete_target(self, workspace: str, name: str) -> bool:
         pending: list = []
         with self.write() as c:

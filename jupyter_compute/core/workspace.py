@@ -403,6 +403,21 @@ class Workspace:
         raise Conflict(f"'{name}' kept being changed by someone else while this update was made; try again",
                        reason="concurrent_update")
 
+    async def rename(self, name: str, new_name: Any) -> Target:
+        """Give a stopped target another name; its kernel (kernelspec) follows."""
+        b, t = await self._locate(name)
+        refusal = b.rename_refusal(t)
+        if refusal:
+            raise InvalidRequest(refusal, reason="unsupported_operation")
+        new_name = b.check_name(t.kind, new_name)
+        if new_name == name:
+            return t
+        await self.store.rename_target(self.id, name, new_name, is_stale, states=b.renamable_states)
+        await b.renamed(name, new_name)
+        self._routes.pop(name, None)
+        self._targets_changed()
+        return await self.get(new_name)
+
     async def start(self, name: str, **kw) -> Operation:
         return await self._lifecycle(name, "start", State.starting, **kw)
 

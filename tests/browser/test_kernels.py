@@ -102,10 +102,19 @@ def test_target_kernel_in_launcher_and_kernel_picker_follows_the_target(page, la
     expect(dialog).to_be_hidden()
     assert ui.kernel_name() == "python3"
 
-    # Deleting the target takes its kernel out of both, without a reload.
+    # Renaming the (stopped) target renames its kernel in the Launcher, without a reload.
     ui.open_launcher()
     expect(ui.launcher_card("Compute", label)).to_be_visible()
-    done = lab.cli("delete", "k-launch", "--yes")
+    for step in (("stop", "k-launch", "--yes"), ("rename", "k-launch", "k-renamed")):
+        done = lab.cli(*step)
+        assert done.returncode == 0, done.stderr
+    old_label, label = label, label.replace("k-launch", "k-renamed")
+    expect(ui.launcher_card("Compute", label)).to_be_visible(timeout=SPECS_FOLLOW_MS)
+    expect(ui.launcher_card("Compute", old_label)).to_have_count(0)
+    assert "compute-k-renamed" in ui.kernelspecs() and "compute-k-launch" not in ui.kernelspecs()
+
+    # Deleting the target takes its kernel out of both, without a reload.
+    done = lab.cli("delete", "k-renamed", "--yes")
     assert done.returncode == 0, done.stderr
     expect(ui.launcher_section("Compute")).to_have_count(0, timeout=SPECS_FOLLOW_MS)
     expect(ui.launcher_card("Notebook", label)).to_have_count(0)

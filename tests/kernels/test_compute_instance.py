@@ -112,6 +112,12 @@ async def test_an_instance_stopped_from_azure_reports_its_kernel_dead_saying_so(
     assert kernel_rows(compute_db) == []
 
 
+def test_a_compute_instance_cannot_be_renamed_here(instance):
+    r = cli("rename", "alice-ci", "bob-ci")
+    assert r.returncode != 0 and "named in Azure" in r.stdout + r.stderr
+    assert compute_specs()
+
+
 async def kernel_of(name: str) -> tuple[AsyncKernelManager, object]:
     km = AsyncKernelManager(kernel_name=name)
     await km.start_kernel()

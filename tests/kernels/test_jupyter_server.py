@@ -308,6 +308,24 @@ def test_nbclient_runs_a_notebook_there_by_kernel_name(remote_target, server, cr
     assert [f for f in files_holding(compute_db.parent, secret) if "compute.db" in f] == []
 
 
+@CREDENTIALS
+async def test_a_renamed_target_keeps_its_credential_and_offers_its_kernels_by_the_new_name(remote_target, server,
+                                                                                          compute_db):
+    assert (await asyncio.to_thread(cli, "rename", "remote", "lab")).returncode == 0
+    names = await asyncio.to_thread(wait_for, lambda: {k for k in KernelSpecManager().get_all_specs()
+                                                       if k.startswith(("compute-lab", "compute-remote"))}
+                                    == {"compute-lab-python3"}, timeout=2, message="the kernelspecs to follow")
+    assert names
+    km, kc = await started("compute-lab-python3")  # reaches the server with the credential kept for it
+    try:
+        reply, outputs = await run(kc, "import os\nprint(os.getppid())")
+        assert int(text(outputs)) == server.proc.pid
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=False)
+    assert remote_kernels(server) == []
+
+
 def test_the_kernel_list_is_read_again_when_the_target_restarts(tmp_path, data_dir, compute_db):
     """A server with a kernelspec more than at attach: it is offered here once the target restarts."""
     import sys

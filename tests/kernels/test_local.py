@@ -72,6 +72,59 @@ def test_creating_and_deleting_a_target_adds_and_removes_its_kernel(data_dir, co
     assert not (data_dir / "kernels" / "compute-k1").exists()
 
 
+def test_renaming_a_target_renames_its_kernel(k1, data_dir, compute_db):
+    assert "compute-k1" in specs()
+    # Running, its processes are recorded under its name: refused, saying what to do.
+    r = cli("rename", "k1", "analysis")
+    assert r.returncode != 0 and "stop it first" in r.stdout + r.stderr
+    assert cli("stop", "k1", "--yes").returncode == 0
+    # A name that is taken, or not a name, is refused and nothing changes.
+    assert cli("create", "other", "--kind", "local-kernel", "--no-wait").returncode == 0
+    r = cli("rename", "k1", "other")
+    assert r.returncode != 0 and "a target named 'other' already exists" in r.stdout + r.stderr
+    r = cli("rename", "k1", "9 lives")
+    assert r.returncode == 2 and "must start with a letter" in r.stderr
+    assert "compute-k1" in specs()
+
+    assert cli("rename", "k1", "analysis").returncode == 0
+    spec = wait_for(lambda: specs().get("compute-analysis"), timeout=2, message="the renamed kernelspec")["spec"]
+    assert "compute-k1" not in specs() and not (data_dir / "kernels" / "compute-k1").exists()
+    assert spec["display_name"].endswith(" · analysis (local kernel)")
+    assert spec["metadata"]["kernel_provisioner"]["config"]["target"] == "analysis"
+    assert cli("show", "k1").returncode != 0
+    shown = json.loads(cli("show", "analysis", "--output", "json").stdout)
+    assert shown["state"] == "stopped" and shown["properties"]["env"] == {"GREETING": "from k1"}
+    # The kernel of the new name starts the target, with everything it had.
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import os\nprint(os.environ['GREETING'])")]
+    NotebookClient(nb, kernel_name="compute-analysis", timeout=90).execute()
+    assert nb.cells[0].outputs[0]["text"] == "from k1\n"
+
+
+async def test_rename_over_rest_refuses_bad_input_and_changes_nothing(k1, api, data_dir):
+    base = "workspaces/local/targets"
+    cases = [
+        ("nobody", {"name": "x1"}, 404, "no target named 'nobody'"),
+        ("k1", {"name": "x1", "size": 2}, 400, "size: is not a field of a rename request"),
+        ("k1", {}, 400, "name is required"),
+        ("k1", {"name": "local"}, 400, "is reserved"),
+        ("this-machine", {"name": "x1"}, 400, "its name is fixed"),
+        ("k1", {"name": "x1"}, 409, "stop it first"),  # it runs
+    ]
+    for name, body, status, words in cases:
+        code, answer = await api("POST", f"{base}/{name}/rename", body)
+        assert code == status and words in answer["message"], (name, body, code, answer)
+        assert "Traceback" not in json.dumps(answer)
+    _, listed = await api("GET", base)
+    assert sorted(t["name"] for t in listed["targets"]) == ["k1", "this-machine"]
+    assert "compute-k1" in specs()
+    await asyncio.to_thread(cli, "stop", "k1", "--yes")
+    code, renamed = await api("POST", f"{base}/k1/rename", {"name": "x1"})
+    assert code == 200 and renamed["name"] == "x1" and renamed["state"] == "stopped"
+    await asyncio.to_thread(wait_for, lambda: "compute-x1" in specs() and "compute-k1" not in specs(), timeout=2,
+                            message="the kernelspec to follow")
+
+
 def test_kernelspecs_of_another_store_are_left_alone(data_dir, compute_db, tmp_path, monkeypatch):
     assert cli("create", "mine", "--kind", "local-kernel").returncode == 0
     other = tmp_path / "other" / "compute.db"

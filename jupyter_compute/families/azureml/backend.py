@@ -70,6 +70,10 @@ def _redacted(exc: ComputeError, secrets: list[str]) -> ComputeError:
 class AzureMLBackend(Backend):
     """The compute of one Azure ML workspace."""
 
+    def rename_refusal(self, target: Target) -> str | None:
+        return (f"'{target.name}' is named in Azure, where a compute's name cannot change; create one with "
+                "the name you want instead")
+
     kinds = {
         INSTANCE: KindSpec(
             INSTANCE, "Compute instances",

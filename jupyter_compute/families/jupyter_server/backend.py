@@ -145,6 +145,7 @@ class _Keeper:
 
 
 class RemoteJupyterBackend(Backend):
+    secret_fields = SECRET_FIELDS
     kinds = {
         KIND: KindSpec(
             KIND, "Remote machines",

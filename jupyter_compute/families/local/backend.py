@@ -212,6 +212,11 @@ class LocalBackend(Backend):
                              nodes={"current": 1 if running else 0, "min": 0, "max": 1,
                                     "running": 1 if running else 0})
 
+    def rename_refusal(self, target: Target) -> str | None:
+        if target.kind != "local-kernel":
+            return f"'{target.name}' is this machine itself: its name is fixed"
+        return None
+
     def refusal(self, target: Target, action: str) -> str:
         if target.kind == "local":
             return f"'{THIS_MACHINE}' is the machine this server runs on: it is always running and cannot be {action}ed"

@@ -490,6 +490,7 @@ def no_ipykernel_message(answer: dict, host: str) -> str:
 
 # -- the backend -----------------------------------------------------------------------------------
 class SSHBackend(Backend):
+    secret_fields = SECRET_FIELDS
     kinds = {
         "ssh": KindSpec(
             "ssh", "Remote machines",

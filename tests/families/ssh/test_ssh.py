@@ -273,6 +273,16 @@ def test_password_from_stdin_goes_to_the_secret_store(sshd, compute_db):
     assert SecretStore(str(compute_db)).get("local", "vm", "password") is None
 
 
+def test_a_renamed_target_keeps_its_password_under_the_new_name(sshd, compute_db):
+    r = cli(*attach_args(sshd), "--password-stdin", input="kept\n")
+    assert r.returncode == 0, r.stderr
+    assert cli("rename", "vm", "vm2").returncode == 0
+    secrets = SecretStore(str(compute_db))
+    assert secrets.get("local", "vm2", "password") == "kept" and secrets.get("local", "vm", "password") is None
+    assert cli("detach", "vm2", "--yes").returncode == 0
+    assert secrets.get("local", "vm2", "password") is None
+
+
 # -- lifecycle -------------------------------------------------------------------------------------------
 def test_start_runs_a_loopback_kernel_that_outlives_the_cli_and_stop_ends_it(sshd, compute_db):
     # The start is a CLI process of its own, which has exited by the time its answer is read.
