@@ -300,14 +300,7 @@ class Store:
             if c.execute("SELECT 1 FROM targets WHERE workspace = ? AND name = ?", (workspace, new_name)).fetchone():
                 raise Conflict(f"a target named '{new_name}' already exists in workspace '{workspace}'",
                                reason="name_taken")
-            for r in c.execute("SELECT * FROM operations WHERE workspace = ? AND target = ? AND status = 'running'",
-                               (workspace, name)).fetchall():
-                op = _row_operation(r)
-                if is_stale(op):
-                    self._fail_stale(c, op, pending)
-                    continue
-                raise Conflict(f"'{name}' is busy: a {op['action']} operation ({op['id']}) is running on it; "
-                               "rename it once that has finished", reason="operation_in_progress")
+            self._refuse_busy(c, workspace, name, is_stale, pending, "rename it once that has finished")
             if row[0] not in states:
                 raise Conflict(f"'{name}' is {row[0]}: stop it first, then rename it (what runs for a target "
                                "is recorded under its name)", reason="not_stopped", details={"state": row[0]})
@@ -350,15 +343,7 @@ class Store:
             elif must_exist and not c.execute(
                     "SELECT 1 FROM targets WHERE workspace = ? AND name = ?", (workspace, target)).fetchone():
                 raise NotFound(f"no target named '{target}' in workspace '{workspace}'", reason="unknown_target")
-            for r in c.execute("SELECT * FROM operations WHERE workspace = ? AND target = ? AND status = 'running'",
-                               (workspace, target)).fetchall():
-                op = _row_operation(r)
-                if is_stale(op):
-                    self._fail_stale(c, op, pending)
-                    continue
-                raise Conflict(
-                    f"'{target}' is busy: a {op['action']} operation ({op['id']}) is already running on it; "
-                    "wait for it to finish", reason="operation_in_progress")
+            self._refuse_busy(c, workspace, target, is_stale, pending, "wait for it to finish")
             c.execute("INSERT INTO operations (id, workspace, target, action, status, owner, started)"
                       " VALUES (?,?,?,?,?,?,?)", (op_id, workspace, target, action, "running", owner, now))
             if set_state:
@@ -368,6 +353,18 @@ class Store:
             self._changed(c, "operation", workspace, target, op_id, pending=pending)
         self._notify(pending)
         return self.get_operation(op_id)
+
+    def _refuse_busy(self, c: sqlite3.Connection, workspace: str, target: str, is_stale: Callable[[dict], bool],
+                     pending: list, what_to_do: str) -> None:
+        """Refuse while an operation runs on ``target``; one whose owner process is gone is failed."""
+        for r in c.execute("SELECT * FROM operations WHERE workspace = ? AND target = ? AND status = 'running'",
+                           (workspace, target)).fetchall():
+            op = _row_operation(r)
+            if is_stale(op):
+                self._fail_stale(c, op, pending)
+                continue
+            raise Conflict(f"'{target}' is busy: a {op['action']} operation ({op['id']}) is already running on it; "
+                           f"{what_to_do}", reason="operation_in_progress")
 
     def _fail_stale(self, c: sqlite3.Connection, op: dict, pending: list) -> None:
         err = {"message": f"the process running this {op['action']} ({op['owner']}) exited before it finished",

@@ -30,6 +30,7 @@ from jupyter_client.session import Session
 from ..core.errors import ComputeError
 from ..core.kernels import MARKER, TargetKernel
 from .jupyter_client import V1_PROTOCOL, CredentialsRefused, JupyterClient, KernelGone
+from .messaging import cancel_all
 from .websocket import HEARTBEAT, decode_legacy, decode_v1, encode_legacy, encode_v1
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,24 @@ ROUTED = ("shell", "control", "stdin")
 RECONNECT_WINDOW = 30.0
 #: Requests whose answer's destination is kept; the oldest beyond this are forgotten.
 MAX_PENDING = 10_000
+
+
+def bind_channel(ctx: zmq.asyncio.Context, kind: int, channel: str,
+                 ports: dict[str, Any] | None) -> tuple[zmq.asyncio.Socket, int]:
+    """A socket clients of a kernel connect to, on this machine's loopback: on ``ports``' port for
+    ``channel`` where it is free (a restart keeps its clients), else on any."""
+    sock = ctx.socket(kind)
+    sock.linger = 0
+    if kind == zmq.ROUTER:
+        sock.router_handover = 1  # a client that reconnects takes its identity back
+    wanted = int((ports or {}).get(f"{channel}_port") or 0)
+    if wanted:
+        try:
+            sock.bind(f"tcp://127.0.0.1:{wanted}")
+            return sock, wanted
+        except zmq.ZMQError:
+            log.warning("port %s of the %s channel was taken meanwhile; clients must reconnect", wanted, channel)
+    return sock, sock.bind_to_random_port("tcp://127.0.0.1")
 
 
 class KernelBridge:
@@ -81,22 +100,7 @@ class KernelBridge:
             return
         kinds = {"shell": zmq.ROUTER, "control": zmq.ROUTER, "stdin": zmq.ROUTER, "iopub": zmq.PUB, "hb": zmq.REP}
         for channel, kind in kinds.items():
-            sock = self.ctx.socket(kind)
-            sock.linger = 0
-            if kind == zmq.ROUTER:
-                sock.router_handover = 1  # a client that reconnects takes its identity back
-            wanted = int((ports or {}).get(f"{channel}_port") or 0)
-            try:
-                if not wanted:
-                    raise zmq.ZMQError()
-                sock.bind(f"tcp://127.0.0.1:{wanted}")
-                port = wanted
-            except zmq.ZMQError:
-                if wanted:
-                    log.warning("port %s of the %s channel was taken meanwhile; clients must reconnect", wanted,
-                                channel)
-                port = sock.bind_to_random_port("tcp://127.0.0.1")
-            self.sockets[channel], self.ports[channel] = sock, port
+            self.sockets[channel], self.ports[channel] = bind_channel(self.ctx, kind, channel, ports)
 
     async def open(self, ports: dict[str, int] | None = None, timeout: float = 30.0) -> dict[str, Any]:
         """Bind the channels (if not yet) and connect to the kernel's websocket."""
@@ -250,12 +254,8 @@ class KernelBridge:
 
     async def close(self) -> None:
         self._closing = True
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(BaseException):
-                await t
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await cancel_all(tasks)
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ws.close(), 5)

@@ -46,6 +46,15 @@ async def cancel_and_wait(task: asyncio.Task | None) -> None:
             await task
 
 
+async def cancel_all(tasks: list[asyncio.Task]) -> None:
+    """Cancel these tasks together, then wait until each has ended."""
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(BaseException):
+            await t
+
+
 class MessagingRoute(Route):
     """One kernel's shell, iopub, stdin and control channels, over a transport a subclass supplies.
 

@@ -40,6 +40,26 @@ def _allow_replaced_kernel_notes(page) -> None:
     page.allow_console_errors(r"Canceled future for create_subshell_request")
 
 
+def _complete_in(ui: LabPage, index: int):
+    """Press Tab at the end of cell ``index`` until the completer shows; the completer."""
+    ui.cell(index).locator(".cm-content").click()
+    ui.page.keyboard.press("End")
+    completer = ui.page.locator(".jp-Completer")
+
+    def completes() -> bool:
+        # A fresh kernel's first completion (jedi loading) may outlast JupyterLab's wait for
+        # it, as a person would find: Tab again then shows it.
+        ui.page.keyboard.press("Tab")
+        try:
+            expect(completer).to_be_visible(timeout=5_000)
+            return True
+        except AssertionError:
+            return False
+
+    wait_until(completes, timeout=60, interval=0.5, message="the completer to show the kernel's names")
+    return completer
+
+
 def _close_current(ui: LabPage) -> None:
     """Shut down the current notebook's kernel and close it, as File > Close and Shut Down does."""
     ui.page.evaluate("""async () => {
@@ -161,21 +181,7 @@ def test_notebook_on_a_target_kernel(page, lab, artifacts, kernels):
     # Tab completes from the kernel's namespace.
     ui.run_cell(1)
     expect(ui.cell(1).locator(".jp-InputPrompt")).to_have_text(re.compile(r"\[\d+\]"), timeout=30_000)
-    ui.cell(2).locator(".cm-content").click()
-    page.keyboard.press("End")
-    completer = page.locator(".jp-Completer")
-
-    def completes() -> bool:
-        # A fresh kernel's first completion (jedi loading) may outlast JupyterLab's wait for
-        # it, as a person would find: Tab again then shows it.
-        page.keyboard.press("Tab")
-        try:
-            expect(completer).to_be_visible(timeout=5_000)
-            return True
-        except AssertionError:
-            return False
-
-    wait_until(completes, timeout=60, interval=0.5, message="the completer to show the kernel's names")
+    completer = _complete_in(ui, 2)
     expect(completer).to_contain_text("alpha_one")
     expect(completer).to_contain_text("alpha_two")
     page.screenshot(path=str(artifacts / "target-kernel-completer.png"))
@@ -350,20 +356,7 @@ def test_a_jupyter_servers_kernels_in_the_launcher_run_a_notebook_there(page, la
         expect(ui.output_of(0)).to_have_text(re.compile(r"^\s*\d+\s*$"), timeout=60_000)
         assert int(ui.output_of(0).inner_text()) in remote_pids  # the kernel is the remote server's child
 
-        ui.cell(1).locator(".cm-content").click()
-        page.keyboard.press("End")
-        completer = page.locator(".jp-Completer")
-
-        def completes() -> bool:
-            page.keyboard.press("Tab")
-            try:
-                expect(completer).to_be_visible(timeout=5_000)
-                return True
-            except AssertionError:
-                return False
-
-        wait_until(completes, timeout=60, interval=0.5, message="the completer to show the remote kernel's names")
-        expect(completer).to_contain_text("beta_remote")
+        expect(_complete_in(ui, 1)).to_contain_text("beta_remote")
         page.keyboard.press("Escape")
         _close_current(ui)
         lab.delete("remote")

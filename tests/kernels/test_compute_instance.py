@@ -11,7 +11,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
 from tests.families.azureml.test_azureml_instance import ME, project  # noqa: F401  (project is a fixture)
-from tests.kernels.helpers import (debugger_answers, interrupt_ends_a_sleep, kernel_rows, run, text,
+from tests.kernels.helpers import (debugger_answers, interrupt_ends_a_sleep, kernel_rows, run, started, text,
                                    widget_round_trip)
 from tests.standins.azure import arm, azure_env, network_guard  # noqa: F401  (fixtures)
 from tests.standins.instance import aad_arm, add_instance, instance_jupyter  # noqa: F401  (fixtures)
@@ -118,18 +118,9 @@ def test_a_compute_instance_cannot_be_renamed_here(instance):
     assert compute_specs()
 
 
-async def kernel_of(name: str) -> tuple[AsyncKernelManager, object]:
-    km = AsyncKernelManager(kernel_name=name)
-    await km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    await kc.wait_for_ready(timeout=60)
-    return km, kc
-
-
 async def test_an_instance_server_restart_is_a_dead_kernel_and_a_restart_starts_a_new_one(instance, compute_db):
     name = next(iter(wait_for(compute_specs, timeout=5, message="the instance's kernelspec")))
-    km, kc = await kernel_of(name)
+    km, kc = await started(name)
     try:
         await run(kc, "kept = 1")
         await asyncio.to_thread(instance.stop)
@@ -174,7 +165,7 @@ async def test_a_refused_azure_token_fails_the_start_with_the_reason(project, aa
 async def test_a_stopped_instance_keeps_its_kernels_and_choosing_one_starts_it(instance, aad_arm, compute_db,
                                                                                 caplog):
     # A first kernel reads the instance's own kernelspecs.
-    km, kc = await kernel_of(next(iter(wait_for(compute_specs, timeout=5, message="the instance's kernelspec"))))
+    km, kc = await started(next(iter(wait_for(compute_specs, timeout=5, message="the instance's kernelspec"))))
     kc.stop_channels()
     await km.shutdown_kernel(now=False)
     name = next(iter(wait_for(lambda: {k: v for k, v in compute_specs().items() if k.endswith("-python3")},
@@ -185,7 +176,7 @@ async def test_a_stopped_instance_keeps_its_kernels_and_choosing_one_starts_it(i
     assert compute_specs()[name]["display_name"] == "Python 3 (ipykernel) · alice-ci (compute instance)"
 
     caplog.set_level("INFO")
-    km, kc = await kernel_of(name)
+    km, kc = await started(name)
     try:
         _, outputs = await run(kc, "import os\nprint(os.getppid())")
         assert int(text(outputs)) == instance.proc.pid

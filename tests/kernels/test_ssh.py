@@ -152,18 +152,20 @@ async def test_a_cut_link_errors_the_running_cell_and_the_kernel_lives_on(vm, ss
         await km.shutdown_kernel(now=True)
 
 
+async def failed_start(name: str) -> tuple[float, str]:
+    """Starting kernel ``name`` fails: (how long it took, what it said)."""
+    km = AsyncKernelManager(kernel_name=name)
+    t0 = time.monotonic()
+    with pytest.raises(Exception) as info:
+        await km.start_kernel()
+    return time.monotonic() - t0, str(info.value)
+
+
 def test_an_unreachable_host_fails_the_kernel_start_in_words(sshd, data_dir, compute_db):  # noqa: F811
     r = cli(*attach_args(sshd, "vm"))
     assert r.returncode == 0, r.stderr
     sshd.stop()  # the host is gone before the notebook chooses the kernel: starting the target fails
-
-    async def start():
-        km = AsyncKernelManager(kernel_name="compute-vm")
-        t0 = time.monotonic()
-        with pytest.raises(Exception) as info:
-            await km.start_kernel()
-        return time.monotonic() - t0, str(info.value)
-    took, message = asyncio.run(start())
+    took, message = asyncio.run(failed_start("compute-vm"))
     assert took < 30, took
     assert "127.0.0.1" in message and "Traceback" not in message, message
 
@@ -174,14 +176,7 @@ def test_a_changed_host_key_fails_the_kernel_start_in_words(vm, sshd, compute_db
     assert cli("stop", "vm", "--yes").returncode == 0
     sshd.new_host_key()
     sshd.restart()
-
-    async def start():
-        km = AsyncKernelManager(kernel_name="compute-vm")
-        t0 = time.monotonic()
-        with pytest.raises(Exception) as info:
-            await km.start_kernel()
-        return time.monotonic() - t0, str(info.value)
-    took, message = asyncio.run(start())
+    took, message = asyncio.run(failed_start("compute-vm"))
     assert took < 30, took
     assert "CHANGED" in message and sshd.fingerprint in message and "Traceback" not in message, message
     assert kernel_rows(compute_db) == []

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import logging
 import uuid
@@ -26,6 +25,9 @@ from typing import Any
 import zmq
 import zmq.asyncio
 from jupyter_client.session import Session
+
+from ...transport.kernel_bridge import bind_channel
+from ...transport.messaging import cancel_all
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +62,7 @@ class KernelRelay:
         front_kinds = {"shell": zmq.ROUTER, "control": zmq.ROUTER, "stdin": zmq.ROUTER, "hb": zmq.ROUTER,
                        "iopub": zmq.PUB}
         for ch in CHANNELS:
-            sock = self.ctx.socket(front_kinds[ch])
-            sock.linger = 0
-            if front_kinds[ch] == zmq.ROUTER:
-                sock.router_handover = 1  # a client that reconnects takes its identity back
-            wanted = int((prefer or {}).get(f"{ch}_port") or 0)
-            try:
-                if not wanted:
-                    raise zmq.ZMQError()
-                sock.bind(f"tcp://127.0.0.1:{wanted}")
-                self.ports[ch] = wanted
-            except zmq.ZMQError:
-                self.ports[ch] = sock.bind_to_random_port("tcp://127.0.0.1")
-            self.front[ch] = sock
+            self.front[ch], self.ports[ch] = bind_channel(self.ctx, front_kinds[ch], ch, prefer)
             back = self.ctx.socket(zmq.SUB if ch == "iopub" else zmq.DEALER)
             back.linger = 0
             if ch == "iopub":
@@ -136,12 +126,8 @@ class KernelRelay:
             log.info("a cell on %s was answered as failed: %s", self.where, reason)
 
     async def close(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(BaseException):
-                await t
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await cancel_all(tasks)
         for sock in (*self.front.values(), *self.back.values()):
             sock.close(linger=0)
         self.front, self.back = {}, {}
