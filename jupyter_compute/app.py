@@ -124,6 +124,9 @@ class ComputeApp(ExtensionApp):
         self._targets_changed.set()
         while True:
             await self._targets_changed.wait()
+            # Changes come in bursts (an operation's steps): one write covers a burst, and reading
+            # every target waits until the burst's own events have gone out.
+            await asyncio.sleep(0.2)
             self._targets_changed.clear()
             try:
                 written, removed = await sync_kernelspecs(self.compute)
@@ -132,8 +135,6 @@ class ComputeApp(ExtensionApp):
                                                      data={"written": written, "removed": removed})
             except Exception:
                 self.log.exception("jupyter_compute: could not write the kernelspecs of targets")
-            # Changes come in bursts (an operation's steps): one write covers a burst.
-            await asyncio.sleep(0.2)
 
     async def _monitor(self) -> None:
         interval = self.compute.settings.compute.monitor_interval

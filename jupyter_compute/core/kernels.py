@@ -120,10 +120,18 @@ def _write(folder: str, spec: dict) -> bool:
 
 async def expected_kernelspecs(compute: "Compute") -> dict[str, dict]:
     """name -> kernel.json of every kernel the targets of this store offer now."""
+    import asyncio
+
     db_path = os.path.abspath(compute.settings.compute.effective_db_path())
+    stored = [(ws, await ws.store.list_targets(ws.id)) for ws in compute.each_workspace()]
+    # Thousands of targets make this real work: off the event loop.
+    return await asyncio.to_thread(_expected, stored, db_path)
+
+
+def _expected(stored: list, db_path: str) -> dict[str, dict]:
     wanted: dict[str, dict] = {}
-    for ws in compute.each_workspace():
-        for target, infos in await ws.kernel_specs():
+    for ws, rows in stored:
+        for target, infos in ws.kernel_specs_of(rows):
             for info in infos:
                 name = spec_name(ws.id, target, info.variant)
                 if name in wanted:  # names differ only in case: the first keeps the kernel
@@ -156,7 +164,28 @@ async def sync_kernelspecs(compute: "Compute") -> tuple[list[str], list[str]]:
 
     wanted = await expected_kernelspecs(compute)
     db_path = os.path.abspath(compute.settings.compute.effective_db_path())
-    return await asyncio.to_thread(write_kernelspecs, kernels_dir(compute.settings), db_path, wanted)
+    directory = kernels_dir(compute.settings)
+    # Most changes (a start, a stop) change no kernelspec: what this process wrote last, into a
+    # folder nobody has added to or taken from since, is not read back from a thousand files.
+    key = (directory, db_path)
+    seen = _folder_mtime(directory)
+    if seen is not None and _last_synced.get(key) == (wanted, seen):
+        return [], []
+    result = await asyncio.to_thread(write_kernelspecs, directory, db_path, wanted)
+    _last_synced[key] = (wanted, _folder_mtime(directory))
+    return result
+
+
+#: What each (kernels folder, store) was last brought in step with by this process, and the
+#: folder's modification time then.
+_last_synced: dict[tuple[str, str], tuple[dict, float | None]] = {}
+
+
+def _folder_mtime(directory: str) -> float | None:
+    try:
+        return os.stat(directory).st_mtime_ns
+    except OSError:
+        return None
 
 
 class KernelGone(Exception):

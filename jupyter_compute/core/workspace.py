@@ -131,8 +131,13 @@ class Workspace:
 
     async def kernel_specs(self) -> list[tuple[str, list]]:
         """(target, the kernels it offers) for each stored target of this workspace."""
+        return self.kernel_specs_of(await self.store.list_targets(self.id))
+
+    def kernel_specs_of(self, rows: list[dict]) -> list[tuple[str, list]]:
+        """(target, the kernels it offers) for each of these stored rows; reads nothing else, so it
+        may run off the event loop."""
         out = []
-        for row in await self.store.list_targets(self.id):
+        for row in rows:
             pair = self._kinds.get(row["kind"])
             if pair is not None:
                 infos = pair[0].kernel_specs(row)
