@@ -122,11 +122,14 @@ class ComputeApp(ExtensionApp):
     async def _kernelspecs(self) -> None:
         """Keep the kernelspecs of targets in step with them, and tell the browsers when they change."""
         self._targets_changed.set()
+        first = True
         while True:
             await self._targets_changed.wait()
-            # Changes come in bursts (an operation's steps): one write covers a burst, and reading
-            # every target waits until the burst's own events have gone out.
-            await asyncio.sleep(0.2)
+            if not first:
+                # Changes come in bursts (an operation's steps): one write covers a burst, and
+                # reading every target waits until the burst's own events have gone out.
+                await asyncio.sleep(0.2)
+            first = False
             self._targets_changed.clear()
             try:
                 written, removed = await sync_kernelspecs(self.compute)

@@ -142,9 +142,20 @@ def _expected(stored: list, db_path: str) -> dict[str, dict]:
     return wanted
 
 
-def write_kernelspecs(directory: str, db_path: str, wanted: dict[str, dict]) -> tuple[list[str], list[str]]:
+def _written_since(folder: str, when: float) -> bool:
+    try:
+        return os.stat(os.path.join(folder, "kernel.json")).st_mtime >= when
+    except OSError:
+        return False
+
+
+def write_kernelspecs(directory: str, db_path: str, wanted: dict[str, dict],
+                      read_at: float | None = None) -> tuple[list[str], list[str]]:
     """Make ``directory`` hold exactly ``wanted`` among the folders of this store; (written, removed).
-    Blocking: call it off the event loop."""
+
+    ``wanted`` was read from the store at ``read_at``: a folder written after that (by another
+    process that has seen a newer target) is left for the next sync to judge. Blocking: call it
+    off the event loop."""
     written, removed = [], []
     os.makedirs(directory, exist_ok=True)
     for name, spec in wanted.items():
@@ -153,6 +164,8 @@ def write_kernelspecs(directory: str, db_path: str, wanted: dict[str, dict]) -> 
     for entry in os.listdir(directory):
         folder = os.path.join(directory, entry)
         if entry.startswith(PREFIX) and entry not in wanted and _ours(folder, db_path):
+            if read_at is not None and _written_since(folder, read_at):
+                continue
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(entry)
     return written, removed
@@ -162,30 +175,12 @@ async def sync_kernelspecs(compute: "Compute") -> tuple[list[str], list[str]]:
     """Bring the kernelspec folders of this store in step with its targets; (written, removed)."""
     import asyncio
 
+    import time
+
+    read_at = time.time()
     wanted = await expected_kernelspecs(compute)
     db_path = os.path.abspath(compute.settings.compute.effective_db_path())
-    directory = kernels_dir(compute.settings)
-    # Most changes (a start, a stop) change no kernelspec: what this process wrote last, into a
-    # folder nobody has added to or taken from since, is not read back from a thousand files.
-    key = (directory, db_path)
-    seen = _folder_mtime(directory)
-    if seen is not None and _last_synced.get(key) == (wanted, seen):
-        return [], []
-    result = await asyncio.to_thread(write_kernelspecs, directory, db_path, wanted)
-    _last_synced[key] = (wanted, _folder_mtime(directory))
-    return result
-
-
-#: What each (kernels folder, store) was last brought in step with by this process, and the
-#: folder's modification time then.
-_last_synced: dict[tuple[str, str], tuple[dict, float | None]] = {}
-
-
-def _folder_mtime(directory: str) -> float | None:
-    try:
-        return os.stat(directory).st_mtime_ns
-    except OSError:
-        return None
+    return await asyncio.to_thread(write_kernelspecs, kernels_dir(compute.settings), db_path, wanted, read_at)
 
 
 class KernelGone(Exception):
