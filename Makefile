@@ -13,14 +13,11 @@ PORT ?= 8888
 
 setup: $(STAMP)
 
-# The frontend's packages (jlpm, from jupyterlab) are fetched while pip installs the rest.
 $(STAMP): pyproject.toml package.json
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q hatchling==1.27.0 hatch-jupyter-builder==0.10.0 editables==0.5 jupyterlab==4.6.6
-	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm install --immutable > $(VENV)/jlpm-install.log 2>&1 & jlpm=$$!; \
-	  PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PIP) install -q --no-build-isolation -e ".[test,bench]"; pip=$$?; \
-	  wait $$jlpm; js=$$?; [ $$js -eq 0 ] || cat $(VENV)/jlpm-install.log; test $$pip -eq 0 -a $$js -eq 0
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PIP) install -q --no-build-isolation -e ".[test,bench]"
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
 	touch $(STAMP)
 
