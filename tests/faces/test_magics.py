@@ -465,4 +465,4 @@ def test_push_and_pull_with_another_python_that_lacks_jupyter_compute(shell, oth
         assert f"{version[0]}.{version[1]}" in str(err)
         # The refusal happened before the cell ran.
         result, err = run_cell(shell, "%%compute other\n'two' in globals()")
-        assert repr(result) == "False"
+        assert err is None and repr(result) == "False", (err, result)
