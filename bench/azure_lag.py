@@ -129,7 +129,8 @@ def run(rec: Recorder) -> None:
         env = {k: v for k, v in os.environ.items() if k not in _AZURE_VARS}
         env.update(arm.env())
         env.update({MARKER: token, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_COMPUTE_DB": str(tmp / "compute.db"),
-                    "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"), "AZURE_CONFIG_DIR": str(tmp / "azure-cli"),
+                    "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"), "JUPYTER_DATA_DIR": str(tmp / "data"),
+                    "AZURE_CONFIG_DIR": str(tmp / "azure-cli"),
                     "AZD_CONFIG_DIR": str(tmp / "azd"), "NO_PROXY": "127.0.0.1,localhost",
                     "JC_NETGUARD_LOG": str(tmp / "netguard.log"),
                     "PYTHONPATH": os.pathsep.join(filter(None, [str(NETGUARD), str(ROOT), os.environ.get("PYTHONPATH")]))})

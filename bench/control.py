@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import tempfile
 import time
@@ -103,7 +104,8 @@ def run(rec: Recorder) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "bench.db")
         _populate(db, 1000)
-        server = ServerProcess(Path(tmp), env={"JUPYTER_COMPUTE_DB": db}).start()
+        server = ServerProcess(Path(tmp), env={"JUPYTER_COMPUTE_DB": db,
+                                               "JUPYTER_DATA_DIR": os.path.join(tmp, "data")}).start()
         try:
             for section in (list_1000, event_latency, kernel_start):
                 try:

@@ -23,7 +23,7 @@ def run(rec: Recorder) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="jc-bench-load-"))
     token = secrets.token_hex(8)
     db = tmp / "compute" / "compute.db"
-    server = ServerProcess(tmp, env={"JUPYTER_COMPUTE_DB": str(db), MARKER: token,
+    server = ServerProcess(tmp, env={"JUPYTER_COMPUTE_DB": str(db), MARKER: token, "JUPYTER_DATA_DIR": str(tmp / "data"),
                                      "JUPYTER_RUNTIME_DIR": str(tmp / "runtime")})
     try:
         server.start(extra_args=(f"--ComputeConfig.max_concurrent_starts={SERVER_CAP}",))

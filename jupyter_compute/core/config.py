@@ -71,7 +71,11 @@ class ComputeConfig(Configurable):
         return os.environ.get("JUPYTER_COMPUTE_DB") or self.db_path
 
     def effective_kernelspec_dir(self) -> str:
-        return self.kernelspec_dir or os.path.join(jupyter_data_dir(), "kernels")
+        if not self.kernelspec_dir:
+            # Fixed when first needed: a process keeps writing where it began, even if its
+            # environment changes later (a sync still running as the process winds down).
+            self.kernelspec_dir = os.path.join(jupyter_data_dir(), "kernels")
+        return self.kernelspec_dir
 
 
 def load_config(extra: Config | None = None, config_dirs: list[str] | None = None) -> Config:
