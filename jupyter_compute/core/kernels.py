@@ -21,10 +21,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .workspace import Compute
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +115,7 @@ def _write(folder: str, spec: dict) -> bool:
     return True
 
 
-async def expected_kernelspecs(compute: "Compute") -> dict[str, dict]:
+async def expected_kernelspecs(compute: Any) -> dict[str, dict]:
     """name -> kernel.json of every kernel the targets of this store offer now."""
     import asyncio
 
@@ -171,7 +168,7 @@ def write_kernelspecs(directory: str, db_path: str, wanted: dict[str, dict],
     return written, removed
 
 
-async def sync_kernelspecs(compute: "Compute") -> tuple[list[str], list[str]]:
+async def sync_kernelspecs(compute: Any) -> tuple[list[str], list[str]]:
     """Bring the kernelspec folders of this store in step with its targets; (written, removed)."""
     import asyncio
 

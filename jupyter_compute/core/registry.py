@@ -17,7 +17,9 @@ from .errors import InvalidRequest
 
 if TYPE_CHECKING:
     from .backend import Backend
-    from .workspace import Compute, Settings, Workspace
+
+# ``Compute``, ``Workspace`` and ``Settings`` (core.workspace) are typed as Any here: core.workspace
+# imports this module, and the layout allows no cycle, not even one for type checkers only.
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ class WorkspaceProvider:
     #: The ``kind`` of the workspaces it makes (``WorkspaceInfo.kind``).
     kind: str = ""
 
-    def __init__(self, compute: "Compute"):
+    def __init__(self, compute: Any):
         self.compute = compute
 
     def entries(self, stored: list[dict]) -> list[tuple[dict, str]]:
@@ -45,7 +47,7 @@ class WorkspaceProvider:
     def alias(self, cfg: dict, taken: set[str]) -> str:
         return cfg["alias"]
 
-    def make(self, alias: str, cfg: dict, source: str) -> "Workspace":
+    def make(self, alias: str, cfg: dict, source: str) -> Any:
         raise NotImplementedError
 
     def check_new(self, fields: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +71,7 @@ class WorkspaceProvider:
     #: Interactive sign-ins to this provider's workspaces (start, state, cancel), or None.
     sign_ins: Any = None
 
-    def no_sign_in(self, workspace: "Workspace") -> Exception:
+    def no_sign_in(self, workspace: Any) -> Exception:
         """The refusal of a sign-in to a workspace of another kind, in this provider's words."""
         return InvalidRequest(f"workspace '{workspace.id}' has no interactive sign-in", reason="no_sign_in")
 
@@ -84,7 +86,7 @@ class Family:
     #: Backend classes of the built-in ``local`` workspace.
     backends: Sequence[type["Backend"]] = ()
     #: Makes the provider of this family's own workspaces, if it has any.
-    workspaces: Callable[["Compute"], WorkspaceProvider] | None = None
+    workspaces: Callable[[Any], WorkspaceProvider] | None = None
     #: Where the family's kinds come in lists: lower first, then by name.
     order: int = 100
 
@@ -105,7 +107,7 @@ def _as_family(obj: Any, where: str) -> Family:
     return obj
 
 
-def load_families(settings: "Settings") -> list[Family]:
+def load_families(settings: Any) -> list[Family]:
     """The families to load, installed ones first, in a stable order; one that cannot be imported
     (its optional dependencies missing) is left out with a log line rather than failing the rest."""
     found: dict[str, Family] = {}
