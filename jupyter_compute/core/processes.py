@@ -21,18 +21,49 @@ async def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(_LIFECYCLE_THREADS, lambda: fn(*args))
 
 
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip().replace("-", "")[:12]
+    except OSError:
+        return ""
+
+
+_BOOT = _boot_id()
+
+
+def _stat(pid: int) -> tuple[str, str] | None:
+    """(start, status letter) of a Linux process from ``/proc/PID/stat``: its start in clock ticks
+    since boot, which never moves (psutil's ``create_time`` adds the boot time the kernel derives
+    from the wall clock, which shifts by whole seconds when the clock is adjusted)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2:].split()
+    return fields[19].decode(), fields[0].decode()
+
+
 def identity(pid: int | None = None) -> str:
-    """``"pid:create_time"`` of a process (this one by default)."""
+    """A process's identity: ``"pid:start"``, where start says when it started, so a pid reused by
+    another process is never taken for ours. On Linux start is ``TICKS@BOOT`` (clock ticks since
+    boot, and the boot's id); elsewhere it is the start time since the epoch."""
     pid = os.getpid() if pid is None else pid
+    if _BOOT:
+        st = _stat(pid)
+        if st is None:
+            raise psutil.NoSuchProcess(pid)
+        return f"{pid}:{st[0]}@{_BOOT}"
     return f"{pid}:{psutil.Process(pid).create_time():.3f}"
 
 
-def parse(ident: str | None) -> tuple[int, float] | None:
+def parse(ident: str | None) -> tuple[int, str] | None:
     if not ident or ":" not in ident:
         return None
-    pid, _, ctime = ident.partition(":")
+    pid, _, start = ident.partition(":")
     try:
-        return int(pid), float(ctime)
+        return int(pid), start
     except ValueError:
         return None
 
@@ -42,10 +73,15 @@ def alive(ident: str | None) -> bool:
     parsed = parse(ident)
     if parsed is None:
         return False
-    pid, ctime = parsed
-    try:
+    pid, start = parsed
+    if "@" in start:
+        st = _stat(pid) if start.endswith("@" + _BOOT) else None
+        return st is not None and st[0] == start.partition("@")[0] and st[1] != "Z"
+    try:  # an identity recorded as a start time since the epoch (other systems, older stores)
+        ctime = float(start)
         p = psutil.Process(pid)
-        return abs(p.create_time() - ctime) < 0.01 and p.status() != psutil.STATUS_ZOMBIE
+        # The wall-clock boot time moves by whole seconds; a pid is not reused within two.
+        return abs(p.create_time() - ctime) < 2.0 and p.status() != psutil.STATUS_ZOMBIE
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return False
 

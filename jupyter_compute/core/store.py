@@ -332,7 +332,8 @@ class Store:
 
         An earlier operation whose owner process is gone (``is_stale``) is marked failed first.
         With ``new_target`` (kind, managed, spec, state) the target is inserted in the same
-        transaction: nobody ever sees it without the operation that is creating it.
+        transaction: nobody ever sees it without the operation that is creating it. The operation
+        returned carries ``prior_state``: the target's state when the operation took it.
         """
         op_id = uuid.uuid4().hex
         now = _ts(utcnow())
@@ -344,6 +345,8 @@ class Store:
                     "SELECT 1 FROM targets WHERE workspace = ? AND name = ?", (workspace, target)).fetchone():
                 raise NotFound(f"no target named '{target}' in workspace '{workspace}'", reason="unknown_target")
             self._refuse_busy(c, workspace, target, is_stale, pending, "wait for it to finish")
+            before = c.execute("SELECT state FROM targets WHERE workspace = ? AND name = ?",
+                               (workspace, target)).fetchone()
             c.execute("INSERT INTO operations (id, workspace, target, action, status, owner, started)"
                       " VALUES (?,?,?,?,?,?,?)", (op_id, workspace, target, action, "running", owner, now))
             if set_state:
@@ -352,7 +355,11 @@ class Store:
                 self._changed(c, "target", workspace, target, pending=pending)
             self._changed(c, "operation", workspace, target, op_id, pending=pending)
         self._notify(pending)
-        return self.get_operation(op_id)
+        op = self.get_operation(op_id)
+        # The state the target was in when this operation took it: what the operation found, which
+        # a read made before it began may no longer be.
+        op["prior_state"] = before[0] if before else None
+        return op
 
     def _refuse_busy(self, c: sqlite3.Connection, workspace: str, target: str, is_stale: Callable[[dict], bool],
                      pending: list, what_to_do: str) -> None:

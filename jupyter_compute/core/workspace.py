@@ -468,19 +468,25 @@ class Workspace:
         fn = getattr(b, action)
         removes = action in ("delete", "detach")
 
+        # Judged from the state the operation found, not from `t`: another caller's stop or start
+        # may have ended between reading `t` and beginning this operation ("already running" from a
+        # stale read once left a stopped row over a live kernel, whose next start orphaned it).
+        prior = State(op["prior_state"]) if op.get("prior_state") else t.state
+        previous = t.model_copy(update={"state": prior})
+
         async def run(ctx: OperationContext):
             current = await self.get(name)
-            if action == "start" and t.state == State.running:
+            if action == "start" and prior == State.running:
                 await ctx.progress("already running")
                 return Outcome(State.running)
-            if action == "stop" and t.state == State.stopped:
+            if action == "stop" and prior == State.stopped:
                 await ctx.progress("already stopped")
                 return Outcome(State.stopped)
             if action == "start" or action == "restart":
                 return await self._starting(ctx, lambda: fn(current, ctx))
             return await fn(current, ctx)
 
-        return await self._drive(op, run, wait, on_progress, removes=removes, previous=t)
+        return await self._drive(op, run, wait, on_progress, removes=removes, previous=previous)
 
     # -- operations --------------------------------------------------------------------------------
     async def operation(self, op_id: str) -> Operation:

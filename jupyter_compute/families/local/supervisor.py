@@ -60,6 +60,14 @@ class Supervisor:
             return 1
         if self.op:
             self.store.update_operation(self.op, owner=self.ident)
+        other = (row.get("runtime") or {}).get("supervisor")
+        if other and other != self.ident and procs.alive(other):
+            # Never launch a second kernel beside a live one: the one recorded would be orphaned.
+            if self.op:
+                self.store.finish_operation(self.op, error={
+                    "message": f"a kernel of '{self.name}' is already running (supervisor {other}); stop it first",
+                    "reason": "already_running"})
+            return 1
         spec = row["spec"]
         python = spec.get("python") or sys.executable
         os.makedirs(self.args.runtime_dir, mode=0o700, exist_ok=True)

@@ -158,6 +158,34 @@ async def test_20_concurrent_start_and_stop_calls_end_consistent(api, compute_db
     assert sqlite3.connect(compute_db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+@pytest.mark.parametrize("action", ["start", "stop"])
+async def test_a_start_or_stop_judged_from_a_read_older_than_another_callers_change_still_acts(
+        local, compute_db, action):
+    # Two callers at once: this one reads the target, then another's stop (or start) ends before
+    # this one's operation begins. Taking "already running" from the older read once left a
+    # stopped row over a live kernel, which the next start orphaned.
+    from jupyter_compute.core.models import State
+
+    await local.create("k1", "local-kernel", wait=True)
+    if action == "stop":
+        await local.stop("k1", wait=True)
+    backend, seen = await local._locate("k1")
+    await (local.stop if action == "start" else local.start)("k1", wait=True)
+    op = await local._lifecycle("k1", action, State.starting if action == "start" else State.stopping,
+                                located=(backend, seen), wait=True)
+    assert op.status.value == "succeeded", op
+    t = await local.get("k1")
+    rt = Store(str(compute_db)).get_target("local", "k1")["runtime"]
+    if action == "start":
+        assert t.state == State.running and not gone(rt["kernel_pid"]) and op.progress != "already running"
+    else:
+        assert t.state == State.stopped and rt == {} and op.progress != "already stopped"
+        await asyncio.to_thread(wait_for, lambda: not [
+            p for p in psutil.process_iter(["cmdline", "status"])
+            if str(compute_db.parent) in " ".join(p.info["cmdline"] or []) and p.info["status"] != "zombie"],
+            timeout=10, message="no kernel or supervisor of k1")
+
+
 async def test_memory_limit_watchdog_stops_the_kernel(api, compute_db):
     code, body = await api("POST", "workspaces/local/targets",
                            {"name": "k1", "kind": "local-kernel", "memory_limit_mb": 300})
