@@ -22,9 +22,17 @@ $(STAMP): pyproject.toml package.json
 	touch $(STAMP)
 
 # The lock file is the truth: install exactly it (fails if package.json and yarn.lock disagree).
-frontend: $(STAMP)
+# The built extension is remade only when a source is newer; a fresh clone's editable install
+# (setup) has just built it.
+LABEXT := jupyter_compute/labextension/package.json
+FRONTEND_SOURCES := $(shell find src style schema -type f 2>/dev/null) package.json yarn.lock tsconfig.json
+
+frontend: $(LABEXT)
+
+$(LABEXT): $(FRONTEND_SOURCES) | $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm install --immutable
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm build
+	touch $@
 
 lab: $(STAMP) frontend
 	@echo "Starting JupyterLab with jupyter_compute on http://127.0.0.1:$(PORT)/lab"
@@ -36,23 +44,26 @@ system-deps:
 	@./.ci/system-deps
 
 # Most tests wait on processes, sockets and timers rather than the CPU: more workers than cores
-# keeps both cores busy, and the frontend's tests run beside the Python ones (their output is shown
-# when they end). Tests marked `serial` would run alone afterwards (none needs to today: pytest's
-# exit status 5 says it found none).
+# keeps both cores busy. Three runs go side by side, each with its output kept and shown when it
+# ends: the Python tests, the browser tests (a JupyterLab and a Chromium per worker; Playwright's
+# sync API keeps an event loop in its process's main thread, so they run in a pytest of their
+# own) and the frontend's unit tests. Tests marked `serial` would run alone afterwards (none needs
+# to today: pytest's exit status 5 says it found none).
 TEST_WORKERS ?= 4
+BROWSER_WORKERS ?= 2
 PYTEST := PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -p no:cacheprovider
 
 test: $(STAMP) system-deps frontend
 	@mkdir -p tests/artifacts
 	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm test > tests/artifacts/jest.log 2>&1 & jest=$$!; \
+	  $(PYTEST) tests/browser -n $(BROWSER_WORKERS) --dist loadfile $(PYTEST_ARGS) \
+	    > tests/artifacts/browser.log 2>&1 & browser=$$!; \
 	  $(PYTEST) --ignore=tests/browser -n $(TEST_WORKERS) --dist loadgroup -m "not serial" $(PYTEST_ARGS); py=$$?; \
-	  wait $$jest; js=$$?; cat tests/artifacts/jest.log; \
-	  [ $$js -eq 0 ] || echo "frontend tests failed"; test $$py -eq 0 -a $$js -eq 0
+	  wait $$browser; br=$$?; echo "--- browser tests"; cat tests/artifacts/browser.log; \
+	  wait $$jest; js=$$?; echo "--- frontend tests"; cat tests/artifacts/jest.log; \
+	  [ $$br -eq 0 ] || echo "browser tests failed"; [ $$js -eq 0 ] || echo "frontend tests failed"; \
+	  test $$py -eq 0 -a $$br -eq 0 -a $$js -eq 0
 	$(PYTEST) --ignore=tests/browser -m serial $(PYTEST_ARGS) || test $$? -eq 5
-	# Playwright's sync API keeps an event loop running in the main thread, which the
-	# pytest-jupyter fixtures of the other tests cannot share: the browser tests run on their own
-	# (alone: beside the others, a loaded machine starves them), a JupyterLab per worker.
-	$(PYTEST) tests/browser -n 2 --dist loadfile $(PYTEST_ARGS)
 	$(PY) -m tests.leftovers
 
 bench: $(STAMP) system-deps frontend

@@ -12,6 +12,7 @@ import signal
 import struct
 import subprocess
 import sys
+from pathlib import Path
 import time
 import zlib
 
@@ -434,8 +435,20 @@ def other_python(tmp_path_factory) -> tuple[str, tuple[int, int]]:
     if choice is None:
         choice = (getattr(sys, "_base_executable", sys.executable), ours)
     venv = tmp_path_factory.mktemp("other-python") / "venv"
-    subprocess.run([choice[0], "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "ipykernel"],
+    if choice[1] == ours:
+        # Same minor version: a bare venv that sees our packages' folder as a plain path entry. Its
+        # .pth files (our editable install among them) are not read from there, so ipykernel is
+        # found and jupyter_compute is not, without installing ipykernel again.
+        subprocess.run([choice[0], "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+        ours_site = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
+        theirs = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+        Path(theirs, "shared-packages.pth").write_text(ours_site + "\n")
+        return str(venv), choice[1]
+    # This Python's pip installs into it: no pip of its own to bootstrap, no bytecode to compile.
+    subprocess.run([choice[0], "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    pip = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
+                          "--no-compile", "--disable-pip-version-check", "ipykernel"],
                          capture_output=True, text=True, timeout=600)
     if pip.returncode != 0:
         pytest.skip(f"cannot install ipykernel into a second interpreter: {pip.stderr[-500:]}")
