@@ -355,6 +355,10 @@ async def connect(spec: dict, password: str | None, *, known_hosts: str, accept:
         "client_keys": [key] if key is not None else None, "password": password, "agent_path": None,
         "config": None, "connect_timeout": timeout, "kbdint_auth": False if password is None else True,
         "gss_auth": False, "host_based_auth": False,
+        # AES-GCM first (the rest of asyncssh's defaults after it): one call per packet into the
+        # cryptography library where ChaCha20-Poly1305 takes several, and every kernel message is
+        # a packet or two.
+        "encryption_algs": "^aes128-gcm@openssh.com,aes256-gcm@openssh.com",
     }
     if keepalive:
         common.update(keepalive_interval=KEEPALIVE_INTERVAL, keepalive_count_max=KEEPALIVE_COUNT_MAX)

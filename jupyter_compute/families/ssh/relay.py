@@ -9,6 +9,9 @@ an ``idle`` status, an ``execute_reply`` with status ``error``), with the reason
 kernel itself lives on there and is reached again through the same ports once the link is back;
 whatever a cell answered here sends late is dropped rather than shown twice.
 
+Messages are passed on from the event loop's readiness callbacks, draining each socket without
+blocking: no future or task per message, which is what a kernel's round trip here pays for.
+
 Shell and stdin go out with one identity of the relay's own, so the kernel's ``input()`` requests,
 which it addresses to the identity a cell came from, arrive on the relay's stdin socket; the
 client's identity travels inside, as in any ROUTER-DEALER proxy.
@@ -20,14 +23,12 @@ import collections
 import json
 import logging
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import zmq
-import zmq.asyncio
 from jupyter_client.session import Session
 
 from ...transport.kernel_bridge import bind_channel
-from ...transport.messaging import cancel_all
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ ROUTED = ("shell", "control", "stdin", "hb")
 DELIM = b"<IDS|MSG>"
 #: Answered cells whose late messages are still dropped; the oldest beyond this are forgotten.
 MAX_REMEMBERED = 1_000
+#: Seconds between tries to pass on messages a full queue (a peer that reads nothing) held back.
+RETRY = 0.05
 
 
 class KernelRelay:
@@ -45,16 +48,18 @@ class KernelRelay:
                                signature_scheme=connection.get("signature_scheme") or "hmac-sha256",
                                username="jupyter_compute")
         self.where = where
-        self.ctx = zmq.asyncio.Context()
-        self.front: dict[str, zmq.asyncio.Socket] = {}
-        self.back: dict[str, zmq.asyncio.Socket] = {}
+        self.ctx = zmq.Context()
+        self.front: dict[str, zmq.Socket] = {}
+        self.back: dict[str, zmq.Socket] = {}
         self.ports: dict[str, int] = {}
         self._identity = uuid.uuid4().hex.encode()
         #: Cells under way, by msg_id: (the client's identities, the request's header).
         self.running: dict[str, tuple[list[bytes], dict]] = {}
         #: Cells answered here: their late messages from the kernel are dropped.
         self.answered: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._tasks: list[asyncio.Task] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handlers: dict[zmq.Socket, Callable[[list[bytes]], None]] = {}
+        self._held: dict[zmq.Socket, collections.deque] = {}
 
     def open(self, tunnels: dict[str, int], prefer: dict[str, Any] | None = None) -> dict[str, int]:
         """Bind the client side (on ``prefer``'s ports where free) and connect to the kernel's
@@ -71,31 +76,72 @@ class KernelRelay:
                 back.identity = self._identity if ch in ("shell", "stdin") else uuid.uuid4().hex.encode()
             back.connect(f"tcp://127.0.0.1:{tunnels[ch]}")
             self.back[ch] = back
-        loop = asyncio.get_running_loop()
-        self._tasks = [*(loop.create_task(self._to_kernel(ch)) for ch in ROUTED),
-                       *(loop.create_task(self._from_kernel(ch)) for ch in CHANNELS)]
+        self._loop = asyncio.get_running_loop()
+        for ch in ROUTED:
+            self._watch(self.front[ch], lambda frames, ch=ch: self._to_kernel(ch, frames))
+        for ch in CHANNELS:
+            self._watch(self.back[ch], lambda frames, ch=ch: self._from_kernel(ch, frames))
         return dict(self.ports)
 
     # -- relaying -------------------------------------------------------------------------------------
-    async def _to_kernel(self, channel: str) -> None:
-        front, back = self.front[channel], self.back[channel]
-        while True:
-            frames = await front.recv_multipart(copy=True)
-            if channel == "shell":
-                self._note_request(frames)
-            await back.send_multipart(frames)
+    def _watch(self, sock: zmq.Socket, handle: Callable[[list[bytes]], None]) -> None:
+        self._handlers[sock] = handle
+        self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain, sock)
+        self._loop.call_soon(self._drain, sock)
 
-    async def _from_kernel(self, channel: str) -> None:
-        front, back = self.front[channel], self.back[channel]
-        while True:
-            frames = await back.recv_multipart(copy=True)
-            if self.running or self.answered:
-                parent = _parent_id(frames)
-                if parent in self.answered:
-                    continue  # answered here when the link was cut: not shown twice
-                if channel == "shell" and parent in self.running:
-                    self.running.pop(parent, None)
-            await front.send_multipart(frames)
+    def _drain(self, sock: zmq.Socket) -> None:
+        """Pass on every message ``sock`` holds (its descriptor only says that something changed)."""
+        handle = self._handlers.get(sock)
+        if handle is None:
+            return
+        try:
+            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                handle(sock.recv_multipart(zmq.NOBLOCK, copy=True))
+        except zmq.Again:
+            pass
+        except zmq.ZMQError as e:  # closed under us
+            log.debug("relay socket of %s: %s", self.where, e)
+
+    def _send(self, sock: zmq.Socket, frames: list[bytes]) -> None:
+        held = self._held.get(sock)
+        if held is not None:
+            held.append(frames)
+            return
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK, copy=True)
+        except zmq.Again:  # the peer's queue is full: keep the order, try again shortly
+            self._held[sock] = collections.deque([frames])
+            self._loop.call_later(RETRY, self._release, sock)
+        # A send can take the descriptor's signal that messages arrived on this socket: look now.
+        if sock in self._handlers:
+            self._loop.call_soon(self._drain, sock)
+
+    def _release(self, sock: zmq.Socket) -> None:
+        held = self._held.get(sock)
+        while held:
+            try:
+                sock.send_multipart(held[0], zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                self._loop.call_later(RETRY, self._release, sock)
+                return
+            except zmq.ZMQError:
+                break
+            held.popleft()
+        self._held.pop(sock, None)
+
+    def _to_kernel(self, channel: str, frames: list[bytes]) -> None:
+        if channel == "shell":
+            self._note_request(frames)
+        self._send(self.back[channel], frames)
+
+    def _from_kernel(self, channel: str, frames: list[bytes]) -> None:
+        if self.running or self.answered:
+            parent = _parent_id(frames)
+            if parent in self.answered:
+                return  # answered here when the link was cut: not shown twice
+            if channel == "shell" and parent in self.running:
+                self.running.pop(parent, None)
+        self._send(self.front[channel], frames)
 
     def _note_request(self, frames: list[bytes]) -> None:
         try:
@@ -124,10 +170,13 @@ class KernelRelay:
             while len(self.answered) > MAX_REMEMBERED:
                 self.answered.popitem(last=False)
             log.info("a cell on %s was answered as failed: %s", self.where, reason)
+        if running:
+            self._loop.call_soon(self._drain, self.front["shell"])
 
     async def close(self) -> None:
-        tasks, self._tasks = self._tasks, []
-        await cancel_all(tasks)
+        for sock in list(self._handlers):
+            self._loop.remove_reader(sock.getsockopt(zmq.FD))
+        self._handlers, self._held = {}, {}
         for sock in (*self.front.values(), *self.back.values()):
             sock.close(linger=0)
         self.front, self.back = {}, {}

@@ -25,6 +25,8 @@ import traceback
 import uuid
 from typing import Any
 
+import asyncssh
+
 from ...core import processes as procs
 from ...core.errors import ComputeError
 from ...core.models import utcnow
@@ -40,7 +42,6 @@ CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 #: How long a cut link is retried before the target is marked failed (the remote kernel runs on).
 RECONNECT_WINDOW = 300.0
 RECONNECT_MAX_DELAY = 5.0
-PIPE_CHUNK = 256 * 1024
 #: Unix socket paths are limited to about 108 bytes.
 MAX_SOCKET_PATH = 100
 
@@ -210,7 +211,8 @@ class Supervisor:
                 remote_port = int(connection[f"{ch}_port"])
 
                 async def listen(port: int, rp: int = remote_port) -> asyncio.AbstractServer:
-                    return await asyncio.start_server(lambda r, w: self._spawn(self.carry(rp, r, w)), "127.0.0.1", port)
+                    loop = asyncio.get_running_loop()
+                    return await loop.create_server(lambda: _Carried(self, rp), "127.0.0.1", port)
 
                 wanted = int((prefer or {}).get(f"{ch}_port") or 0)
                 try:
@@ -230,27 +232,19 @@ class Supervisor:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def carry(self, remote_port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One local connection, carried to the kernel's port over the current SSH connection."""
+    async def carry_to(self, remote_port: int, local: "_Carried") -> None:
+        """Open the far end of one local connection: the kernel's port, over the current SSH link
+        (held while the link is being re-established)."""
         try:
             if not self.link_up.is_set():
-                # The link is being re-established: hold the connection until it is back.
                 await asyncio.wait_for(self.link_up.wait(), RECONNECT_WINDOW)
-            link = self.link
-            r2, w2 = await asyncio.wait_for(link.conn.open_connection("127.0.0.1", remote_port), 10)
+            chan, _ = await asyncio.wait_for(
+                self.link.conn.create_connection(lambda: _Far(local), "127.0.0.1", remote_port), 10)
         except Exception as e:
             log.debug("cannot carry a connection to port %s: %s", remote_port, e)
-            writer.close()
+            local.transport.close()
             return
-        ends = [asyncio.ensure_future(_pipe(reader, w2)), asyncio.ensure_future(_pipe(r2, writer))]
-        try:
-            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in ends:
-                t.cancel()
-            for w in (writer, w2):
-                with contextlib.suppress(Exception):
-                    w.close()
+        local.joined(chan)
 
     # -- the control socket ------------------------------------------------------------------------
     async def open_control(self) -> None:
@@ -689,20 +683,94 @@ class NotebookKernel:
             self.writer.write(json.dumps(event).encode() + b"\n")
 
 
+class _Carried(asyncio.Protocol):
+    """A local connection to one of a kernel's channels, carried over the SSH link byte for byte.
+
+    Protocols rather than streams: each kernel message crosses here with one callback each way,
+    no task wake-ups and no read loop; each side's back-pressure pauses the other."""
+
+    def __init__(self, sup: "Supervisor", remote_port: int):
+        self.sup, self.remote_port = sup, remote_port
+        self.transport: asyncio.Transport | None = None
+        self.chan = None
+        self.early: list[bytes] = []  # what arrives before the far end is open
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.pause_reading()  # until the far end is open
+        self.sup._spawn(self.sup.carry_to(self.remote_port, self))
+
+    def joined(self, chan) -> None:
+        if self.transport.is_closing():
+            chan.close()
+            return
+        self.chan = chan
+        for data in self.early:
+            chan.write(data)
+        self.early = []
+        self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.chan is None:
+            self.early.append(data)
+        else:
+            self.chan.write(data)
+
+    def eof_received(self) -> bool:
+        if self.chan is not None:
+            self.chan.write_eof()
+        return True
+
+    def connection_lost(self, exc) -> None:
+        if self.chan is not None:
+            self.chan.close()
+
+    def pause_writing(self) -> None:
+        if self.chan is not None:
+            self.chan.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.chan is not None:
+            self.chan.resume_reading()
+
+
+class _Far(asyncssh.SSHTCPSession):
+    """The SSH channel's end of a carried connection."""
+
+    def __init__(self, local: _Carried):
+        self.local = local
+
+    def data_received(self, data: bytes, datatype) -> None:
+        self.local.transport.write(data)
+
+    def eof_received(self) -> bool:
+        if self.local.transport.can_write_eof():
+            self.local.transport.write_eof()
+        return True
+
+    def connection_lost(self, exc) -> None:
+        self.local.transport.close()
+
+    def pause_writing(self) -> None:
+        self.local.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.local.transport.resume_reading()
+
+
 class _Stopped(Exception):
     """A stop arrived while starting or reconnecting."""
 
 
-async def _pipe(reader, writer) -> None:
+def _loop_factory():
+    """uvloop's event loop where it is installed: every kernel message crosses this process twice
+    (the relay, then the SSH channel), and its loop's per-message cost is what the kernel's round
+    trip pays over a plain kernel's."""
     try:
-        while True:
-            data = await reader.read(PIPE_CHUNK)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-    except Exception:
-        pass
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -727,7 +795,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sup = Supervisor(args)
     try:
-        return asyncio.run(sup.run())
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(sup.run())
     except Exception:
         log.exception("the SSH supervisor failed")
         try:
