@@ -13,13 +13,25 @@ PORT ?= 8888
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml package.json
+# `make lab` installs the package alone; `make test` and `make bench` add their extras
+# (ipyparallel among them, whose Lab tab a user of the extension has no use for).
+LAB_STAMP := $(VENV)/.installed-lab
+WITH_EXTRAS := .[test,bench]
+define install
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q hatchling==1.27.0 hatch-jupyter-builder==0.10.0 editables==0.5 jupyterlab==4.6.6
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PIP) install -q --no-build-isolation -e ".[test,bench]"
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PIP) install -q --no-build-isolation -e "$(1)"
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
-	touch $(STAMP)
+endef
+
+$(STAMP): pyproject.toml package.json
+	$(call install,$(WITH_EXTRAS))
+	touch $(LAB_STAMP) $(STAMP)
+
+$(LAB_STAMP): pyproject.toml package.json
+	$(call install,.)
+	touch $(LAB_STAMP)
 
 # The lock file is the truth: install exactly it (fails if package.json and yarn.lock disagree).
 # The built extension is remade only when a source is newer; a fresh clone's editable install
@@ -29,15 +41,22 @@ FRONTEND_SOURCES := $(shell find src style schema -type f 2>/dev/null) package.j
 
 frontend: $(LABEXT)
 
-$(LABEXT): $(FRONTEND_SOURCES) | $(STAMP)
+$(LABEXT): $(FRONTEND_SOURCES) | $(LAB_STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm install --immutable
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm build
 	touch $@
 
-lab: $(STAMP) frontend
-	@echo "Starting JupyterLab with jupyter_compute on http://127.0.0.1:$(PORT)/lab"
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) \
-	  --ServerApp.root_dir=$(CURDIR) $(ALLOW_ROOT)
+# The server logs only warnings, so the last line is the address to open, token included (the
+# token goes to the server in its environment, not on its command line). Terminals opened in Lab
+# run an interactive, non-login shell: it keeps this PATH, so `jupyter compute` works there.
+lab: $(LAB_STAMP) frontend
+	@token=$$($(PY) -c 'import secrets; print(secrets.token_hex(24))'); \
+	  echo "JupyterLab with jupyter_compute, on $(CURDIR) (start with examples/getting-started.ipynb):"; \
+	  echo "    http://127.0.0.1:$(PORT)/lab?token=$$token"; \
+	  JUPYTER_TOKEN=$$token PATH=$(CURDIR)/$(VENV)/bin:$$PATH exec $(VENV)/bin/jupyter lab --no-browser \
+	    --ip=127.0.0.1 --port=$(PORT) --ServerApp.port_retries=0 --ServerApp.root_dir=$(CURDIR) \
+	    --ServerApp.log_level=WARN --LabApp.log_level=WARN \
+	    --ServerApp.terminado_settings='{"shell_command": ["'"$${SHELL:-/bin/bash}"'", "-i"]}' $(ALLOW_ROOT)
 
 # System packages the tests drive for real: Chromium (browser tests) and OpenSSH's sshd (SSH targets).
 system-deps:

@@ -13,24 +13,33 @@ import yaml
 from pydantic import BaseModel
 
 
+def whole_number(text: str) -> int:
+    """An option's integer, refused in the words the forms use."""
+    try:
+        return int(text)
+    except ValueError:
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {shown!r}") from None
+
+
 #: CLI option -> spec field, for every kind that has the field. Later families add theirs here.
 SPEC_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--size", {"help": "VM size or machine size name"}),
-    ("--min-nodes", {"type": int, "help": "Fewest nodes a cluster scales down to"}),
-    ("--max-nodes", {"type": int, "help": "Most nodes a cluster scales up to"}),
-    ("--idle-seconds-before-scaledown", {"type": int, "help": "Idle seconds before a cluster node is released"}),
-    ("--idle-shutdown-minutes", {"type": int, "help": "Idle minutes before the target stops itself"}),
+    ("--min-nodes", {"type": whole_number, "help": "Fewest nodes a cluster scales down to"}),
+    ("--max-nodes", {"type": whole_number, "help": "Most nodes a cluster scales up to"}),
+    ("--idle-seconds-before-scaledown", {"type": whole_number, "help": "Idle seconds before a cluster node is released"}),
+    ("--idle-shutdown-minutes", {"type": whole_number, "help": "Idle minutes before the target stops itself"}),
     ("--priority", {"choices": ["dedicated", "low-priority"], "help": "Node priority"}),
     ("--resource-id", {"help": "Azure resource id of the compute to attach"}),
     ("--python", {"help": "Python interpreter: a path, venv or conda env for a local kernel; "
                           "the remote interpreter of an ssh target"}),
     ("--env", {"action": "append", "metavar": "K=V", "help": "Environment variable (repeatable)"}),
     ("--cwd", {"help": "Working directory"}),
-    ("--memory-limit-mb", {"type": int, "help": "Stop the target when it uses more memory than this"}),
+    ("--memory-limit-mb", {"type": whole_number, "help": "Stop the target when it uses more memory than this"}),
     ("--description", {"help": "Free text shown in lists"}),
     ("--tag", {"action": "append", "metavar": "K=V", "help": "Tag (repeatable)"}),
     ("--host", {"help": "Host name or IP address of a remote machine"}),
-    ("--port", {"type": int, "help": "SSH port of a remote machine (default 22)"}),
+    ("--port", {"type": whole_number, "help": "SSH port of a remote machine (default 22)"}),
     ("--username", {"help": "User to log in as on a remote machine (default: your user name here)"}),
     ("--ssh-private-key", {"metavar": "PATH", "help": "Private key file to log in with; others must not be able "
                                                       "to read it"}),
@@ -38,7 +47,7 @@ SPEC_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--accept-host-key", {"action": "append", "metavar": "FINGERPRINT",
                            "help": "Trust the host key with this SHA256 fingerprint, as shown when it was refused "
                                    "(repeatable, e.g. for a jump host too)"}),
-    ("--threads-per-node", {"type": int, "help": "Threads of each Dask worker"}),
+    ("--threads-per-node", {"type": whole_number, "help": "Threads of each Dask worker"}),
     ("--scheduler-address", {"help": "Dask scheduler to attach: tcp://HOST:PORT or tls://HOST:PORT"}),
     ("--tls-ca-file", {"help": "CA certificate (PEM) of a tls:// Dask scheduler"}),
     ("--tls-client-cert", {"help": "Client certificate (PEM) for a tls:// Dask scheduler"}),
@@ -63,7 +72,7 @@ SPEC_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--instance-type", {"action": "append", "metavar": "NAME[:cpu=N,memory=M,gpu=G]",
                          "help": "Instance type of an attached Kubernetes cluster (repeatable; the first is the "
                                  "default), e.g. 'gpu-small:cpu=4,memory=16Gi,gpu=1'"}),
-    ("--ssh-port", {"type": int, "help": "SSH port of an attached VM or HDInsight cluster (default 22)"}),
+    ("--ssh-port", {"type": whole_number, "help": "SSH port of an attached VM or HDInsight cluster (default 22)"}),
 ]
 KV_FIELDS = {"env": "env", "tag": "tags"}
 
@@ -171,6 +180,40 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return spec
 
 
+class ComputeParser(argparse.ArgumentParser):
+    """argparse, with a usage error in a few lines: the command's short usage, the error, and where
+    the whole help is (argparse's own usage of ``create`` lists every field of every kind)."""
+
+    def short_usage(self) -> str:
+        parts = [self.prog]
+        for action in self._actions:
+            if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+                continue
+            if not action.option_strings:
+                if not isinstance(action, argparse._SubParsersAction):
+                    parts.append(action.metavar or action.dest.upper())
+                else:
+                    parts.append(action.metavar or "COMMAND")
+            elif action.required:
+                parts.append(f"{action.option_strings[0]} {action.metavar or action.dest.upper()}")
+        return " ".join(parts) + " [options]"
+
+    def error(self, message: str):
+        self.exit(2, f"usage: {self.short_usage()}\n{self.prog}: error: {message}\n"
+                     f"see '{self.prog} --help'\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """Unknown arguments are the chosen command's error, with its usage, not the top level's."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            chosen = None
+            for action in self._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    chosen = action.choices.get(getattr(parsed, action.dest, None) or "")
+            (chosen or self).error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+
 def build_parser(prog: str = "jupyter compute") -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--workspace", "-w", help="Workspace id (default: the configured or discovered one, else 'local')")
@@ -190,7 +233,7 @@ def build_parser(prog: str = "jupyter compute") -> argparse.ArgumentParser:
     specfile = argparse.ArgumentParser(add_help=False)
     specfile.add_argument("-f", "--file", metavar="SPEC.yaml", help="YAML file of spec fields (options override it)")
 
-    p = argparse.ArgumentParser(prog=prog, description="See and manage compute targets: this machine, local kernels, "
+    p = ComputeParser(prog=prog, description="See and manage compute targets: this machine, local kernels, "
                                 "clusters, remote machines and Azure Machine Learning compute.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -220,10 +263,10 @@ def build_parser(prog: str = "jupyter compute") -> argparse.ArgumentParser:
     add("kinds", "List the kinds of target a workspace offers", target=False)
     sp = add("jobs", "List recent jobs (cells sent to Azure ML compute clusters), newest first", target=False)
     sp.add_argument("name", metavar="TARGET", nargs="?", help="Only the jobs of this target")
-    sp.add_argument("--top", type=int, default=20, help="How many jobs (default 20)")
+    sp.add_argument("--top", type=whole_number, default=20, help="How many jobs (default 20)")
     sp = add("job", "Show one job: status, Studio link and the end of its log", target=False)
     sp.add_argument("name", metavar="JOB", help="Job name")
-    sp.add_argument("--lines", type=int, default=200, help="Log lines to show (default 200)")
+    sp.add_argument("--lines", type=whole_number, default=200, help="Log lines to show (default 200)")
 
     wsp = sub.add_parser("workspace", help="List, add or remove Azure ML workspaces",
                          description="Workspaces: 'local', each Azure ML workspace added here or listed in "
@@ -327,14 +370,42 @@ def text_table(kind: str, items: list[dict]) -> str:
 
 
 def text_detail(t: dict) -> str:
+    """A target as ``key: value`` lines, nested values indented beneath their key (YAML-like)."""
     shown = {**t, "size": _size(t), "nodes": _nodes(t)}
-    lines = [f"{k}: {v}" for k, v in shown.items()
-             if k not in ("properties", "errors") and v not in (None, [], {}, "")]
-    for k, v in (t.get("properties") or {}).items():
-        lines.append(f"  {k}: {v}")
-    for e in t.get("errors") or []:
-        lines.append(f"error: {e.get('message')}")
+    lines: list[str] = []
+    for k, v in shown.items():
+        if k not in ("properties", "errors") and v not in (None, [], {}, ""):
+            lines += _detail_lines(k, v, 0)
+    props = {k: v for k, v in (t.get("properties") or {}).items() if v not in (None, [], {}, "")}
+    if props:
+        lines.append("properties:")
+        for k, v in props.items():
+            lines += _detail_lines(k, v, 1)
+    if t.get("errors"):
+        lines.append("errors:")
+        lines += [f"  - {e.get('message')}" for e in t["errors"]]
     return "\n".join(lines)
+
+
+def _detail_lines(key: str, value: Any, depth: int) -> list[str]:
+    pad = "  " * depth
+    if isinstance(value, dict):
+        out = [f"{pad}{key}:"]
+        for k, v in value.items():
+            out += _detail_lines(str(k), v, depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        if all(not isinstance(v, (dict, list, tuple)) for v in value):
+            return [f"{pad}{key}: {', '.join(str(v) for v in value)}"]
+        out = [f"{pad}{key}:"]
+        for v in value:
+            if isinstance(v, dict):
+                inner = [line.strip() for k, x in v.items() for line in _detail_lines(str(k), x, 0)]
+                out.append(f"{pad}  - " + ", ".join(inner))
+            else:
+                out.append(f"{pad}  - {v}")
+        return out
+    return [f"{pad}{key}: {value}"]
 
 
 def text_job(j: dict) -> str:

@@ -65,17 +65,57 @@ def field_pointer(loc: tuple | list) -> str:
     return "/" + "/".join(parts) if parts else ""
 
 
+#: pydantic's error types in the words the sidebar's forms use; ``ctx`` fills the placeholders.
+_PLAIN = {
+    "extra_forbidden": "is not a field of this kind",
+    "missing": "is required",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "string_too_short": "must be at least {min_length} characters long",
+    "string_too_long": "must be at most {max_length} characters long",
+    "too_short": "must have at least {min_length} items",
+    "too_long": "must have at most {max_length} items",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be text",
+    "dict_type": "must be a set of KEY=VALUE pairs",
+    "list_type": "must be a list",
+    "literal_error": "must be one of {expected}",
+    "enum": "must be one of {expected}",
+    "string_pattern_mismatch": "does not have the expected form ({pattern})",
+}
+
+
+def _plain(error: dict) -> str:
+    template = _PLAIN.get(error.get("type", ""))
+    if template is None:
+        return error.get("msg", "is invalid")
+    try:
+        return template.format(**{k: _number(v) for k, v in (error.get("ctx") or {}).items()})
+    except (KeyError, IndexError, ValueError):
+        return error.get("msg", "is invalid")
+
+
+def _number(v: Any) -> Any:
+    """1000000 as 1,000,000 and 64.0 as 64: bounds as a person writes them."""
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10_000 else v
+
+
 def from_validation_error(exc, prefix: tuple = ()) -> InvalidRequest:
     """Turn a pydantic ValidationError into a 400 naming the first field at fault."""
     errors = exc.errors(include_url=False)
     first = errors[0]
     loc = tuple(prefix) + tuple(first.get("loc", ()))
     name = ".".join(str(p) for p in loc) or "request"
-    msg = first.get("msg", "is invalid")
-    if first.get("type") == "extra_forbidden":
-        msg = "is not a field of this kind"
-    elif first.get("type") == "missing":
-        msg = "is required"
-    msg = msg.removeprefix("Value error, ")
+    msg = _plain(first).removeprefix("Value error, ")
     more = f" ({len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return InvalidRequest(f"{name}: {msg}{more}", field=field_pointer(loc))

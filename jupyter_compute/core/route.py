@@ -227,6 +227,9 @@ class Route(abc.ABC):
     #: The target this route reaches, and its kind, for messages.
     target: str = ""
     kind: str = ""
+    #: What each cell becomes where nothing is kept between cells ("a new job"), for the note
+    #: the notebook shows at the first cell.
+    each_cell_runs_as: str = "a new task"
 
     @property
     def key(self) -> Hashable:

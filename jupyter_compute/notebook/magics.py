@@ -7,7 +7,7 @@
   update, start, stop, restart, delete, attach, detach, nodes, sizes, usage, kinds), run by the
   same code as the command line and shown as HTML tables, plus ``use``, ``status`` and ``login``
   (device-code sign-in to an Azure ML workspace, for this kernel).
-* ``%%compute TARGET [--push a,b] [--pull c,d] [--nodes N] [--start] [--timeout S] [--workspace W]``
+* ``%%compute TARGET [--push a,b] [--pull c,d] [--nodes N] [--start] [--timeout S] [--workspace W] [--verbose]``
   runs the cell in TARGET's kernel. Everything that kernel publishes is re-published here, live,
   under this cell; its error is raised here once; ``input()`` prompts here; interrupting this
   kernel interrupts it. ``--nodes N`` runs it on N nodes at once, where the route can (a Dask
@@ -145,6 +145,8 @@ def _cell_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", action="store_true", help="Start TARGET first if it is stopped")
     p.add_argument("--timeout", type=float, metavar="S", help="Bound the whole cell; interrupt TARGET when it fires")
     p.add_argument("--workspace", "-w", help="Workspace of TARGET (default: the configured one)")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="Say how much data --push and --pull moved, and how fast")
     return _never_exit(p)
 
 
@@ -176,7 +178,8 @@ def _status_parser() -> argparse.ArgumentParser:
 # -- the magics ------------------------------------------------------------------------------------
 @magics_class
 class ComputeMagics(Magics):
-    report_transfers = Bool(True, help="Say how much data --push and --pull moved, and how fast.").tag(config=True)
+    report_transfers = Bool(False, help="Say how much data --push and --pull moved, and how fast, after every "
+                                        "cell that moves some (as --verbose does for one cell).").tag(config=True)
     open_timeout = Float(60.0, help="Seconds a target's kernel has to answer when a cell first connects.").tag(config=True)
 
     def __init__(self, shell=None, **kw):
@@ -185,6 +188,8 @@ class ComputeMagics(Magics):
         #: (workspace or None for the default, target) every cell goes to, or None for this kernel.
         self.active: tuple[str | None, str] | None = None
         self._here = HereRoute()
+        #: Targets whose "each cell runs afresh" note this session has shown.
+        self._told_afresh: set[str] = set()
 
     # -- entry --------------------------------------------------------------------------------------
     @line_cell_magic
@@ -463,9 +468,15 @@ class ComputeMagics(Magics):
         route = await self._route(ws, opts, out)
         options = route.cell_options(push=payload is not None, pull=pull, nodes=opts.nodes,
                                      environment=opts.environment)
+        afresh = not route.capabilities.persistent_namespace
+        if afresh and route.target not in self._told_afresh:
+            # Once per target and session: where nothing is kept, a variable of an earlier cell is gone.
+            self._told_afresh.add(route.target)
+            out.display({"text/plain": f"jupyter_compute: each cell on '{route.target}' runs as "
+                                       f"{route.each_cell_runs_as}; variables move with --push and --pull"})
         if payload is not None:
             phase[0] = "pushing variables"
-            self._report(out, await route.push(payload))
+            self._report(out, await route.push(payload), opts.verbose)
 
         def relay(msg: dict) -> None:
             if msg["msg_type"] in RELAYED:
@@ -483,20 +494,35 @@ class ComputeMagics(Magics):
 
         phase[0] = "running"
         result = await route.execute(cell, on_message=relay, stdin=stdin, **options)
+        if afresh and result.status == "error" and result.ename == "NameError":
+            _suggest_push(result, route.target)
         result.raise_for_error()
         pulled: dict[str, Any] = {}
         if pull:
             phase[0] = "pulling variables"
             pulled, report = await route.pull(pull)
-            self._report(out, report)
+            self._report(out, report, opts.verbose)
         return pulled, result
 
-    def _report(self, out: CellOutput, report: TransferReport) -> None:
-        if self.report_transfers and report.names:
-            out.stream("stderr", f"jupyter_compute: {report}\n")
+    def _report(self, out: CellOutput, report: TransferReport, verbose: bool) -> None:
+        """One plain status line, asked for: a transfer that went well is no news, and stderr (which
+        JupyterLab paints as an error) is for what went wrong."""
+        if (verbose or self.report_transfers) and report.names:
+            out.display({"text/plain": f"jupyter_compute: {report}"})
 
     def close(self) -> None:
         """Routes belong to the core's workspaces, which close them when the process ends."""
+
+
+def _suggest_push(result, target: str) -> None:
+    """A name a cell expected from an earlier one, on a route that keeps nothing: say how to send it."""
+    m = re.search(r"name '([^']+)' is not defined", result.evalue or "")
+    name = m.group(1) if m else "NAME"
+    hint = (f"each cell on '{target}' runs afresh, without earlier cells' variables: send '{name}' from "
+            f"this notebook with --push {name}")
+    result.evalue = f"{result.evalue}. {hint[0].upper()}{hint[1:]}"
+    if result.traceback:
+        result.traceback = [*result.traceback, hint[0].upper() + hint[1:]]
 
 
 # -- the extension ---------------------------------------------------------------------------------

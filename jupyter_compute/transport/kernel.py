@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import signal
-from typing import Any, Callable, Hashable
+from typing import Any, Awaitable, Callable, Hashable
 
 import zmq
 
@@ -31,6 +31,8 @@ REQUIRED_KEYS = ("ip", "transport", "key", "shell_port", "iopub_port", "stdin_po
 SAME_KERNEL_KEYS = ("ip", "transport", "shell_port", "iopub_port", "control_port", "key")
 #: A kernel whose heartbeat stays silent this long after a missed beat is considered dead.
 HEARTBEAT_GRACE = 5.0
+#: How long the reason for a kernel's end may take to be recorded (its supervisor writes it as it ends it).
+EXPLAIN_WAIT = 2.0
 #: The channels a route reads; the heartbeat is the client's own.
 CHANNELS = ("iopub", "shell", "control", "stdin")
 
@@ -63,12 +65,16 @@ class KernelRoute(MessagingRoute):
     name = "kernel"
 
     def __init__(self, connection: dict, pid: int | None = None, *, target: str = "",
-                 rendezvous: Callable[[], Rendezvous] = LoopbackRendezvous):
+                 rendezvous: Callable[[], Rendezvous] = LoopbackRendezvous,
+                 explain: Callable[[], Awaitable[str | None]] | None = None):
         super().__init__(target, SocketTransport(rendezvous))
         self.connection = check_connection(connection)
         self.pid = pid
+        #: Why the kernel went away, as whoever ended it recorded it (the memory limit, idle shutdown, a stop).
+        self.explain = explain
         self._client: _Client | None = None
         self._readers: list[asyncio.Task] = []
+        self._explaining: asyncio.Task | None = None
         self._pidfd: int | None = None
         self._hb_check: asyncio.Task | None = None
 
@@ -156,6 +162,8 @@ class KernelRoute(MessagingRoute):
         self._readers = []
         if self._hb_check is not None:
             self._hb_check.cancel()
+        if self._explaining is not None:
+            await cancel_and_wait(self._explaining)
         if self._pidfd is not None:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self._pidfd)
@@ -193,7 +201,18 @@ class KernelRoute(MessagingRoute):
         if self._pidfd is not None:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self._pidfd)
-        self._set_dead(ExecutionError(f"the kernel of {self.where} stopped: {why}"))
+        if self.explain is None:
+            self._set_dead(ExecutionError(f"the kernel of {self.where} stopped: {why}"))
+            return
+        if self._explaining is None:
+            self._explaining = self._loop.create_task(self._explained(why))
+
+    async def _explained(self, why: str) -> None:
+        """Fail what waits with the recorded reason for the end, where one comes within a moment."""
+        reason = None
+        with contextlib.suppress(Exception):
+            reason = await asyncio.wait_for(self.explain(), EXPLAIN_WAIT)
+        self._set_dead(ExecutionError(reason or f"the kernel of {self.where} stopped: {why}"))
 
     # -- interrupt ---------------------------------------------------------------------------------
     async def interrupt(self) -> None:

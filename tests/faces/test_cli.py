@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.support import cli, cli_subprocess, wait_for
 
 
@@ -96,3 +98,48 @@ def test_no_wait_returns_the_operation():
         return t if t["state"] not in ("creating", "starting") else None
     t = wait_for(settled, timeout=60, message="k1's create to end after the CLI exited")
     assert t["state"] == "running", t
+
+
+@pytest.mark.parametrize("argv, usage", [
+    (("create", "x"), "usage: jupyter compute create NAME --kind KIND [options]"),
+    (("create", "x", "--kind", "local-kernel", "--bogus"), "usage: jupyter compute create NAME --kind KIND [options]"),
+    (("stop",), "usage: jupyter compute stop NAME [options]"),
+    (("rename", "a"), "usage: jupyter compute rename NAME NEW_NAME [options]"),
+])
+def test_a_usage_error_is_the_commands_usage_the_error_and_where_help_is(argv, usage):
+    r = cli(*argv)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and r.stdout == ""
+    assert len(lines) <= 4, lines
+    assert lines[0] == usage
+    assert lines[1].startswith(f"jupyter compute {argv[0]}: error: ")
+    assert lines[-1] == f"see 'jupyter compute {argv[0]} --help'"
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--memory-limit-mb", "1", "memory_limit_mb: must be at least 64"),
+    ("--idle-shutdown-minutes", "100000", "idle_shutdown_minutes: must be at most 43,200"),
+])
+def test_validation_messages_read_like_the_sidebars(option, value, message):
+    r = cli("create", "x", "--kind", "local-kernel", option, value)
+    assert r.returncode == 2 and r.stderr.strip() == f"jupyter compute: error: {message}", r.stderr
+    assert "Input should" not in r.stderr
+
+
+def test_a_bad_number_and_a_long_bad_value_are_refused_in_plain_words():
+    r = cli("create", "x", "--kind", "local-kernel", "--memory-limit-mb", "many")
+    assert r.returncode == 2
+    assert "argument --memory-limit-mb: must be a whole number, not 'many'" in r.stderr
+    r = cli("create", "x", "--kind", "local-kernel", "--memory-limit-mb", "9" * 20 + "x" * 5000)
+    assert r.returncode == 2 and len(r.stderr) < 400, r.stderr  # the value is shortened when echoed
+
+
+def test_show_prints_key_value_lines_with_nested_values_beneath(compute_db):
+    assert cli("create", "k1", "--kind", "local-kernel", "--env", "A=1", "--env", "B=two", "--no-wait").returncode == 0
+    r = cli("show", "k1")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "name: k1" in lines and "kind: local-kernel" in lines and "properties:" in lines
+    at = lines.index("  env:")
+    assert lines[at + 1:at + 3] == ["    A: 1", "    B: two"]
+    assert "{" not in r.stdout and "'" not in r.stdout  # no Python reprs

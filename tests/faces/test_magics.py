@@ -12,6 +12,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 import time
 import zlib
@@ -25,7 +26,7 @@ from nbclient.exceptions import CellExecutionError
 from jupyter_compute.core.route import RemoteError
 
 from tests.faces.conftest import create_target
-from tests.support import cli, wait_for
+from tests.support import cli, cli_subprocess, wait_for
 
 
 def run_cell(sh, cell: str):
@@ -112,7 +113,13 @@ def test_cell_runs_on_the_target_with_push_pull_and_a_result(shell, k1, capsys):
     assert shell.user_ns["pid"] == k1["properties"]["kernel_pid"] != os.getpid()
     captured = capsys.readouterr()
     assert "remote says 42" in captured.out
-    assert "pushed x, scale" in captured.err and "pulled y, pid" in captured.err
+    # A transfer that went well is no news: nothing on stderr, which JupyterLab paints as an error.
+    assert captured.err == "" and "pushed" not in captured.out
+    # Asked for, it is one plain status line.
+    run_cell(shell, "%%compute k1 --push x --pull z --verbose\nz = x")
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert "jupyter_compute: pushed x" in captured.out and "jupyter_compute: pulled z" in captured.out
     # The namespace persists between cells on the target.
     result, err = run_cell(shell, "%%compute k1\ny * 10")
     assert repr(result) == "420"
@@ -268,6 +275,29 @@ def text_of(cell) -> str:
     return "".join(parts)
 
 
+def test_a_cell_whose_kernel_the_memory_limit_stops_says_so_with_both_numbers(shell):
+    create_target("mk", "--memory-limit-mb", "300")
+    result, err = run_cell(shell, "%%compute mk\nimport numpy as np, time\nbig = np.ones(80_000_000)\n"
+                                  "time.sleep(30)")
+    assert err is not None
+    message = str(err)
+    assert message.startswith("the kernel of 'mk' was stopped: it used ") and message.endswith(
+        "MB, above its memory limit of 300 MB"), message
+
+
+def test_a_cell_whose_target_is_stopped_from_elsewhere_says_so(shell):
+    create_target("k2")
+    stopper = threading.Timer(2.0, lambda: cli_subprocess("stop", "k2", "--yes"))
+    stopper.start()
+    try:
+        result, err = run_cell(shell, "%%compute k2\nimport time\ntime.sleep(30)")
+    finally:
+        stopper.join()
+    assert err is not None
+    assert str(err) == ("the kernel of 'k2' was stopped from outside this notebook (the Compute panel, the "
+                        "command line or another notebook); its variables are gone"), str(err)
+
+
 def test_notebook_runs_cells_on_a_local_kernel_target(k1):
     png = base64.b64encode(_png()).decode()
     nb = execute(notebook(
@@ -277,7 +307,7 @@ def test_notebook_runs_cells_on_a_local_kernel_target(k1):
         "%%compute k1\nfrom IPython.display import HTML, Image, display\nimport base64\n"
         f"display(HTML('<b>bold</b>'))\ndisplay(Image(data=base64.b64decode('{png}')))",
         "a = np.random.default_rng(1).random(50 * 2**20 // 8)\ndouble = lambda v: v * 2",
-        "%%compute k1 --push a,double --pull b,add_one\nb = double(a)\nadd_one = lambda v: double(v) + 1\nb.nbytes",
+        "%%compute k1 --push a,double --pull b,add_one -v\nb = double(a)\nadd_one = lambda v: double(v) + 1\nb.nbytes",
         "assert np.array_equal(b, a * 2) and b.flags.writeable\nprint(add_one(1))",
         "%compute use k1",
         "import os\nremote_pid = os.getpid()\nprint(remote_pid)",
@@ -295,7 +325,8 @@ def test_notebook_runs_cells_on_a_local_kernel_target(k1):
     assert displays[0].data["text/html"] == "<b>bold</b>"
     assert displays[1].data["image/png"].strip() == png
     assert outputs(c[5], "execute_result")[0].data["text/plain"] == str(50 * 2**20)
-    report = "".join(o.text for o in outputs(c[5], "stream") if o.name == "stderr")
+    assert not [o for o in outputs(c[5], "stream") if o.name == "stderr"]
+    report = "".join(o.data["text/plain"] for o in outputs(c[5], "display_data"))
     assert "pushed a, double (52.4 MB)" in report and "pulled b, add_one (52.4 MB)" in report
     assert text_of(c[6]).strip() == "3"
     assert int(text_of(c[8])) == remote_pid and int(text_of(c[9])) == remote_pid
@@ -462,12 +493,12 @@ def test_push_and_pull_with_another_python_that_lacks_jupyter_compute(shell, oth
                              "(u.find_spec('jupyter_compute') is None, __import__('sys').version_info[:2])")
     assert err is None and repr(result) == repr((True, version))
     shell.user_ns.update(data={"ints": list(range(1000)), "blob": b"\x00\xff" * 100_000, "nested": ({1, 2}, None)})
-    result, err = run_cell(shell, "%%compute other --push data --pull summary,back\n"
+    result, err = run_cell(shell, "%%compute other --push data --pull summary,back --verbose\n"
                              "summary = {k: type(v).__name__ for k, v in data.items()}\nback = data")
     assert err is None
     assert shell.user_ns["summary"] == {"ints": "list", "blob": "bytes", "nested": "tuple"}
     assert shell.user_ns["back"] == shell.user_ns["data"]
-    assert "pushed data" in capsys.readouterr().err
+    assert "pushed data" in capsys.readouterr().out
     # Functions travel by value, which only works between the same Python minor versions.
     shell.user_ns["inc"] = lambda v: v + 1
     result, err = run_cell(shell, "%%compute other --push inc --pull two\ntwo = inc(1)")

@@ -89,6 +89,7 @@ class AzureMLJobRoute(Route):
     """Cells as Azure ML command jobs; see the module docstring."""
 
     name = "azureml-job"
+    each_cell_runs_as = "a new Azure ML job"
     capabilities = Capabilities(persistent_namespace=False, stdin=False, interrupt=True, rich_output=False,
                                 variables=True, nodes=True, environment=True)
     declares_pull = True

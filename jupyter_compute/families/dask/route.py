@@ -126,6 +126,7 @@ class DaskRoute(Route):
     """Cells on a Dask cluster, as batch tasks; see the module docstring."""
 
     name = "dask"
+    each_cell_runs_as = "a new Dask task"
     capabilities = Capabilities(persistent_namespace=False, stdin=False, interrupt=True, rich_output=True,
                                 variables=True, nodes=True)
 

@@ -9,6 +9,7 @@ kernel answers or dies, so the kernel outlives the server, CLI call or notebook 
 from __future__ import annotations
 
 import asyncio
+import glob
 import os
 import platform
 import shutil
@@ -274,7 +275,31 @@ class LocalBackend(Backend):
                     self._connections.clear()
                 self._connections[key] = cached
         from ...transport.kernel import KernelRoute  # zmq and jupyter_client, only once a cell is sent
-        return KernelRoute(dict(cached[0]), cached[1], target=target.name)
+        return KernelRoute(dict(cached[0]), cached[1], target=target.name,
+                           explain=lambda: self._why_it_ended(target.name))
+
+    async def _why_it_ended(self, name: str) -> str | None:
+        """Why a target's kernel is gone, in the words of whoever ended it, once the store says so
+        (the supervisor records it as it ends the kernel); None if it does not say."""
+        while True:
+            row = await self.store.get_target(self.workspace_id, name)
+            if row is None:
+                return f"the target '{name}' was deleted; its kernel and variables are gone"
+            if row["state"] not in ("running", "stopping"):
+                break
+            await asyncio.sleep(0.05)
+        state, errors = row["state"], row.get("errors") or []
+        if state == "failed" and errors:
+            message = errors[-1]["message"]
+            return message if message.startswith("the kernel of") else f"the kernel of '{name}' stopped: {message}"
+        if row.get("provider_state") == "idle shutdown":
+            minutes = (row.get("spec") or {}).get("idle_shutdown_minutes")
+            return (f"the kernel of '{name}' was stopped after {minutes} idle minutes (its idle shutdown); "
+                    "its variables are gone")
+        if state in ("restarting", "starting"):
+            return f"the kernel of '{name}' was restarted from outside this notebook; its variables are gone"
+        return (f"the kernel of '{name}' was stopped from outside this notebook (the Compute panel, the "
+                "command line or another notebook); its variables are gone")
 
     # -- changing --------------------------------------------------------------------------------
     async def create(self, name: str, kind: str, spec: Spec, ctx: OperationContext) -> Outcome:
@@ -313,6 +338,8 @@ class LocalBackend(Backend):
 
     async def delete(self, target: Target, ctx: OperationContext) -> None:
         await self.stop(target, ctx, why="deleted")
+        # Its kernels' logs go with it (a stop keeps them, to read why a kernel ended).
+        await asyncio.to_thread(_remove_logs, self.settings.compute.runtime_dir, self.workspace_id, target.name)
 
     # -- kernels for notebooks ---------------------------------------------------------------------
     def kernel_specs(self, row: dict) -> list[KernelSpecInfo]:
@@ -361,6 +388,15 @@ class LocalBackend(Backend):
                         self.workspace_id, row["name"], expect_state=state, state="failed", runtime={},
                         errors=[{"message": f"the operation that was {state} it ended before it finished; "
                                             "start it again", "code": "interrupted", "at": utcnow().isoformat()}])
+
+
+def _remove_logs(runtime_dir: str, workspace: str, name: str) -> None:
+    """The logs of a target's kernel and of notebooks' kernels on it: ``kernel-WS-NAME-<8 hex>.log``
+    and ``notebook-WS-NAME-<12 hex>.log`` (exact lengths, so target ``a`` never takes ``a-b``'s)."""
+    stem = glob.escape(f"{workspace}-{name}-")
+    for pattern in (f"kernel-{stem}{'?' * 8}.log", f"notebook-{stem}{'?' * 12}.log"):
+        for path in glob.glob(os.path.join(glob.escape(runtime_dir), pattern)):
+            procs.remove_quietly(path)
 
 
 def _terminate(rt: dict, grace: float = 5.0) -> None:

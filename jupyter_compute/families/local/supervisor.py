@@ -21,6 +21,7 @@ from ...core import processes as procs
 from ...core.kernels import end_recorded_kernels
 from ...core.models import utcnow
 from ...core.store import Store
+from .kernels import memory_reason
 
 POLL = 0.25
 ACTIVITY_WRITE_INTERVAL = 5.0
@@ -186,8 +187,7 @@ class Supervisor:
                 if used > limit:
                     self.ending()
                     self.kill_kernel()
-                    self.fail(f"the kernel used {used:.0f} MB, above memory_limit_mb={limit}; it was stopped",
-                              "memory_limit")
+                    self.fail(memory_reason(self.name, used, limit), "memory_limit")
                     return 0
             self._write_activity()
             if idle_min and not self.busy and time.time() - self.last_activity > idle_min * 60:

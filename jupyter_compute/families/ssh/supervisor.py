@@ -687,7 +687,9 @@ class _Carried(asyncio.Protocol):
     """A local connection to one of a kernel's channels, carried over the SSH link byte for byte.
 
     Protocols rather than streams: each kernel message crosses here with one callback each way,
-    no task wake-ups and no read loop; each side's back-pressure pauses the other."""
+    no task wake-ups and no read loop; each side's back-pressure pauses the other. Either side may
+    already be closing when the other calls: that is never an error, and nothing here raises into
+    the SSH connection (which would end the whole link, not this one connection)."""
 
     def __init__(self, sup: "Supervisor", remote_port: int):
         self.sup, self.remote_port = sup, remote_port
@@ -705,33 +707,47 @@ class _Carried(asyncio.Protocol):
             chan.close()
             return
         self.chan = chan
-        for data in self.early:
-            chan.write(data)
+        with contextlib.suppress(Exception):
+            for data in self.early:
+                chan.write(data)
+            self.transport.resume_reading()
         self.early = []
-        self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.chan is None:
             self.early.append(data)
-        else:
+            return
+        try:
             self.chan.write(data)
+        except Exception:  # the channel closed under us: so does this connection
+            self.transport.close()
 
     def eof_received(self) -> bool:
         if self.chan is not None:
-            self.chan.write_eof()
+            with contextlib.suppress(Exception):
+                self.chan.write_eof()
         return True
 
     def connection_lost(self, exc) -> None:
         if self.chan is not None:
-            self.chan.close()
+            with contextlib.suppress(Exception):
+                self.chan.close()
 
     def pause_writing(self) -> None:
         if self.chan is not None:
-            self.chan.pause_reading()
+            with contextlib.suppress(Exception):
+                self.chan.pause_reading()
 
     def resume_writing(self) -> None:
         if self.chan is not None:
-            self.chan.resume_reading()
+            with contextlib.suppress(Exception):
+                self.chan.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        """From the far end: to the local connection, unless it is going."""
+        if not self.transport.is_closing():
+            with contextlib.suppress(Exception):
+                self.transport.write(data)
 
 
 class _Far(asyncssh.SSHTCPSession):
@@ -741,21 +757,25 @@ class _Far(asyncssh.SSHTCPSession):
         self.local = local
 
     def data_received(self, data: bytes, datatype) -> None:
-        self.local.transport.write(data)
+        self.local.write(data)
 
     def eof_received(self) -> bool:
-        if self.local.transport.can_write_eof():
-            self.local.transport.write_eof()
+        transport = self.local.transport
+        if not transport.is_closing() and transport.can_write_eof():
+            with contextlib.suppress(Exception):
+                transport.write_eof()
         return True
 
     def connection_lost(self, exc) -> None:
         self.local.transport.close()
 
     def pause_writing(self) -> None:
-        self.local.transport.pause_reading()
+        with contextlib.suppress(Exception):
+            self.local.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self.local.transport.resume_reading()
+        with contextlib.suppress(Exception):
+            self.local.transport.resume_reading()
 
 
 class _Stopped(Exception):

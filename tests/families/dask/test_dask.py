@@ -456,7 +456,8 @@ def test_notebook_cells_on_the_cluster_through_nbclient(attached_shared):
         client.execute()
     assert getattr(info.value, "ename", None) == "ValueError"
     c = nb.cells
-    assert "worker pid" in c[1].outputs[0]["text"] and int(c[1].outputs[0]["text"].split()[-1]) != os.getpid()
+    printed = "".join(o.get("text", "") for o in c[1].outputs if o["output_type"] == "stream")
+    assert "worker pid" in printed and int(printed.split()[-1]) != os.getpid()
     assert c[1].outputs[-1]["data"]["text/html"] == "<i>hi</i>"
     errors = [o for o in c[2].outputs if o["output_type"] == "error"]
     assert len(errors) == 1 and errors[0]["evalue"] == "the remote value was wrong"
@@ -471,17 +472,18 @@ def test_notebook_pushes_pulls_and_runs_on_two_nodes_of_the_dask_cluster(shared,
     nb.cells = [nbformat.v4.new_code_cell(c) for c in (
         "%load_ext jupyter_compute\nimport os\nimport numpy as np\na = np.arange(2_000_000, dtype=np.float64)\n"
         "scale = 3",
-        "%%compute shared --push a,scale --pull b,ran_on --nodes 2\nimport os\nb = a * scale\n"
+        "%%compute shared --push a,scale --pull b,ran_on --nodes 2 -v\nimport os\nb = a * scale\n"
         "ran_on = (rank, world_size, os.getpid())\nprint('rank', rank, 'of', world_size, flush=True)",
         "print(np.array_equal(b, a * 3), ran_on[:2], ran_on[2] != os.getpid())",
         "%%compute shared --push scale --nodes 4\nprint('never')",
-        "%%compute shared --nodes 2\n'a' in globals(), 'scale' in globals(), rank")]
+        "%%compute shared --nodes 2\n'a' in globals(), 'scale' in globals(), rank",
+        "%%compute shared\nprint(scale)")]
     client = NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True)
     client.execute()
     c = nb.cells
     out = "".join(o.get("text", "") for o in c[1].outputs if o["output_type"] == "stream" and o["name"] == "stdout")
     assert sorted(out.splitlines()) == ["[rank 0] rank 0 of 2", "[rank 1] rank 1 of 2"]
-    reports = "".join(o.get("text", "") for o in c[1].outputs if o["output_type"] == "stream" and o["name"] == "stderr")
+    reports = "".join(o["data"]["text/plain"] for o in c[1].outputs if o["output_type"] == "display_data")
     assert "pushed a, scale (16.0 MB) to shared" in reports and "pulled b, ran_on" in reports
     assert not [o for o in c[1].outputs if o["output_type"] == "error"]
     # Pulled from rank 0, on a worker process of the cluster.
@@ -492,6 +494,15 @@ def test_notebook_pushes_pulls_and_runs_on_two_nodes_of_the_dask_cluster(shared,
     assert not [o for o in c[3].outputs if o["output_type"] == "stream" and "never" in o["text"]]
     # A batch route: the next cell starts afresh, without what the refused cell would have pushed.
     assert c[4].outputs[-1]["data"]["text/plain"] == "(False, False, 0)"
+    # The first cell on the cluster said so once; a name from an earlier cell is met with how to send it.
+    note = "jupyter_compute: each cell on 'shared' runs as a new Dask task; variables move with --push and --pull"
+    notes = [[o for o in cell.outputs if o["output_type"] == "display_data" and o["data"]["text/plain"] == note]
+             for cell in c[1:]]
+    assert [len(n) for n in notes] == [1, 0, 0, 0, 0], notes
+    [error] = [o for o in c[5].outputs if o["output_type"] == "error"]
+    assert error["ename"] == "NameError" and error["evalue"] == (
+        "name 'scale' is not defined. Each cell on 'shared' runs afresh, without earlier cells' variables: "
+        "send 'scale' from this notebook with --push scale"), error["evalue"]
 
 
 @pytest.fixture

@@ -462,7 +462,7 @@ def test_notebook_cells_run_on_the_jupyter_server(remote, attached):
         "%%compute remote\nkept = 'still here'",
         "%%compute remote\nprint(kept)",
         "a = np.random.default_rng(7).random(50 * 2**20 // 8)\ndouble = lambda v: v * 2",
-        "%%compute remote --push a,double --pull b,add_one\nb = double(a)\nadd_one = lambda v: v + 1\nb.nbytes",
+        "%%compute remote --push a,double --pull b,add_one --verbose\nb = double(a)\nadd_one = lambda v: v + 1\nb.nbytes",
         "assert np.array_equal(b, a * 2) and b.flags.writeable\nprint(add_one(41))",
         "%%compute remote\nprint('before')\nraise ValueError('the remote value was wrong')",
         "print('never runs')",
@@ -487,7 +487,8 @@ def test_notebook_cells_run_on_the_jupyter_server(remote, attached):
 
     result = [o.data["text/plain"] for o in c[7].outputs if o.output_type == "execute_result"]
     assert result == [str(50 * 2**20)]
-    report = "".join(o.text for o in c[7].outputs if o.output_type == "stream" and o.name == "stderr")
+    assert not [o for o in c[7].outputs if o.output_type == "stream" and o.name == "stderr"]
+    report = "".join(o.data["text/plain"] for o in c[7].outputs if o.output_type == "display_data")
     assert "pushed a, double (52.4 MB)" in report and "pulled b, add_one (52.4 MB)" in report
     assert text_of(c[8]).strip() == "42"
 

@@ -207,7 +207,9 @@ async def test_memory_limit_watchdog_stops_the_kernel(api, compute_db):
         t = await await_for(failed, timeout=20, interval=0.2, message="the watchdog to fail k1")
     finally:
         kc.stop_channels()
-    assert "memory_limit_mb=300" in t["errors"][0]["message"]
+    message = t["errors"][0]["message"]
+    assert message.startswith("the kernel of 'k1' was stopped: it used ") and message.endswith(
+        "MB, above its memory limit of 300 MB"), message
 
 
 @pytest.mark.long
@@ -228,3 +230,17 @@ async def test_idle_shutdown_stops_an_idle_kernel(api, compute_db):
     assert t["state"] == "stopped" and t["provider_state"] == "idle shutdown"
     assert 55 < time.monotonic() - t0 < 180
     assert await asyncio.to_thread(wait_for, lambda: gone(pid), timeout=10, message="idle kernel to exit")
+
+
+async def test_deleting_a_target_removes_its_kernels_logs_and_no_other(local, compute_db):
+    await local.create("a", "local-kernel", wait=True)
+    await local.create("a-b", "local-kernel", wait=True)
+    logs = {name: Store(str(compute_db)).get_target("local", name)["runtime"]["log_file"] for name in ("a", "a-b")}
+    assert all(os.path.exists(p) for p in logs.values())
+    await local.stop("a", wait=True)
+    assert os.path.exists(logs["a"])  # a stop keeps the log, to read why the kernel ended
+    await local.delete("a", wait=True)
+    assert not os.path.exists(logs["a"])
+    assert os.path.exists(logs["a-b"])  # a target whose name begins the same keeps its own
+    await local.delete("a-b", wait=True)
+    assert not os.path.exists(logs["a-b"])

@@ -349,7 +349,7 @@ def test_notebook_cells_run_on_the_ssh_target(sshd, compute_db, ipython_dir):
         "%%compute vm\nraise ValueError('boom on the remote')",
         "%%compute vm\nkept = 'still here'",
         "import numpy as np\na = np.arange(50 * 2**20 // 8, dtype='float64')\nsquare = lambda x: x * x",
-        "%%compute vm --push a,square --pull b\nb = square(a) + 1",
+        "%%compute vm --push a,square --pull b --verbose\nb = square(a) + 1",
         "assert b.nbytes == a.nbytes and (b == a * a + 1).all()\nprint('pulled', b.nbytes)",
         "%%compute vm\nimport time\nprint('sleeping', flush=True)\ntime.sleep(60)",
         "%%compute vm\nimport os\nprint('alive', kept, os.getpid())",
@@ -379,7 +379,8 @@ def test_notebook_cells_run_on_the_ssh_target(sshd, compute_db, ipython_dir):
     (err,) = errors_of(cells[4])
     assert err["ename"] == "ValueError" and err["evalue"] == "boom on the remote"
     assert "pulled 52428800" in text_of(cells[8])
-    assert "pushed a, square" in text_of(cells[7]) and "pulled b" in text_of(cells[7])
+    report = "".join(o.data["text/plain"] for o in cells[7].outputs if o.output_type == "display_data")
+    assert "pushed a, square" in report and "pulled b" in report and text_of(cells[7]) == ""
     # Interrupt: the cell ends with KeyboardInterrupt within seconds, and the kernel lives on.
     assert "sleeping" in text_of(cells[9])
     assert [e["ename"] for e in errors_of(cells[9])] == ["KeyboardInterrupt"]
