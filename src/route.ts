@@ -17,8 +17,13 @@ export interface IRouteMetadata {
 /** Target names and workspace ids that can be put on a magic's line as they are. */
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
-/** Loads the magics; run only when the probe says they are not loaded yet. */
-export const LOAD_CODE = '%load_ext jupyter_compute';
+/**
+ * Loads the magics; run only when the probe says they are not loaded yet. Called directly rather
+ * than with `%load_ext`, so a `%load_ext jupyter_compute` the person types later is quiet (IPython
+ * would say "already loaded").
+ */
+export const LOAD_CODE =
+  'import jupyter_compute as _jc; _jc.load_ipython_extension(get_ipython()); del _jc';
 
 /** Whether the kernel has the `%compute` magic, asked without running a cell. */
 export const PROBE_EXPRESSION =

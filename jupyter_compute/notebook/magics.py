@@ -245,6 +245,9 @@ class ComputeMagics(Magics):
         if not argv:
             raise UsageError("say what to do: %compute VERB ... (VERB: " + ", ".join(self.verbs()) + ")")
         verb = argv[0]
+        if verb in ("-h", "--help"):
+            print(self.help_text())
+            return None
         try:
             if verb == "use":
                 return self._use(_use_parser().parse_args(argv[1:]))
@@ -256,6 +259,15 @@ class ComputeMagics(Magics):
         except _HelpShown:
             return None
         return self._cli(args)
+
+    def help_text(self) -> str:
+        """``%compute --help``: the command line's verbs, and the notebook's own beside them."""
+        own = "\n".join(f"    {p.prog.split()[-1]:<10}{p.description}"
+                        for p in (_use_parser(), _status_parser(), _login_parser()))
+        return (f"{commands.build_parser(prog='%compute').format_help().rstrip()}\n\n"
+                f"in a notebook, also:\n{own}\n\n"
+                "%%compute TARGET [--push A,B] [--pull C,D] [--nodes N] [--start] [-v] runs one cell on TARGET "
+                "(%%compute --help).")
 
     def verbs(self) -> list[str]:
         parser = commands.build_parser()

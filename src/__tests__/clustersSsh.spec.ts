@@ -188,6 +188,33 @@ describe('the scale control', () => {
       )
     ).toEqual([]);
   });
+
+  it('opens a dashboard on the server machine through the server', () => {
+    const props = {
+      dashboard_link: 'http://127.0.0.1:8787/status',
+      dashboard_path: 'proxy/8787/status'
+    };
+    expect(
+      applicationLinks(
+        cluster({ properties: props }),
+        'https://hub.example.org/user/alice/'
+      )
+    ).toEqual([
+      {
+        label: 'Dashboard',
+        url: 'https://hub.example.org/user/alice/proxy/8787/status'
+      }
+    ]);
+    // Anything but a proxy path is ignored: the link stays the cluster's own.
+    expect(
+      applicationLinks(
+        cluster({
+          properties: { ...props, dashboard_path: '//evil.example/x' }
+        }),
+        'https://hub.example.org/user/alice/'
+      )
+    ).toEqual([{ label: 'Dashboard', url: 'http://127.0.0.1:8787/status' }]);
+  });
 });
 
 describe('ssh attach', () => {

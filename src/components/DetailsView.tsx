@@ -2,6 +2,7 @@
  * A target's details, in a main-area tab: every non-secret property, node counts and nodes,
  * errors in full, and links to the applications the backend reports.
  */
+import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
@@ -59,10 +60,13 @@ export class TargetDetails extends ReactWidget {
 
 /**
  * Links to a target's applications: `properties.applications`, `*_url` properties, and a
- * cluster's `dashboard_link`.
+ * cluster's dashboard. A dashboard on the server's machine (`dashboard_path`) opens through the
+ * Jupyter server, under its authentication, so it works wherever the browser is (JupyterHub, a
+ * remote workstation); one elsewhere opens at its own `dashboard_link`.
  */
 export function applicationLinks(
-  target: ITarget
+  target: ITarget,
+  baseUrl: string = PageConfig.getBaseUrl()
 ): { label: string; url: string }[] {
   const links: { label: string; url: string }[] = [];
   const apps = target.properties?.applications;
@@ -86,7 +90,14 @@ export function applicationLinks(
     if (key.endsWith('_url')) {
       links.push({ label: key.slice(0, -4).replace(/_/g, ' '), url: value });
     } else if (key === 'dashboard_link') {
-      links.push({ label: 'Dashboard', url: value });
+      const path = target.properties?.dashboard_path;
+      links.push({
+        label: 'Dashboard',
+        url:
+          typeof path === 'string' && /^proxy\/\d+\//.test(path)
+            ? URLExt.join(baseUrl, path)
+            : value
+      });
     }
   }
   return links;

@@ -89,8 +89,26 @@ def test_unknown_target_and_workspace_fail_cleanly_with_no_side_effects(shell, c
     assert [t["name"] for t in json.loads(r.stdout)] == ["this-machine"]
 
 
+def test_load_ext_after_the_toolbar_loaded_the_magics_says_nothing(shell, capsys):
+    # The toolbar's picker loads the magics with the code in src/route.ts, run in the kernel.
+    source = (Path(__file__).resolve().parents[2] / "src" / "route.ts").read_text()
+    load_code = re.search(r"export const LOAD_CODE =\s*'([^']+)';", source).group(1)
+    shell.run_line_magic("unload_ext", "jupyter_compute")
+    capsys.readouterr()
+    assert shell.run_cell(load_code).success
+    assert shell.run_cell("%load_ext jupyter_compute").success
+    assert shell.run_cell("%compute --help").success  # loaded, and once
+    out = capsys.readouterr()
+    assert "already loaded" not in out.out + out.err and out.err == ""
+    assert out.out.count("in a notebook, also:") == 1
+
+
 def test_help_shows_and_does_not_fail(shell, capsys):
     assert run_cell(shell, "%compute --help") == (None, None)
+    top = capsys.readouterr().out
+    # Every verb, the notebook's own included.
+    for verb in ("create", "start", "stop", "delete", "attach", "rename", "list", "use", "status", "login"):
+        assert f"    {verb}" in top, verb
     assert run_cell(shell, "%compute create --help") == (None, None)
     assert run_cell(shell, "%%compute --help\nx") == (None, None)
     out = capsys.readouterr().out

@@ -334,6 +334,11 @@ def test_jupyter_console_runs_on_the_target(k1):
 
 
 async def test_the_browser_is_told_why_a_kernel_ended(k1, jp_fetch, jp_ws_fetch, jp_serverapp):
+    # The server has a data folder of its own (pytest-jupyter's): the kernel is there once its
+    # first sync has written it, as a browser would find it in the list.
+    async def listed():
+        return "compute-k1" in json.loads((await jp_fetch("api", "kernelspecs")).body)["kernelspecs"]
+    await await_for(listed, timeout=10, interval=0.1, message="compute-k1 in the server's kernelspecs")
     r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "compute-k1"}))
     kernel = json.loads(r.body)
     ws = await jp_ws_fetch("api", "events", "subscribe")

@@ -27,8 +27,8 @@ from ...core.errors import Conflict, InvalidRequest, Unavailable
 from ...core.models import Node, NodeCounts, Size, Spec, State, Target, Usage, utcnow
 from ...core.backend import Backend, KindSpec, OperationContext, Outcome, stored_target
 from ...core.route import Route
-from .scheduler import (PROBE_TIMEOUT, counts_of, dashboard_of, node_of, scheduler_identity, security_of,  # noqa: F401
-                        worker_state)
+from .scheduler import (PROBE_TIMEOUT, counts_of, dashboard_of, dashboard_path_of, node_of,  # noqa: F401
+                        scheduler_identity, security_of, worker_state)
 
 if importlib.util.find_spec("distributed") is None:  # the family simply does not appear without Dask
     raise ImportError("dask.distributed is not installed")
@@ -189,6 +189,8 @@ class DaskBackend(Backend):
         for k in ("scheduler_address", "dashboard_link", "log_file", "started"):
             if running and rt.get(k):
                 props[k] = rt[k]
+        if props.get("dashboard_link"):
+            props["dashboard_path"] = dashboard_path_of(props["dashboard_link"])
         mem = spec.get("memory_limit_mb")
         # A node is one worker: its threads and its memory limit.
         size = Size(name="dask worker", vcpus=spec.get("threads_per_node", 2),
@@ -208,7 +210,8 @@ class DaskBackend(Backend):
         workers = identity.get("workers") or {}
         states = [worker_state(w) for w in workers.values()]
         threads = {w.get("nthreads") for w in workers.values()}
-        props = {"dashboard_link": dashboard_of(identity, address), "scheduler_id": identity.get("id"),
+        link = dashboard_of(identity, address)
+        props = {"dashboard_link": link, "dashboard_path": dashboard_path_of(link), "scheduler_id": identity.get("id"),
                  "workers": len(workers), "threads": identity.get("total_threads"),
                  "memory_gb": round((identity.get("total_memory") or 0) / 2**30, 2)}
         size = None

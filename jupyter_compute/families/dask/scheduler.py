@@ -86,6 +86,18 @@ def dashboard_of(identity: dict, address: str) -> str | None:
     return f"http://{host}:{port}/status"
 
 
+def dashboard_path_of(link: str | None) -> str | None:
+    """Where the Jupyter server serves a dashboard on this machine (jupyter-server-proxy's
+    ``proxy/PORT/…``, under the server's own base URL and authentication), so that it opens from a
+    browser anywhere: on JupyterHub, on a remote workstation. None for a dashboard elsewhere."""
+    if not link:
+        return None
+    parts = urlsplit(link)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1") or not parts.port:
+        return None
+    return f"proxy/{parts.port}{parts.path or '/status'}"
+
+
 def node_of(address: str, info: dict, state: str) -> Node:
     parts = urlsplit(address)
     mem = info.get("memory_limit")

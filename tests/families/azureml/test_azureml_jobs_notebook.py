@@ -83,7 +83,12 @@ def test_cells_run_as_jobs_and_a_failure_stops_with_azures_message(project, arm)
     assert "import os\nprint('hello from', os.environ['AZUREML_RUN_ID'])\n6 * 7\n" in \
         first["body"]["properties"]["command"]
     assert f"hello from {first['name']}\n" in text_of(ok, "stdout")
-    [status] = [o for o in ok.outputs if o.output_type == "display_data"]
+    note, status = [o for o in ok.outputs if o.output_type == "display_data"]
+    # The first cell on the cluster says once that each cell is a job of its own.
+    assert note.data["text/plain"] == (f"jupyter_compute: each cell on '{CLUSTER}' runs as a new Azure ML job; "
+                                       "variables move with --push and --pull")
+    assert not [o for o in failed.outputs if o.output_type == "display_data" and "runs as a new" in
+                o.data.get("text/plain", "")]
     # The statuses shown as the job moved through them, in Azure's order; a busy machine may poll past
     # a short one, but never shows them out of order or misses the run and its end.
     seen = [step.split(" (")[0] for step in status.data["text/plain"].split(": ", 1)[1].split("\n")[0].split(" → ")]

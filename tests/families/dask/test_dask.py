@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 import nbformat
@@ -26,6 +27,7 @@ from jupyter_compute.core.route import ExecutionError, ExecutionTimeout, Transfe
 from jupyter_compute.families.dask.route import DaskRoute
 from jupyter_compute.core.store import Store
 
+from tests.conftest import server_config
 from tests.support import await_for, cli, run, wait_for
 
 # The route tests share one cluster (``shared``), built once per worker: they stay together.
@@ -503,6 +505,31 @@ def test_notebook_pushes_pulls_and_runs_on_two_nodes_of_the_dask_cluster(shared,
     assert error["ename"] == "NameError" and error["evalue"] == (
         "name 'scale' is not defined. Each cell on 'shared' runs afresh, without earlier cells' variables: "
         "send 'scale' from this notebook with --push scale"), error["evalue"]
+
+
+@pytest.fixture
+def jp_server_config():
+    """The extension's server, with jupyter-server-proxy beside it as an installed server has it."""
+    config = server_config()
+    config["ServerApp"]["jpserver_extensions"]["jupyter_server_proxy"] = True
+    return config
+
+
+async def test_the_dashboard_opens_through_the_jupyter_server_with_its_token_and_not_without(
+        shared, jp_fetch, jp_base_url, jp_http_port):
+    props = shared["target"]["properties"]
+    port = urllib.parse.urlsplit(props["dashboard_link"]).port
+    assert props["dashboard_path"] == f"proxy/{port}/status"
+    r = await jp_fetch(*props["dashboard_path"].split("/"))
+    page = r.body.decode()
+    assert r.code == 200 and "<title>Dask Diagnostic UI</title>" in page, page[:500]
+    # The same address with no token is refused, and nothing of the dashboard is given away.
+    from tornado.httpclient import AsyncHTTPClient
+    anonymous = await AsyncHTTPClient().fetch(
+        f"http://127.0.0.1:{jp_http_port}{jp_base_url}{props['dashboard_path']}", raise_error=False,
+        follow_redirects=False)
+    assert anonymous.code in (302, 403), anonymous.code
+    assert b"Dask" not in (anonymous.body or b"")
 
 
 @pytest.fixture
