@@ -257,6 +257,13 @@ class SSHKeysHandler(ComputeHandler):
         self.reply(choices)
 
 
+class PythonsHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def get(self):
+        self.reply(await self.compute.workspace("local").field_choices("local-kernel", "python"))
+
+
 def _p(path: str) -> str:
     return rf"/{PREFIX}{path}"
 
@@ -276,4 +283,5 @@ HANDLERS = [
     (_p(r"/operations/(?P<op_id>[^/]+)"), OperationHandler),
     (_p("/openapi.json"), OpenAPIHandler),
     (_p("/ssh-keys"), SSHKeysHandler),
+    (_p("/pythons"), PythonsHandler),
 ]

@@ -104,6 +104,15 @@ def document(compute=None) -> dict[str, Any]:
                 "usable": {"type": "boolean", "description": "False when the ssh kind would refuse the file"},
                 "problem": {"type": ["string", "null"], "description": "Why it would be refused"}}}}},
     }
+    schemas["PythonList"] = {
+        "type": "object", "required": ["pythons"],
+        "properties": {"pythons": {"type": "array", "items": {
+            "type": "object", "required": ["path", "label", "source"],
+            "properties": {
+                "path": {"type": "string", "description": "The interpreter, as a local kernel's python field takes it"},
+                "label": {"type": "string"},
+                "source": {"type": "string", "enum": ["this", "conda", "venv", "kernelspec"]}}}}},
+    }
     schemas["SignIn"] = {
         "type": "object", "required": ["workspace", "state"],
         "description": "A device-code sign-in to an Azure ML workspace; the token it gets stays in the server",
@@ -191,6 +200,11 @@ def document(compute=None) -> dict[str, Any]:
             "summary": "Private key files in the server user's ~/.ssh, to pick one for an ssh target: paths and "
                        "permissions only, never a key's contents",
             "responses": {"200": _json(_ref("SSHKeyList"), "Candidate key files"), **_errors("403")}}},
+        f"{BASE}/pythons": {"get": {
+            "operationId": "listPythons",
+            "summary": "Python environments on the server's machine a local kernel can run in: conda environments, "
+                       "virtual environments in the usual places and the interpreters of installed kernelspecs",
+            "responses": {"200": _json(_ref("PythonList"), "Interpreters, this server's first"), **_errors("403")}}},
     }
     for action in ("start", "stop", "restart"):
         paths[f"{BASE}/workspaces/{{ws}}/targets/{{name}}/{action}"] = {"post": {

@@ -161,6 +161,14 @@ export interface ISshKeyListing {
   keys: ISshKeyFile[];
 }
 
+/** A Python environment on the server's machine, as `GET /pythons` lists it. */
+export interface IPythonChoice {
+  /** The interpreter, as a local kernel's `python` field takes it. */
+  path: string;
+  label: string;
+  source: 'this' | 'conda' | 'venv' | 'kernelspec';
+}
+
 /** The body of `POST …/targets`: name, kind and the kind's spec fields, flat. */
 export interface ITargetRequest {
   name: string;
@@ -381,6 +389,14 @@ export class ComputeApi {
   /** `GET /ssh-keys`: candidate private key files in the server user's ~/.ssh (paths only). */
   listSshKeys(): Promise<ISshKeyListing> {
     return this._request<ISshKeyListing>('GET', ['ssh-keys']);
+  }
+
+  /** `GET /pythons`: environments a local kernel can run in, this server's Python first. */
+  async listPythons(): Promise<IPythonChoice[]> {
+    const body = await this._request<{ pythons: IPythonChoice[] }>('GET', [
+      'pythons'
+    ]);
+    return body.pythons;
   }
 
   /** `GET /openapi.json` */

@@ -20,6 +20,7 @@ import {
   validateForm
 } from '../schemaForm';
 import { showModal } from './Modal';
+import { PYTHON_FIELD, PythonPicker, usePythons } from './PythonPicker';
 import { SchemaFields, fieldId } from './SchemaForm';
 import {
   ACCEPT_FIELD,
@@ -95,6 +96,8 @@ function CreateForm(props: {
     [kind, mode, isSsh]
   );
   const sshKeys = useSshKeys(model, isSsh);
+  const isLocalKernel = kind?.name === 'local-kernel';
+  const pythons = usePythons(model, isLocalKernel);
   // The step that shows a refused host key, and the fingerprints the user accepted so far.
   const [hostKey, setHostKey] = React.useState<IHostKeyChallenge | null>(null);
   const [accepted, setAccepted] = React.useState<string[]>([]);
@@ -353,7 +356,13 @@ function CreateForm(props: {
                       <KeyFilePicker {...control} {...sshKeys} />
                     )
                   }
-                : undefined
+                : isLocalKernel
+                  ? {
+                      [PYTHON_FIELD]: control => (
+                        <PythonPicker {...control} pythons={pythons} />
+                      )
+                    }
+                  : undefined
             }
           />
         )}

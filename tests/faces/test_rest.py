@@ -1,7 +1,10 @@
 """Every REST route and error status, through a real Jupyter server (pytest-jupyter)."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import jsonschema
 import psutil
@@ -210,3 +213,36 @@ def expand(pattern: str) -> list[str]:
     else:
         fills = ["{id}" if name == "op_id" else "{%s}" % name]
     return [p for fill in fills for p in expand(pattern[:m.start()] + fill + pattern[m.end():])]
+
+
+async def test_the_python_field_offers_the_environments_found_on_this_machine(api, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    project = tmp_path / "project"
+    for env in (home / ".venvs" / "ml", home / ".virtualenvs" / "etl", project / ".venv"):
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True, timeout=120)
+    (home / ".venvs" / "not-an-env").mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(project)
+    code, body = await api("GET", "pythons")
+    assert code == 200, body
+    offered = {p["path"]: p for p in body["pythons"]}
+    assert body["pythons"][0]["source"] == "this" and body["pythons"][0]["path"] == os.path.abspath(sys.executable)
+    for env, label in ((home / ".venvs" / "ml", "~/.venvs/ml"), (home / ".virtualenvs" / "etl", "~/.virtualenvs/etl"),
+                       (project / ".venv", str(project / ".venv"))):
+        exe = str(env / "bin" / "python")
+        assert exe in offered, sorted(offered)
+        assert offered[exe]["label"] == label and offered[exe]["source"] == "venv"
+    assert not [p for p in offered if "not-an-env" in p]
+    # What is offered is what the field takes: a target made with one runs in it (the venv sees this
+    # Python's packages, for ipykernel, through a path entry).
+    ml = str(home / ".venvs" / "ml" / "bin" / "python")
+    purelib = subprocess.run([ml, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    ours = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
+    with open(os.path.join(purelib, "shared-packages.pth"), "w") as f:
+        f.write(ours + "\n")
+    code, body = await api("POST", "workspaces/local/targets", {"name": "ml", "kind": "local-kernel", "python": ml})
+    assert code == 202, body
+    assert (await wait_op(api, body["operation"]["id"]))["status"] == "succeeded"
+    _, t = await api("GET", "workspaces/local/targets/ml")
+    assert psutil.Process(t["properties"]["kernel_pid"]).cmdline()[0] == ml

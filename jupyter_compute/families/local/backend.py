@@ -245,6 +245,12 @@ class LocalBackend(Backend):
         return [Node(id=f"{host}:{pid}", state="running", address="127.0.0.1",
                      properties={"pid": pid, "memory_mb": round(rss, 1) if rss is not None else None})]
 
+    async def field_choices(self, kind: str, field: str) -> dict[str, Any] | None:
+        if kind == "local-kernel" and field == "python":
+            from .pythons import find_pythons
+            return {"pythons": await asyncio.to_thread(find_pythons)}
+        return None
+
     async def sizes(self) -> list[Size]:
         size, _ = await self._machine()
         return [size]
