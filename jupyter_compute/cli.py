@@ -12,8 +12,8 @@ import os
 import sys
 from typing import Any
 
-from .commands import (OperationAborted, UsageError, build_parser, plain, run, text_detail, text_job,
-                       text_table)
+from .commands import (OperationAborted, UsageError, asked_kind_help, build_parser, kind_help, plain, run,
+                       text_detail, text_job, text_table)
 from .core.errors import ComputeError, InvalidRequest, NotFound
 from .core.models import Operation
 
@@ -77,6 +77,10 @@ def exit_code(e: BaseException) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    asked = asked_kind_help(argv)
+    if asked is not None:
+        return _kind_help(*asked)
     parser = build_parser()
     args = parser.parse_args(argv)
     ui = TextUI(args.output)
@@ -106,6 +110,25 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (`jupyter compute list | head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _kind_help(verb: str, kind: str, workspace: str | None) -> int:
+    """``create --kind K --help``: that kind's fields only."""
+    from .core.workspace import Compute
+
+    async def go() -> str:
+        compute = Compute.from_config()
+        try:
+            return kind_help("jupyter compute", verb, compute.workspace(workspace).kind_spec(kind))
+        finally:
+            await compute.close()
+
+    try:
+        print(asyncio.run(go()))
+        return 0
+    except ComputeError as e:
+        print(f"jupyter compute: error: {e.message}", file=sys.stderr)
+        return exit_code(e)
 
 
 if __name__ == "__main__":

@@ -214,6 +214,59 @@ class ComputeParser(argparse.ArgumentParser):
         return parsed
 
 
+def _spec_field(option: str) -> str:
+    """The spec field an option of SPEC_OPTIONS sets."""
+    field = _field(option)
+    return KV_FIELDS.get(field) or CONVERT.get(field, (field,))[0]
+
+
+def kind_help(prog: str, verb: str, kind: Any) -> str:
+    """``create --kind K --help``: the options of kind K only, its required fields first.
+
+    ``kind`` is the core's ``KindSpec``; fields without an option here go in a ``-f`` spec file."""
+    model = kind.model()
+    fields = model.model_fields if model is not None else {}
+    p = argparse.ArgumentParser(prog=f"{prog} {verb}", add_help=False, usage=f"%(prog)s NAME --kind {kind.name} [options]",
+                                description=f"{kind.description}", formatter_class=argparse.RawDescriptionHelpFormatter)
+    required = p.add_argument_group(f"required fields of {kind.name}")
+    optional = p.add_argument_group(f"other fields of {kind.name}")
+    by_option = dict(SPEC_OPTIONS)
+    shown = set()
+    for option, kw in SPEC_OPTIONS:
+        name = _spec_field(option)
+        if name in fields and name not in shown:
+            shown.add(name)
+            group = required if fields[name].is_required() else optional
+            group.add_argument(option, **{k: v for k, v in by_option[option].items() if k != "type"})
+    for name, from_stdin, ask in SECRET_OPTIONS:
+        if name in fields:
+            group = required if fields[name].is_required() else optional
+            group.add_argument(from_stdin, action="store_true", help=f"Read the {name} from the first line of stdin")
+            group.add_argument(ask, action="store_true", help=f"Ask for the {name} on the terminal, without echo")
+    rest = sorted(set(fields) - shown - {n for n, _, _ in SECRET_OPTIONS} - {"description", "tags"})
+    common = p.add_argument_group("options of every kind")
+    common.add_argument("--workspace", "-w", help="Workspace id (default: the configured or discovered one)")
+    common.add_argument("--output", "-o", choices=["table", "json"], help="Output format")
+    common.add_argument("--no-wait", action="store_true", help="Return once the operation has started")
+    common.add_argument("-f", "--file", metavar="SPEC.yaml", help="YAML file of spec fields (options override it)"
+                        + (f"; also for {', '.join(rest)}" if rest else ""))
+    return p.format_help().rstrip()
+
+
+def asked_kind_help(argv: list[str]) -> tuple[str, str, str | None] | None:
+    """(verb, kind, workspace) when ``argv`` asks for one kind's help (``create --kind K --help``)."""
+    if not argv or argv[0] not in ("create", "attach") or not {"-h", "--help"} & set(argv):
+        return None
+    found: dict[str, str] = {}
+    for i, a in enumerate(argv):
+        for key, names in (("kind", ("--kind", "-k")), ("ws", ("--workspace", "-w"))):
+            if a in names and i + 1 < len(argv):
+                found[key] = argv[i + 1]
+            elif a.startswith(names[0] + "="):
+                found[key] = a.split("=", 1)[1]
+    return (argv[0], found["kind"], found.get("ws")) if "kind" in found else None
+
+
 def build_parser(prog: str = "jupyter compute") -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--workspace", "-w", help="Workspace id (default: the configured or discovered one, else 'local')")

@@ -22,6 +22,7 @@ export class ComputeController implements IDisposable {
   constructor(options: ComputeController.IOptions) {
     this.model = options.model;
     this._openDetails = options.openDetails;
+    this._openTab = options.openTab;
     this.model.operationFailed.connect(this._onOperationFailed, this);
   }
 
@@ -185,6 +186,18 @@ export class ComputeController implements IDisposable {
     }
   }
 
+  /**
+   * Open a page the Jupyter server serves (a dashboard through its proxy) in a JupyterLab tab;
+   * in a browser tab where the shell cannot hold one.
+   */
+  openInTab(url: string, label: string): void {
+    if (this._openTab) {
+      this._openTab(url, label);
+    } else {
+      window.open(url, '_blank', 'noopener');
+    }
+  }
+
   openDetails(name: string): void {
     this._openDetails(name);
   }
@@ -207,6 +220,7 @@ export class ComputeController implements IDisposable {
   private _settings: IComputeSettings = { ...DEFAULT_SETTINGS };
   private _settingsChanged = new Signal<this, IComputeSettings>(this);
   private _openDetails: (name: string) => void;
+  private _openTab?: (url: string, label: string) => void;
   private _isDisposed = false;
 }
 
@@ -214,6 +228,8 @@ export namespace ComputeController {
   export interface IOptions {
     model: ComputeModel;
     openDetails: (name: string) => void;
+    /** Show a page of the Jupyter server's own origin in a main-area tab. */
+    openTab?: (url: string, label: string) => void;
   }
 }
 

@@ -22,6 +22,7 @@ import { computeIcon } from './icons';
 import { KernelSpecsFollower } from './kernelspecs';
 import { ComputeLauncherItems, addNewNotebookCommand } from './launcher';
 import { ComputeModel } from './model';
+import { openPageTab } from './pageTab';
 import { followSettings } from './settings';
 import { IComputeService } from './tokens';
 
@@ -59,7 +60,8 @@ const sidebar: JupyterFrontEndPlugin<IComputeService> = {
 
     const controller = new ComputeController({
       model,
-      openDetails: name => details.open(name)
+      openDetails: name => details.open(name),
+      openTab: (url, label) => openPageTab(shell, url, label)
     });
     const details = new DetailsTabs({ shell, model, controller });
 

@@ -202,7 +202,8 @@ describe('the scale control', () => {
     ).toEqual([
       {
         label: 'Dashboard',
-        url: 'https://hub.example.org/user/alice/proxy/8787/status'
+        url: 'https://hub.example.org/user/alice/proxy/8787/status',
+        sameServer: true
       }
     ]);
     // Anything but a proxy path is ignored: the link stays the cluster's own.

@@ -27,6 +27,8 @@ export function sshCommand(target: ITarget): string {
 export function ApplicationLinks(props: {
   target: ITarget;
   tabIndex?: number;
+  /** Opens a page of the Jupyter server itself (a proxied dashboard) in a JupyterLab tab. */
+  openInTab?: (url: string, label: string) => void;
 }): JSX.Element | null {
   const { target } = props;
   // Links only lead somewhere while the instance runs.
@@ -53,7 +55,19 @@ export function ApplicationLinks(props: {
           rel="noopener noreferrer"
           title={`Open ${link.label} on ${target.name}`}
           tabIndex={props.tabIndex}
-          onClick={event => event.stopPropagation()}
+          onClick={event => {
+            event.stopPropagation();
+            // A page the server itself serves opens in a JupyterLab tab; a modified click
+            // (a new browser tab or window) is left to the browser.
+            if (
+              props.openInTab &&
+              link.sameServer &&
+              !(event.ctrlKey || event.metaKey || event.shiftKey || event.button)
+            ) {
+              event.preventDefault();
+              props.openInTab(link.url, `${link.label} · ${target.name}`);
+            }
+          }}
         >
           {link.label}
         </a>

@@ -67,8 +67,8 @@ export class TargetDetails extends ReactWidget {
 export function applicationLinks(
   target: ITarget,
   baseUrl: string = PageConfig.getBaseUrl()
-): { label: string; url: string }[] {
-  const links: { label: string; url: string }[] = [];
+): { label: string; url: string; sameServer?: boolean }[] {
+  const links: { label: string; url: string; sameServer?: boolean }[] = [];
   const apps = target.properties?.applications;
   if (Array.isArray(apps)) {
     for (const app of apps) {
@@ -91,13 +91,12 @@ export function applicationLinks(
       links.push({ label: key.slice(0, -4).replace(/_/g, ' '), url: value });
     } else if (key === 'dashboard_link') {
       const path = target.properties?.dashboard_path;
-      links.push({
-        label: 'Dashboard',
-        url:
-          typeof path === 'string' && /^proxy\/\d+\//.test(path)
-            ? URLExt.join(baseUrl, path)
-            : value
-      });
+      const proxied = typeof path === 'string' && /^proxy\/\d+\//.test(path);
+      links.push(
+        proxied
+          ? { label: 'Dashboard', url: URLExt.join(baseUrl, path), sameServer: true }
+          : { label: 'Dashboard', url: value }
+      );
     }
   }
   return links;

@@ -507,7 +507,11 @@ const TargetRow = React.memo(function TargetRow(
         <span className="jp-ComputeRow-name" title={target.name}>
           {target.name}
         </span>
-        <ApplicationLinks target={target} tabIndex={props.selected ? 0 : -1} />
+        <ApplicationLinks
+          target={target}
+          tabIndex={props.selected ? 0 : -1}
+          openInTab={(url, label) => controller.openInTab(url, label)}
+        />
       </div>
       <div className="jp-ComputeRow-second">
         <div className="jp-ComputeRow-meta">

@@ -278,3 +278,41 @@ def test_add_workspace_dialog_checks_fields_before_sending(page, lab):
     assert [w["id"] for w in body["workspaces"]] == ["local"], "nothing was sent"
     page.keyboard.press("Escape")
     expect(dialog).to_have_count(0)
+
+
+def test_row_actions_are_named_never_cover_the_facts_and_selection_is_not_hover(page, lab):
+    lab.create_kernel("row-looks", idle_shutdown_minutes=30)
+    lab.create_kernel("row-other")
+    try:
+        ui = LabPage(page, lab).open().open_compute()
+        row, other = ui.row("row-looks"), ui.row("row-other")
+        expect(row).to_be_visible(timeout=10_000)
+        ui.expect_state("row-looks", "running")
+        row.hover()
+        actions = row.locator(".jp-ComputeRow-actions")
+        expect(actions).to_have_css("opacity", "1")
+        # Every icon action says what it does, to the eye (a tooltip) and to a screen reader.
+        buttons = actions.locator("button")
+        assert buttons.count() >= 3
+        for i in range(buttons.count()):
+            b = buttons.nth(i)
+            assert (b.get_attribute("title") or "").strip() and (b.get_attribute("aria-label") or "").strip(), \
+                b.evaluate("e => e.outerHTML")
+        # The facts end where the actions begin: nothing is drawn over them.
+        facts = row.locator(".jp-ComputeRow-meta").bounding_box()
+        box = actions.bounding_box()
+        assert facts["x"] + facts["width"] <= box["x"] + 0.5, (facts, box)
+        # A hovered row is only grey, and not once the pointer has gone; a selected one is marked.
+        hovered = row.evaluate("e => getComputedStyle(e).backgroundColor")
+        page.mouse.move(1, 1)
+        page.wait_for_function("(e) => !e.matches(':hover')", arg=row.element_handle())
+        assert row.evaluate("e => getComputedStyle(e).backgroundColor") != hovered
+        other.click()
+        expect(other).to_have_class("jp-ComputeRow jp-mod-selected")
+        page.mouse.move(1, 1)
+        selected = other.evaluate("e => [getComputedStyle(e).backgroundColor, getComputedStyle(e).boxShadow]")
+        assert selected[0] != hovered and "inset" in selected[1], (selected, hovered)
+        assert row.evaluate("e => getComputedStyle(e).backgroundColor") != selected[0]
+    finally:
+        lab.delete("row-looks")
+        lab.delete("row-other")

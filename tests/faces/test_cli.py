@@ -143,3 +143,18 @@ def test_show_prints_key_value_lines_with_nested_values_beneath(compute_db):
     at = lines.index("  env:")
     assert lines[at + 1:at + 3] == ["    A: 1", "    B: two"]
     assert "{" not in r.stdout and "'" not in r.stdout  # no Python reprs
+
+
+def test_create_help_for_one_kind_shows_only_that_kinds_fields_required_first():
+    r = cli("create", "--kind", "ssh", "--help")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert out.startswith("usage: jupyter compute create NAME --kind ssh [options]")
+    assert out.index("required fields of ssh:") < out.index("--host") < out.index("other fields of ssh:")
+    assert "--password-stdin" in out and "--ssh-private-key" in out
+    assert "--scheduler-address" not in out and "--memory-limit-mb" not in out and "--url" not in out
+    r = cli("create", "k", "-k", "local-kernel", "-h")
+    assert r.returncode == 0 and "--memory-limit-mb" in r.stdout and "--host" not in r.stdout
+    assert len(r.stdout.splitlines()) < len(cli("create", "--help").stdout.splitlines()) / 2
+    r = cli("create", "--kind", "nope", "--help")
+    assert r.returncode == 2 and "unknown kind 'nope'" in r.stderr
