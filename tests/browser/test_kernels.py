@@ -303,7 +303,12 @@ def test_a_cluster_is_reached_through_the_ordinary_kernel(page, lab, kernels):
     expect(page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-ComputePicker-body")).to_have_attribute(
         "title", re.compile("each cell runs as a new task"))
     ui.run_cell(0)
-    expect(ui.output_of(0)).to_have_text(re.compile(r"^\s*\d+\s*$"), timeout=120_000)
+    # The cell's output, after the one line saying each cell there runs afresh.
+    cell = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell").nth(0)
+    expect(cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']")).to_have_text(
+        re.compile(r"^\s*\d+\s*$"), timeout=120_000)
+    expect(cell.locator(".jp-OutputArea-output[data-mime-type='text/plain']")).to_have_text(
+        "jupyter_compute: each cell on 'tasks' runs as a new Dask task; variables move with --push and --pull")
     ui.save()
     expect(page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-mod-dirty")).to_have_count(0)
     assert ui.read_notebook("cluster.ipynb")["metadata"]["jupyter_compute"] == {"target": "tasks", "workspace": "local"}
