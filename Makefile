@@ -55,7 +55,7 @@ lab: $(LAB_STAMP) frontend
 	  echo "    http://127.0.0.1:$(PORT)/lab?token=$$token"; \
 	  JUPYTER_TOKEN=$$token PATH=$(CURDIR)/$(VENV)/bin:$$PATH exec $(VENV)/bin/jupyter lab --no-browser \
 	    --ip=127.0.0.1 --port=$(PORT) --ServerApp.port_retries=0 --ServerApp.root_dir=$(CURDIR) \
-	    --ServerApp.log_level=WARN --LabApp.log_level=WARN \
+	    --ServerApp.log_level=WARN --LabApp.log_level=WARN --ComputeApp.log_level=WARN \
 	    --ServerApp.terminado_settings='{"shell_command": ["'"$${SHELL:-/bin/bash}"'", "-i"]}' $(ALLOW_ROOT)
 
 # System packages the tests drive for real: Chromium (browser tests) and OpenSSH's sshd (SSH targets).
