@@ -144,3 +144,14 @@ async def wait_op(api, op_id: str, timeout: float = 60) -> dict:
         assert code == 200, op
         return op if op["status"] != "running" else None
     return await await_for(done, timeout=timeout, message=f"operation {op_id}")
+
+
+def text_of(cell) -> str:
+    """What a notebook cell showed as text: its streams and the plain text of its displays and result."""
+    parts = []
+    for o in cell.outputs:
+        if o.output_type == "stream":
+            parts.append(o.text)
+        elif "data" in o:
+            parts.append(o.data.get("text/plain", ""))
+    return "".join(parts)

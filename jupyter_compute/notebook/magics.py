@@ -530,11 +530,11 @@ def _suggest_push(result, target: str) -> None:
     """A name a cell expected from an earlier one, on a route that keeps nothing: say how to send it."""
     m = re.search(r"name '([^']+)' is not defined", result.evalue or "")
     name = m.group(1) if m else "NAME"
-    hint = (f"each cell on '{target}' runs afresh, without earlier cells' variables: send '{name}' from "
+    hint = (f"Each cell on '{target}' runs afresh, without earlier cells' variables: send '{name}' from "
             f"this notebook with --push {name}")
-    result.evalue = f"{result.evalue}. {hint[0].upper()}{hint[1:]}"
+    result.evalue = f"{result.evalue}. {hint}"
     if result.traceback:
-        result.traceback = [*result.traceback, hint[0].upper() + hint[1:]]
+        result.traceback = [*result.traceback, hint]
 
 
 # -- the extension ---------------------------------------------------------------------------------

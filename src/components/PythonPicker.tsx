@@ -7,7 +7,7 @@ import * as React from 'react';
 
 import type { IPythonChoice } from '../api';
 import type { ComputeModel } from '../model';
-import type { IControlProps } from './SchemaForm';
+import { type IControlProps, TextInput } from './SchemaForm';
 
 export const PYTHON_FIELD = 'python';
 
@@ -40,12 +40,8 @@ export function PythonPicker(
   const listId = `${input.id}-choices`;
   return (
     <>
-      <input
+      <TextInput
         {...input}
-        className="jp-mod-styled jp-ComputeForm-input"
-        type="text"
-        spellCheck={false}
-        autoComplete="off"
         list={listId}
         placeholder={
           pythons.length

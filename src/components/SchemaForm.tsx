@@ -34,6 +34,21 @@ export interface IControlProps {
   onChange: (value: string) => void;
 }
 
+/** The forms' one-line text input: styled as JupyterLab's, no spelling marks, no autofill. */
+export function TextInput(
+  props: React.InputHTMLAttributes<HTMLInputElement>
+): JSX.Element {
+  return (
+    <input
+      className="jp-mod-styled jp-ComputeForm-input"
+      type="text"
+      spellCheck={false}
+      autoComplete="off"
+      {...props}
+    />
+  );
+}
+
 export function SchemaFields(props: ISchemaFieldsProps): JSX.Element {
   return (
     <div className="jp-ComputeForm-fields">
@@ -192,17 +207,7 @@ function SchemaField(
       );
       break;
     default:
-      control = (
-        <input
-          {...common}
-          className="jp-mod-styled jp-ComputeForm-input"
-          type="text"
-          spellCheck={false}
-          autoComplete="off"
-          value={text}
-          onChange={change}
-        />
-      );
+      control = <TextInput {...common} value={text} onChange={change} />;
   }
 
   return (

@@ -8,7 +8,7 @@ import * as React from 'react';
 import type { ISshKeyFile, ITarget } from '../api';
 import type { ComputeModel } from '../model';
 import { ComputeApiError, messageOf } from '../request';
-import type { IControlProps } from './SchemaForm';
+import { type IControlProps, TextInput } from './SchemaForm';
 
 export const SSH_KIND = 'ssh';
 export const KEY_FIELD = 'ssh_private_key';
@@ -144,12 +144,8 @@ export function KeyFilePicker(
           </option>
         ))}
       </select>
-      <input
+      <TextInput
         {...input}
-        className="jp-mod-styled jp-ComputeForm-input"
-        type="text"
-        spellCheck={false}
-        autoComplete="off"
         placeholder="or type the path of a key file"
         value={value}
         onChange={event => onChange(event.target.value)}

@@ -26,7 +26,7 @@ from nbclient.exceptions import CellExecutionError
 from jupyter_compute.core.route import RemoteError
 
 from tests.faces.conftest import create_target
-from tests.support import cli, cli_subprocess, wait_for
+from tests.support import cli, cli_subprocess, text_of, wait_for
 
 
 def run_cell(sh, cell: str):
@@ -281,16 +281,6 @@ def execute(nb, allow_errors=False, timeout=180):
 
 def outputs(cell, kind=None):
     return [o for o in cell.outputs if kind is None or o.output_type == kind]
-
-
-def text_of(cell) -> str:
-    parts = []
-    for o in cell.outputs:
-        if o.output_type == "stream":
-            parts.append(o.text)
-        elif "data" in o:
-            parts.append(o.data.get("text/plain", ""))
-    return "".join(parts)
 
 
 def test_a_cell_whose_kernel_the_memory_limit_stops_says_so_with_both_numbers(shell):

@@ -32,7 +32,7 @@ from jupyter_compute.transport.jupyter_client import BearerTokenAuth, Credential
 from jupyter_compute.transport.websocket import WebsocketRoute
 from jupyter_compute.core.workspace import Compute
 
-from tests.support import cli, files_holding, wait_for, wait_op
+from tests.support import cli, files_holding, text_of, wait_for, wait_op
 
 # The second Jupyter server is started once for the module: its tests stay on one worker.
 pytestmark = [pytest.mark.xdist_group("remote_jupyter"), pytest.mark.long]
@@ -427,16 +427,6 @@ def notebook(*cells: str) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
     return nb
-
-
-def text_of(cell) -> str:
-    out = []
-    for o in cell.outputs:
-        if o.output_type == "stream":
-            out.append(o.text)
-        elif "data" in o:
-            out.append(o.data.get("text/plain", ""))
-    return "".join(out)
 
 
 def stdout_of(cell) -> str:
