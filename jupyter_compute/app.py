@@ -10,6 +10,7 @@ from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop
 
 from .handlers import HANDLERS
+from .core.errors import InvalidConfig
 from .core.models import Operation
 from .core.kernels import sync_kernelspecs
 from .core.workspace import Compute
@@ -29,7 +30,11 @@ class ComputeApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         # One config for every face: jupyter_compute_config.* plus whatever the server was given.
-        self.compute = Compute.from_config(self.config, start_dir=self.serverapp.root_dir)
+        try:
+            self.compute = Compute.from_config(self.config, start_dir=self.serverapp.root_dir)
+        except InvalidConfig as e:
+            self.log.error("jupyter_compute is not loaded: %s", e.message)
+            raise
         self.settings["jupyter_compute"] = self.compute
         self.compute.attach_server(self.serverapp)
         # Kernels on targets started by this server go through this server's core.

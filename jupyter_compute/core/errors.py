@@ -59,6 +59,11 @@ class Unavailable(ComputeError):
     reason = "unavailable"
 
 
+class InvalidConfig(Unavailable):
+    """A setting in jupyter_compute's config that cannot be used: nothing starts until it is fixed."""
+    reason = "invalid_config"
+
+
 def field_pointer(loc: tuple | list) -> str:
     """JSON pointer (RFC 6901) for a pydantic error location."""
     parts = [str(p).replace("~", "~0").replace("/", "~1") for p in loc]

@@ -15,12 +15,13 @@ import logging
 import os
 from typing import Any, Awaitable, Callable, TypeVar
 
+from traitlets import TraitError
 from traitlets.config import Config
 
 from . import processes as procs
 from .backend import Backend, KindSpec, OperationContext, Outcome, SpecChanged
 from .config import ComputeConfig, load_config
-from .errors import ComputeError, ConfirmationRequired, Conflict, InvalidRequest, NotFound
+from .errors import ComputeError, ConfirmationRequired, Conflict, InvalidConfig, InvalidRequest, NotFound
 from .kernels import TargetKernel, end_local_kernel, orphaned_kernels, sync_kernelspecs
 from .registry import Family, WorkspaceProvider, load_families
 from .route import Route
@@ -49,7 +50,10 @@ class Settings:
         """A family's own settings (a ``Configurable``), read from the same Config, made once."""
         inst = self._configurables.get(cls)
         if inst is None:
-            inst = self._configurables[cls] = cls(config=self.config)
+            try:
+                inst = self._configurables[cls] = cls(config=self.config)
+            except TraitError as e:
+                raise InvalidConfig(str(e)) from None
         return inst
 
 

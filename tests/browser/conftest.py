@@ -315,6 +315,7 @@ def page(browser, lab, request):
 
     page.on("pageerror", on_page_error)
     page.console_errors = errors
+    page.console_lines = console
     # A test that takes the server away on purpose names the errors that causes.
     page.allow_console_errors = lambda pattern: allowed.append(re.compile(pattern))
     try:
@@ -336,6 +337,15 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+    if report.when == "call" and report.failed:
+        # CI keeps only what the run prints: the page's console and the log of every server
+        # the test used go into the report beside the failure.
+        page = item.funcargs.get("page")
+        if page is not None and getattr(page, "console_lines", None):
+            report.sections.append(("browser console", "\n".join(page.console_lines[-200:])))
+        for name, value in item.funcargs.items():
+            if isinstance(value, LabServer):
+                report.sections.append((f"{name} server log", value.log_tail(12000)))
 
 
 def copy_for_readme(src: Path, name: str) -> None:

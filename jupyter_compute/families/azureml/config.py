@@ -1,9 +1,10 @@
 """How jupyter_compute reaches Azure Machine Learning: ``c.AzureML`` in ``jupyter_compute_config.py``."""
 from __future__ import annotations
 
+import difflib
 import os
 
-from traitlets import Bool, Dict, Float, Int, List, Unicode
+from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
 CLOUDS = {
@@ -17,6 +18,18 @@ class AzureML(Configurable):
     """How jupyter_compute reaches Azure Machine Learning."""
 
     cloud = Unicode("AzureCloud", help="Azure cloud: AzureCloud, AzureChinaCloud or AzureUSGovernment.").tag(config=True)
+
+    @validate("cloud")
+    def _known_cloud(self, proposal):
+        """A misspelt cloud would otherwise send sign-ins and requests to the public cloud."""
+        name = proposal["value"]
+        if name in CLOUDS:
+            return name
+        close = difflib.get_close_matches(name, CLOUDS, n=1, cutoff=0.6) or [
+            c for c in CLOUDS if c.lower() == name.strip().lower()]
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise TraitError(f"c.AzureML.cloud is '{name}', which is not an Azure cloud: use one of "
+                         f"{', '.join(CLOUDS)}.{hint}")
 
     resource_manager_endpoint = Unicode(
         "", help="Resource Manager endpoint; overrides the cloud's. JUPYTER_COMPUTE_ARM_ENDPOINT overrides this.",
@@ -88,7 +101,7 @@ class AzureML(Configurable):
             return env.rstrip("/")
         if self.resource_manager_endpoint:
             return self.resource_manager_endpoint.rstrip("/")
-        return CLOUDS.get(self.cloud, CLOUDS["AzureCloud"])[0]
+        return CLOUDS[self.cloud][0]
 
     def authority(self) -> str:
         env = os.environ.get("JUPYTER_COMPUTE_AUTHORITY_HOST")
@@ -96,4 +109,4 @@ class AzureML(Configurable):
             return env.rstrip("/")
         if self.authority_host:
             return self.authority_host.rstrip("/")
-        return CLOUDS.get(self.cloud, CLOUDS["AzureCloud"])[1]
+        return CLOUDS[self.cloud][1]

@@ -168,6 +168,20 @@ def test_usage_errors_exit_2_and_never_echo_a_secret(project, arm, args, words):
     assert arm.requests == [] and arm.token_requests == []
 
 
+def test_a_misspelt_cloud_is_refused_with_the_clouds_named(project, arm):
+    """A typo in c.AzureML.cloud would send sign-ins and requests to the public cloud: nothing starts."""
+    config = Path(project.env["JUPYTER_CONFIG_DIR"]) / "jupyter_compute_config.json"
+    settings = json.loads(config.read_text())
+    settings["AzureML"]["cloud"] = "AzureChinaClod"
+    config.write_text(json.dumps(settings))
+    arm.clear_log()
+    r = project.process("list")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "AzureChinaClod" in r.stderr and "AzureCloud, AzureChinaCloud, AzureUSGovernment" in r.stderr
+    assert "Did you mean AzureChinaCloud?" in r.stderr and "Traceback" not in r.stderr
+    assert arm.requests == [] and arm.token_requests == []
+
+
 # -- attached compute (Azure ML part 2) -------------------------------------------------------------
 def test_cli_attaches_and_detaches_kubernetes(project, arm):
     r = project.cli("attach", "k8s", "--kind", "kubernetes", "--resource-id", AKS_ID, "--namespace", "azureml",
