@@ -12,8 +12,8 @@ import os
 import sys
 from typing import Any
 
-from .commands import (OperationAborted, UsageError, asked_kind_help, build_parser, kind_help, plain, run,
-                       text_detail, text_job, text_table)
+from .commands import (OperationAborted, UsageError, asked_kind_help, build_parser, kind_help, operation_text,
+                       plain, run, text_detail, text_job, text_table)
 from .core.errors import ComputeError, InvalidRequest, NotFound
 from .core.models import Operation
 
@@ -36,9 +36,7 @@ class TextUI:
         elif kind == "job":
             print(text_job(data), file=self.out)
         elif kind == "operation":
-            err = data.get("error")
-            print(f"{data['action']} {data['target']}: {data['status']}" + (f": {err['message']}" if err else ""),
-                  file=self.out)
+            print(operation_text(data), file=self.out)
         else:
             print(text_table(kind, data), file=self.out)
 

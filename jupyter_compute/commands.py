@@ -61,7 +61,7 @@ SPEC_OPTIONS: list[tuple[str, dict[str, Any]]] = [
                     "help": "Start or stop a compute instance on a schedule (repeatable), e.g. 'stop=0 18 * * 1-5@UTC'"}),
     ("--assigned-user", {"metavar": "OBJECT_ID:TENANT_ID", "help": "Create a compute instance on behalf of this user"}),
     ("--subnet", {"help": "Subnet resource id of a virtual network to join"}),
-    ("--no-public-ip", {"action": "store_const", "const": True, "help": "No public IP address (requires --subnet)"}),
+    ("--no-public-ip", {"action": "store_const", "const": True, "help": "No public IP address (unless the workspace has a managed virtual network, give --subnet too)"}),
     ("--application-sharing", {"choices": ["personal", "shared"], "help": "Who may use an instance's applications"}),
     ("--admin-username", {"help": "Administrator account on cluster nodes; the account Azure ML signs in with on an "
                                   "attached VM or HDInsight cluster"}),
@@ -310,6 +310,10 @@ def build_parser(prog: str = "jupyter compute") -> argparse.ArgumentParser:
     sp.add_argument("--kind", "-k", required=True, help="Kind of target; see 'jupyter compute kinds'")
     sp.add_argument("--force", action="store_true", help="Attach even if the resource is attached under another name")
     add("detach", "Forget an attached target; the resource itself is left alone", [wait, yes])
+    sp = add("wait", "Follow the operation running on a target to its end (one begun with --no-wait, or by "
+                     "another process)")
+    sp.add_argument("--timeout", type=whole_number, default=None, metavar="SECONDS",
+                    help="Give up waiting after this many seconds (the operation goes on)")
     add("nodes", "List a target's nodes")
     add("sizes", "List sizes targets can have", target=False)
     add("usage", "Show quota use against limits", target=False)
@@ -542,12 +546,15 @@ async def _run(args: argparse.Namespace, compute, ui) -> int:
     if cmd == "workspace":
         return await run_workspace(args, compute, ui)
     ws = await compute.resolve(args.workspace)
-    if cmd != "list" and cmd not in ("sizes", "usage", "kinds"):
+    if cmd not in ("sizes", "usage", "kinds"):
         await ws.reconcile()
+        # Operations whose process exited (--no-wait): what their service has finished shows as finished.
+        await ws.catch_up()
     if cmd == "list":
-        await ws.reconcile()
         ui.show("targets", await ws.list())
         return 0
+    if cmd == "wait":
+        return await _wait(ws, args, ui)
     if cmd == "show":
         ui.show("target", await ws.get(args.name))
         return 0
@@ -611,6 +618,29 @@ async def _run(args: argparse.Namespace, compute, ui) -> int:
     else:
         ui.show("target", await ws.get(args.name))
     return 0
+
+
+async def _wait(ws, args: argparse.Namespace, ui) -> int:
+    """Follow the operation running on a target, whichever process began it, to its end."""
+    op = await ws.running_operation(args.name)
+    if op is None:
+        ui.show("target", await ws.get(args.name))
+        return 0
+    op = await ws.wait_operation(op.id, ui.progress, timeout=args.timeout)
+    ui.show("operation", op)
+    if op.status.value == "running":
+        return 1
+    return 1 if op.status.value == "failed" else 0
+
+
+def operation_text(op: dict, prog: str = "jupyter compute") -> str:
+    """One operation in words; a running one says how to follow it."""
+    err = op.get("error")
+    text = f"{op['action']} {op['target']}: {op['status']}" + (f": {err['message']}" if err else "")
+    if op["status"] == "running":
+        text += (f" (operation {op['id']}); follow it with `{prog} wait {op['target']}`, or see it with "
+                 f"`{prog} show {op['target']}`")
+    return text
 
 
 async def _refuse_self_stop(ws, args: argparse.Namespace) -> None:

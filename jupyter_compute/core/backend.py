@@ -67,9 +67,24 @@ class OperationContext:
     #: Set by a backend that hands the operation to another process to finish (for example a
     #: detached supervisor that marks a kernel running once it answers).
     handed_off: bool = False
+    #: Records how any process can follow the operation (see ``accepted``).
+    record_follow: Callable[[dict], Awaitable[None]] | None = None
+    #: Set once a service accepted the operation and recorded how to follow it: from then on it
+    #: no longer needs this process, which may exit and leave it to another.
+    durable: bool = False
+    #: Set once the service accepted the request (or the operation ended before it was asked).
+    accepted_event: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def progress(self, text: str) -> None:
         await self.report(text)
+
+    async def accepted(self, follow: dict | None = None) -> None:
+        """The service accepted the request. ``follow`` (JSON) is what ``Backend.follow`` needs to
+        follow it to its end from any process; None when the service already finished it."""
+        if follow is not None and self.record_follow is not None:
+            await self.record_follow(follow)
+            self.durable = True
+        self.accepted_event.set()
 
 
 @dataclass
@@ -82,6 +97,10 @@ class Outcome:
     #: Kept as the finished operation's progress, for what the user must still know afterwards
     #: (e.g. that a forced attach broke an earlier one).
     note: str | None = None
+
+
+class StillRunning(Exception):
+    """``Backend.follow(once=True)``: the operation has not ended yet."""
 
 
 class SpecChanged(Exception):
@@ -257,6 +276,17 @@ class Backend(abc.ABC):
         await self.store.update_operation(ctx.op_id, owner=supervisor)
         ctx.handed_off = True
         return Outcome(State.starting)
+
+    #: Whether the first step of an operation is a request a service may refuse: callers that do
+    #: not wait for the end (REST, --no-wait) wait for ``OperationContext.accepted`` instead, so a
+    #: refusal is the caller's error and changes nothing.
+    accepts_first: bool = False
+
+    async def follow(self, op: dict, ctx: OperationContext, *, once: bool = False) -> Outcome | None:
+        """Follow an operation this or another process began, from its recorded ``op["follow"]``,
+        to its end; with ``once``, look once and raise ``StillRunning`` if it has not ended."""
+        raise InvalidRequest(f"'{op['target']}' has no {op['action']} that can be followed from here",
+                             reason="unsupported_operation")
 
     async def reconcile(self) -> None:
         """Bring stored state in line with reality (dead processes, finished remote operations)."""

@@ -85,6 +85,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX kernels_by_target ON kernels (workspace, target);
     """,
+    # 4: how any process follows an operation a service accepted (its status URL and the resource),
+    # so that it outlives the process that began it
+    """
+    ALTER TABLE operations ADD COLUMN follow TEXT
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_MS = 30_000
@@ -110,6 +115,7 @@ def _row_operation(r: sqlite3.Row) -> dict[str, Any]:
         "status": r["status"], "progress": r["progress"],
         "error": json.loads(r["error"]) if r["error"] else None, "owner": r["owner"],
         "started": r["started"], "ended": r["ended"],
+        "follow": json.loads(r["follow"]) if r["follow"] else None,
     }
 
 
@@ -367,7 +373,7 @@ class Store:
         for r in c.execute("SELECT * FROM operations WHERE workspace = ? AND target = ? AND status = 'running'",
                            (workspace, target)).fetchall():
             op = _row_operation(r)
-            if is_stale(op):
+            if is_stale(op) and not op["follow"]:
                 self._fail_stale(c, op, pending)
                 continue
             raise Conflict(f"'{target}' is busy: a {op['action']} operation ({op['id']}) is already running on it; "
@@ -381,11 +387,12 @@ class Store:
         self._changed(c, "operation", op["workspace"], op["target"], op["id"], pending=pending)
 
     def fail_stale_operations(self, is_stale: Callable[[dict], bool]) -> list[dict]:
-        """Mark failed every running operation whose owner is gone; returns them."""
+        """Mark failed every running operation whose owner is gone, except those another process can
+        follow (``follow``: a service accepted them and goes on without their owner); returns them."""
         pending: list = []
         failed = []
         with self.write() as c:
-            for r in c.execute("SELECT * FROM operations WHERE status = 'running'").fetchall():
+            for r in c.execute("SELECT * FROM operations WHERE status = 'running' AND follow IS NULL").fetchall():
                 op = _row_operation(r)
                 if is_stale(op):
                     self._fail_stale(c, op, pending)
@@ -393,14 +400,36 @@ class Store:
         self._notify(pending)
         return failed
 
+    def orphaned_operations(self, workspace: str, is_stale: Callable[[dict], bool]) -> list[dict]:
+        """Running operations of ``workspace`` that a service goes on with but no live process follows."""
+        rows = self._conn().execute(
+            "SELECT * FROM operations WHERE status = 'running' AND follow IS NOT NULL AND workspace = ?",
+            (workspace,)).fetchall()
+        return [op for op in map(_row_operation, rows) if is_stale(op)]
+
+    def adopt_operation(self, op_id: str, owner: str, is_stale: Callable[[dict], bool]) -> dict | None:
+        """Make ``owner`` the follower of a running operation whose follower is gone; None if it
+        ended meanwhile or a live process follows it (another process adopted it first)."""
+        pending: list = []
+        with self.write() as c:
+            r = c.execute("SELECT * FROM operations WHERE id = ?", (op_id,)).fetchone()
+            op = _row_operation(r) if r else None
+            if op is None or op["status"] != "running" or not op["follow"] or not is_stale(op):
+                return None
+            c.execute("UPDATE operations SET owner = ? WHERE id = ?", (owner, op_id))
+            self._changed(c, "operation", op["workspace"], op["target"], op_id, pending=pending)
+        self._notify(pending)
+        return {**op, "owner": owner}
+
     def update_operation(self, op_id: str, *, only_running: bool = False, **fields: Any) -> None:
         pending: list = []
         with self.write() as c:
             r = c.execute("SELECT workspace, target, status FROM operations WHERE id = ?", (op_id,)).fetchone()
             if r is None or (only_running and r["status"] != "running"):
                 return
-            if "error" in fields and fields["error"] is not None:
-                fields["error"] = json.dumps(fields["error"])
+            for key in ("error", "follow"):
+                if fields.get(key) is not None:
+                    fields[key] = json.dumps(fields[key])
             c.execute(f"UPDATE operations SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
                       (*fields.values(), op_id))
             self._changed(c, "operation", r["workspace"], r["target"], op_id, pending=pending)

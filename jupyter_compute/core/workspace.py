@@ -19,7 +19,7 @@ from traitlets import TraitError
 from traitlets.config import Config
 
 from . import processes as procs
-from .backend import Backend, KindSpec, OperationContext, Outcome, SpecChanged
+from .backend import Backend, KindSpec, OperationContext, Outcome, SpecChanged, StillRunning
 from .config import ComputeConfig, load_config
 from .errors import ComputeError, ConfirmationRequired, Conflict, InvalidConfig, InvalidRequest, NotFound
 from .kernels import TargetKernel, end_local_kernel, orphaned_kernels, sync_kernelspecs
@@ -74,6 +74,7 @@ class Workspace:
         self._kinds: dict[str, tuple[Backend, KindSpec]] = {
             k: (b, ks) for b in backends for k, ks in b.kinds.items()}
         self._tasks: set[asyncio.Task] = set()
+        self._contexts: dict[asyncio.Task, OperationContext] = {}
         self._owner = procs.identity()
         self._start_slots = asyncio.Semaphore(max(1, settings.compute.max_concurrent_starts))
         self._slot_holders: set[asyncio.Task] = set()
@@ -343,7 +344,7 @@ class Workspace:
             if attach:
                 return backend.attach(name, kind, model, ctx)
             return self._starting(ctx, lambda: backend.create(name, kind, model, ctx))
-        return await self._drive(op, work, wait, on_progress, forget_on_failure=attach)
+        return await self._drive(op, work, wait, on_progress, forget_on_failure=attach, backend=backend)
 
     def _targets_changed(self) -> None:
         if self.on_targets_changed is not None:
@@ -490,7 +491,7 @@ class Workspace:
                 return await self._starting(ctx, lambda: fn(current, ctx))
             return await fn(current, ctx)
 
-        return await self._drive(op, run, wait, on_progress, removes=removes, previous=previous)
+        return await self._drive(op, run, wait, on_progress, removes=removes, previous=previous, backend=b)
 
     # -- operations --------------------------------------------------------------------------------
     async def operation(self, op_id: str) -> Operation:
@@ -501,7 +502,16 @@ class Workspace:
 
     async def _drive(self, op: dict, fn: Callable[[OperationContext], Awaitable[Any]], wait: bool,
                      on_progress: ProgressFn | None, *, removes: bool = False, previous: Target | None = None,
-                     forget_on_failure: bool = False) -> Operation:
+                     forget_on_failure: bool = False, backend: Backend | None = None,
+                     durable: bool = False) -> Operation:
+        """Run ``fn`` as the operation ``op``, in a task of its own.
+
+        Without ``wait`` the call returns at once, or, for a ``backend`` whose first step is a
+        request its service may refuse (``accepts_first``), once the service accepted it: a refusal
+        is then raised to the caller, and a target being added is forgotten. An operation the
+        service accepted and recorded how to follow (``ctx.durable``) outlives this process: when
+        its task is cancelled (the process exits) it stays running, for another process to follow.
+        """
         op_id, name = op["id"], op["target"]
         if on_progress is not None:
             on_progress = _deduplicated(on_progress)
@@ -511,7 +521,13 @@ class Workspace:
             if on_progress:
                 on_progress(await self.operation(op_id))
 
-        ctx = OperationContext(op_id, self.id, name, op["action"], report)
+        async def record_follow(follow: dict) -> None:
+            await self.store.update_operation(op_id, follow=follow)
+
+        ctx = OperationContext(op_id, self.id, name, op["action"], report, record_follow=record_follow,
+                               durable=durable)
+        refused: list[ComputeError] = []
+        first_step = backend is not None and backend.accepts_first and not durable
 
         async def body() -> None:
             try:
@@ -525,10 +541,17 @@ class Workspace:
                 note = outcome.note if isinstance(outcome, Outcome) else None
                 await self.store.finish_operation(op_id, progress=note or ctx_done(op["action"]))
             except ComputeError as e:
-                await self._fail(name, op_id, e.to_json(), forget=forget_on_failure, previous=previous)
+                before_acceptance = first_step and not ctx.accepted_event.is_set()
+                if before_acceptance:
+                    refused.append(e)
+                await self._fail(name, op_id, e.to_json(), forget=forget_on_failure or (
+                    before_acceptance and op["action"] in ("create", "attach")), previous=previous,
+                    refused=before_acceptance)
             except asyncio.CancelledError:
-                await self._fail(name, op_id, {"message": f"the {op['action']} was cancelled",
-                                               "reason": "cancelled"}, forget=forget_on_failure, previous=previous)
+                if not ctx.durable:
+                    await self._fail(name, op_id, {"message": f"the {op['action']} was cancelled",
+                                                   "reason": "cancelled"}, forget=forget_on_failure,
+                                     previous=previous)
                 raise
             except Exception as e:  # a bug or an unexpected library error: keep the server alive, say what
                 log.exception("%s of %s/%s failed", op["action"], self.id, name)
@@ -536,15 +559,93 @@ class Workspace:
                                                "reason": "internal_error"},
                                  forget=forget_on_failure, previous=previous)
             finally:
+                ctx.accepted_event.set()
                 self._targets_changed()
 
         task = asyncio.get_running_loop().create_task(body())
         self._tasks.add(task)
+        self._contexts[task] = ctx
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: self._contexts.pop(t, None))
         if not wait:
+            if first_step:
+                await ctx.accepted_event.wait()
+                if refused:
+                    raise refused[0]
             return await self.operation(op_id)
         await task
+        if refused:
+            raise refused[0]
         return await self.wait_operation(op_id, on_progress)
+
+    async def running_operation(self, name: str) -> Operation | None:
+        """The operation running on ``name`` now, whichever process began it."""
+        for row in await self.store.running_operations(self.id):
+            if row["target"] == name:
+                return Operation(**row)
+        return None
+
+    # -- operations other processes began ----------------------------------------------------------
+    async def adopt_orphans(self) -> list[str]:
+        """Follow here, to their ends, the operations a service goes on with that no live process
+        follows any more (their process exited: a CLI call with --no-wait, a server that stopped).
+        Returns the ids adopted."""
+        adopted = []
+        for row in await self.store.orphaned_operations(self.id, is_stale):
+            if await self._adopt(row):
+                adopted.append(row["id"])
+        return adopted
+
+    async def _adopt(self, row: dict) -> bool:
+        backend = await self._backend_of(row["target"])
+        if backend is None:
+            return False
+        op = await self.store.adopt_operation(row["id"], self._owner, is_stale)
+        if op is None:  # ended meanwhile, or another process adopted it first
+            return False
+        log.info("jupyter_compute: following the %s of '%s' (%s), begun by a process that exited",
+                 op["action"], op["target"], op["id"])
+        await self._drive(op, lambda ctx: backend.follow(op, ctx), False, None,
+                          removes=op["action"] in ("delete", "detach"), durable=True)
+        return True
+
+    async def catch_up(self) -> None:
+        """Look once at each operation no live process follows, and record the end of those that
+        ended: a target never shows a step its service has already left. (The CLI calls this; it
+        leaves following to the end to ``wait`` and to the Jupyter server.)"""
+        for row in await self.store.orphaned_operations(self.id, is_stale):
+            backend = await self._backend_of(row["target"])
+            if backend is None:
+                continue
+            op_id, name, action = row["id"], row["target"], row["action"]
+
+            async def report(text: str, op_id=op_id) -> None:
+                await self.store.update_operation(op_id, progress=text, only_running=True)
+
+            ctx = OperationContext(op_id, self.id, name, action, report, durable=True)
+            try:
+                outcome = await backend.follow(row, ctx, once=True)
+            except StillRunning:
+                continue
+            except ComputeError as e:
+                await self._fail(name, op_id, e.to_json(), forget=False, previous=None)
+                continue
+            if action in ("delete", "detach"):
+                await self.store.delete_target(self.id, name)
+            elif isinstance(outcome, Outcome):
+                await self._apply(name, outcome)
+            await self.store.finish_operation(op_id, progress=ctx_done(action))
+            self._targets_changed()
+
+    async def _backend_of(self, name: str) -> Backend | None:
+        """The backend that can follow operations on ``name`` (the target's row may be gone: an
+        attach refused, a delete that ended)."""
+        row = await self.store.get_target(self.id, name)
+        if row is not None and row["kind"] in self._kinds:
+            backend = self._kinds[row["kind"]][0]
+            return backend if backend.accepts_first else None
+        followers = [b for b in self.backends if b.accepts_first]
+        return followers[0] if len(followers) == 1 else None
 
     async def wait_operation(self, op_id: str, on_progress: ProgressFn | None = None,
                              timeout: float | None = None) -> Operation:
@@ -559,8 +660,12 @@ class Workspace:
             last = op.progress
             if op.status.value != "running":
                 return op
-            if is_stale(await self.store.get_operation(op_id)):
-                await self.store.fail_stale_operations(is_stale)
+            row = await self.store.get_operation(op_id)
+            if is_stale(row):
+                if not row.get("follow"):
+                    await self.store.fail_stale_operations(is_stale)
+                elif not await self._adopt(row):
+                    await asyncio.sleep(0.05)
                 continue
             if deadline is not None and loop.time() > deadline:
                 return op
@@ -573,9 +678,13 @@ class Workspace:
         fields["errors"] = outcome.errors or []
         await self.store.update_target(self.id, name, **fields)
 
-    async def _fail(self, name: str, op_id: str, error: dict, *, forget: bool, previous: Target | None) -> None:
+    async def _fail(self, name: str, op_id: str, error: dict, *, forget: bool, previous: Target | None,
+                    refused: bool = False) -> None:
         if forget:
             await self.store.delete_target(self.id, name)
+        elif refused and previous is not None:
+            # Refused before anything was done: the target is as it was.
+            await self.store.update_target(self.id, name, state=previous.state.value)
         else:
             # A refused request leaves the target as it was; a failure while acting marks it failed.
             state = previous.state.value if previous and error.get("reason") in ("unsupported_operation",) else "failed"
@@ -614,14 +723,30 @@ class Workspace:
             await self.store.remove_kernel(row["id"])
 
     async def join(self) -> None:
-        """Wait for this process's operations (the CLI does, before it exits)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Wait for this process's operations to end, or to reach the point where they no longer need
+        this process (a service accepted them and any process can follow them): the CLI does, before
+        it exits."""
+        while True:
+            waiting = [t for t in self._tasks if not self._contexts[t].durable]
+            if not waiting:
+                return
+            accepted = [asyncio.ensure_future(self._contexts[t].accepted_event.wait()) for t in waiting
+                        if not self._contexts[t].accepted_event.is_set()]
+            try:
+                await asyncio.wait([*waiting, *accepted], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for a in accepted:
+                    a.cancel()
 
     async def close(self) -> None:
         # Start slots held for supervisors still starting: nothing here waits for them any more.
         for holder in list(self._slot_holders):
             holder.cancel()
+        # Operations still followed here go on without this process; another one follows them.
+        following = [t for t in self._tasks if self._contexts[t].durable]
+        for task in following:
+            task.cancel()
+        await asyncio.gather(*following, return_exceptions=True)
         await self.close_routes()
         for b in self.backends:
             await b.close()
@@ -818,8 +943,12 @@ class Compute:
         return Operation(**row)
 
     async def reconcile(self) -> None:
-        """Check this machine's targets; remote workspaces are read live, so they need no check."""
+        """Check this machine's targets (remote workspaces are read live, so they need no check), and
+        follow the operations a service goes on with whose process exited (the server calls this)."""
         await self._workspaces[LOCAL_WORKSPACE].reconcile()
+        for w in list(self._workspaces.values()):
+            if any(b.accepts_first for b in w.backends):
+                await w.adopt_orphans()
 
     # -- kernelspecs ---------------------------------------------------------------------------------
     def kernelspecs_changed(self) -> None:

@@ -129,12 +129,10 @@ class NotebookUI:
             self.out.display({"application/json": data, "text/plain": json.dumps(data, indent=2)})
             return
         if kind == "operation":
-            err = data.get("error")
             if data.get("status") == "failed":
                 self.failure = data  # raised by the magic, so Run All stops here
                 return
-            text = f"{data['action']} {data['target']}: {data['status']}" + (f": {err['message']}" if err else "")
-            self.out.display({"text/plain": text})
+            self.out.display({"text/plain": commands.operation_text(data, "%compute")})
             return
         if kind == "target":
             self._finish_progress(data.get("state", ""))

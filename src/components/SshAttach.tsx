@@ -172,9 +172,18 @@ export function HostKeyStep(props: {
 }): JSX.Element {
   const { challenge, busy } = props;
   const ref = React.useRef<HTMLDivElement>(null);
-  // The step takes the place of the form: focus moves to it, not to the accept button.
+  // The step takes the place of the form: focus moves to it, not to the accept button. Once
+  // more after the browser's next frame: the Attach button, disabled while the request ran, may
+  // have its focus moved to the page's body only then.
   React.useEffect(() => {
-    ref.current?.focus();
+    const node = ref.current;
+    node?.focus();
+    const again = requestAnimationFrame(() => {
+      if (node && !node.contains(document.activeElement)) {
+        node.focus();
+      }
+    });
+    return () => cancelAnimationFrame(again);
   }, [challenge.fingerprint]);
   const where =
     challenge.port && challenge.port !== 22

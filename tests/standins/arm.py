@@ -46,6 +46,8 @@ ROUTES = [
                             r"locations/(?P<loc>[^/]+)/(?P<what>vmSizes|usages)/?$", re.I)),
     ("opstatus", re.compile(r"^/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.MachineLearningServices/"
                             r"locations/(?P<loc>[^/]+)/computeOperationsStatus/(?P<op>[^/]+)/?$", re.I)),
+    ("opresult", re.compile(r"^/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.MachineLearningServices/"
+                            r"locations/(?P<loc>[^/]+)/computeOperationsResult/(?P<op>[^/]+)/?$", re.I)),
 ]
 
 
@@ -154,6 +156,9 @@ class ArmStandIn(HttpsServer):
         self.lro_seconds: float | None = None
         #: Retry-After (seconds) sent with 201/202 answers and InProgress polls, if set.
         self.poll_retry_after: int | None = None
+        #: How long operations are answered: "azure-asyncoperation" (an Azure-AsyncOperation status URL,
+        #: what Azure ML does) or "location" (only a Location URL: 202 until done, then the result).
+        self.lro_via = "azure-asyncoperation"
         #: Seconds every ARM answer waits before it is sent.
         self.delay = 0.0
         self.faults: list[Fault] = []
@@ -188,9 +193,15 @@ class ArmStandIn(HttpsServer):
               "properties": {"friendlyName": name, "description": "", "provisioningState": "Succeeded",
                              "workspaceId": str(uuid.uuid4()), "tenantId": TENANT_ID, "hbiWorkspace": False,
                              "publicNetworkAccess": "Enabled",
+                             "managedNetwork": {"isolationMode": "Disabled"},
                              "discoveryUrl": f"https://{location}.api.azureml.ms/discovery"}}
         self.workspaces[(sub.lower(), rg.lower(), name.lower())] = {"workspace": ws, "computes": {}}
         return ws
+
+    def set_managed_network(self, isolation_mode: str = "AllowInternetOutbound") -> None:
+        """Give the default workspace a managed virtual network (or none, with "Disabled")."""
+        key = (self.subscription_id.lower(), self.resource_group.lower(), self.workspace_name.lower())
+        self.workspaces[key]["workspace"]["properties"]["managedNetwork"] = {"isolationMode": isolation_mode}
 
     def write_config(self, folder: str) -> str:
         """A config.json naming the default workspace, as Azure ML studio downloads it."""
@@ -303,6 +314,8 @@ class ArmStandIn(HttpsServer):
     def _route(self, kind: str, g: dict, req: Request) -> Response:
         if kind == "opstatus":
             return self._poll(g["op"])
+        if kind == "opresult":
+            return self._poll_location(g["op"])
         if kind == "location":
             return self._location(g, req)
         key = (g["sub"].lower(), g["rg"].lower(), g["ws"].lower())
@@ -425,12 +438,30 @@ class ArmStandIn(HttpsServer):
         self.operations[op_id] = Operation(op_id, action, key, name, self.lro_polls, deadline, finish, fail, step,
                                            failure)
         loc = self.workspaces[key]["workspace"]["location"]
-        url = (f"{self.base_url}/subscriptions/{key[0]}/providers/{PROVIDER}/locations/{loc}/"
-               f"computeOperationsStatus/{op_id}?api-version={self.api_version}&service=new")
-        headers = {"Azure-AsyncOperation": url}
+        if self.lro_via == "location":
+            headers = {"Location": f"{self.base_url}/subscriptions/{key[0]}/providers/{PROVIDER}/locations/{loc}/"
+                                   f"computeOperationsResult/{op_id}?api-version={self.api_version}"}
+            status, body = 202, None
+        else:
+            headers = {"Azure-AsyncOperation": f"{self.base_url}/subscriptions/{key[0]}/providers/{PROVIDER}/"
+                                               f"locations/{loc}/computeOperationsStatus/{op_id}"
+                                               f"?api-version={self.api_version}&service=new"}
         if self.poll_retry_after is not None:
             headers["Retry-After"] = str(self.poll_retry_after)
         return Response(status, body, headers)
+
+    def finish_operations(self) -> int:
+        """End every operation still in progress, as Azure would in its own time; returns how many."""
+        with self.lock:
+            running = [op for op in self.operations.values() if op.status == "InProgress"]
+            for op in running:
+                self._end(op)
+        return len(running)
+
+    def in_progress(self) -> list[str]:
+        """The actions of the operations still in progress."""
+        with self.lock:
+            return [op.action for op in self.operations.values() if op.status == "InProgress"]
 
     def _end(self, op: Operation) -> None:
         if op.failure:
@@ -447,6 +478,23 @@ class ArmStandIn(HttpsServer):
         for op in self.operations.values():
             if op.status == "InProgress" and op.deadline is not None and now >= op.deadline:
                 self._end(op)
+
+    def _poll_location(self, op_id: str) -> Response:
+        """A Location URL: 202 while the operation runs; then the resource (PUT), nothing (POST,
+        DELETE), or Azure's error."""
+        op = self.operations.get(op_id)
+        if op is None:
+            return arm_error(404, "NotFound", f"Operation '{op_id}' was not found.")
+        if op.status == "InProgress":
+            answer = self._poll(op_id)
+            if op.status == "InProgress":
+                return Response(202, None, answer.headers)
+        if op.status != "Succeeded":
+            return arm_error(400, op.error["code"], op.error["message"])
+        res = self.workspaces[op.key]["computes"].get(op.name.lower())
+        if op.action in ("create", "update", "attach") and res is not None:
+            return Response(200, self._public(res))
+        return Response(204, None)
 
     def _poll(self, op_id: str) -> Response:
         op = self.operations.get(op_id)
@@ -493,6 +541,14 @@ class ArmStandIn(HttpsServer):
         if ctype == "AmlCompute" and not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{1,15}", name):
             return arm_error(400, "UserError", f"Compute name '{name}' is invalid. It must be 2 to 16 characters "
                                                "of letters, digits and hyphens, and start with a letter.")
+        isolation = ((entry["workspace"]["properties"].get("managedNetwork") or {}).get("isolationMode")
+                     or "Disabled")
+        if inner.get("enableNodePublicIp") is False and not inner.get("subnet") and isolation == "Disabled":
+            what = "Compute instance" if ctype == "ComputeInstance" else "Compute cluster"
+            return arm_error(400, "BadArgument",
+                             f"{what} '{name}' has no public IP but names no subnet. Without a public IP, compute "
+                             "must be in a virtual network: specify a subnet, or enable a managed virtual network "
+                             "for the workspace.")
         if res is not None:
             if ctype != res["properties"]["computeType"] or ctype == "ComputeInstance":
                 return arm_error(409, "Conflict", f"A compute named '{name}' already exists in this workspace and "
@@ -633,6 +689,16 @@ class ArmStandIn(HttpsServer):
             for k in ("vmPriority", "remoteLoginPortPublicAccess", "enableNodePublicIp"):
                 if k in new:
                     inner[k] = new[k]
+            ident = body.get("identity") or {}
+            if ident.get("type") not in (None, "None"):
+                had = res.get("identity") or {}
+                res["identity"] = {"type": ident["type"], "tenantId": TENANT_ID,
+                                   "principalId": had.get("principalId") or str(uuid.uuid4())}
+                users = had.get("userAssignedIdentities") or {}
+                if ident.get("userAssignedIdentities"):
+                    res["identity"]["userAssignedIdentities"] = {
+                        k: users.get(k) or {"principalId": str(uuid.uuid4()), "clientId": str(uuid.uuid4())}
+                        for k in ident["userAssignedIdentities"]}
             p["provisioningState"] = "Succeeded"
             p["modifiedOn"] = _now()
             mn = inner["scaleSettings"]["minNodeCount"]

@@ -69,22 +69,31 @@ def azure_message(response: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
-class ProgressPolling:
-    """Factory for an ARM poller that reports each status it reads."""
+#: The longest wait between two polls of a long operation, whatever Retry-After says.
+LONGEST_POLL_WAIT = 300.0
 
-    @staticmethod
-    def make(interval: float, report: Callable[[str, Any], Awaitable[None]] | None):
-        from azure.mgmt.core.polling.async_arm_polling import AsyncARMPolling
 
-        class Polling(AsyncARMPolling):
-            async def update_status(self) -> None:
-                await super().update_status()
-                if report is not None:
-                    body = body_of(self._pipeline_response.http_response)
-                    pct = body.get("percentComplete") if isinstance(body, dict) else None
-                    await report(self._status, pct)
+def retry_after(response: Any) -> float | None:
+    """Seconds a Retry-After header asks for (a number; a date is taken as "soon")."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    try:
+        return min(max(float(value), 0.0), LONGEST_POLL_WAIT) if value else None
+    except ValueError:
+        return None
 
-        return Polling(timeout=interval)
+
+def follow_of(response: Any, resource: str) -> dict | None:
+    """How to follow a long operation Resource Manager accepted (201 or 202): its status URL, which
+    kind of URL it is, the resource it acts on, and how long Azure asks to wait before the first
+    look. None when the answer is final already."""
+    if response.status_code not in (201, 202):
+        return None
+    status_url = response.headers.get("Azure-AsyncOperation")
+    location = response.headers.get("Location")
+    if not (status_url or location):
+        return None
+    return {"url": status_url or location, "via": "azure-asyncoperation" if status_url else "location",
+            "resource": resource, "retry_after": retry_after(response)}
 
 
 def raw_body(pipeline_response: Any, deserialized: Any, headers: Any) -> Any:
@@ -140,6 +149,26 @@ class ArmWorkspace:
             cred, self.credential = self.credential, None
             await cred.close()
 
+    async def send(self, method: str, url: str, body: bytes | None = None) -> Any:
+        """One request through the management client's pipeline (its sign-in, retries and transport);
+        an answer Azure refuses with is raised as ``HttpResponseError``, for ``call`` to translate."""
+        from azure.core.exceptions import HttpResponseError
+        from azure.core.rest import HttpRequest
+
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        response = await self.client()._send_request(HttpRequest(method, url, content=body, headers=headers))
+        if response.status_code >= 400:
+            raise HttpResponseError(response=response)
+        return response
+
+    def url(self, *rest: str, **query: str) -> str:
+        """The URL of a resource under the workspace, with the api-version in use."""
+        from urllib.parse import urlencode
+
+        return f"{self.endpoint}{self.path(*rest)}?" + urlencode({"api-version": self.azure.api_version, **query})
+
     @property
     def scope(self) -> str:
         return f"workspace '{self.workspace_name}' (resource group '{self.resource_group}')"
@@ -179,7 +208,8 @@ class ArmWorkspace:
                     f"{message}", reason="azure_unavailable")
             if status < 400:  # a long operation that ended Failed or Canceled
                 return AzureError(message, azure_code=code, reason="azure_operation_failed", http_status=status)
-            return AzureError(message, azure_code=code, http_status=status)
+            # Azure's own refusal, in its own words: only Azure knows what the workspace allows.
+            return AzureError(message, azure_code=code, reason="azure_refused", http_status=status)
         if isinstance(exc, ClientAuthenticationError):
             return AzureError(
                 f"Could not sign in to Azure: {exc.message if hasattr(exc, 'message') else exc} -- sign in with "

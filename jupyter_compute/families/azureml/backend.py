@@ -1,10 +1,11 @@
 """Azure Machine Learning compute: compute instances and compute clusters of one workspace,
 through Resource Manager with the async clients of azure-mgmt-machinelearningservices.
 
-Azure is the source of truth: lists and states are read from it. Long operations follow
-Azure-AsyncOperation to the end, report each poll as progress and honour Retry-After; 429 and
-5xx are retried with backoff and then reported as unavailable; Azure's own error messages are
-passed on as written.
+Azure is the source of truth: lists and states are read from it. A long operation Azure accepted
+is recorded with its Azure-AsyncOperation or Location URL, so that any process can follow it to
+the end (the one that began it may exit: --no-wait); each poll is reported as progress and
+Retry-After is honoured. 429 and 5xx are retried with backoff and then reported as unavailable;
+Azure's own error messages are passed on as written.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any, Awaitable, Callable
 from .attached import (DESCRIPTIONS, EXAMPLES, RETIRED, SPEC_MODELS, SSH_KINDS, AttachedSpec, attach_body,
                                check_attached_name, resource_name, same_resource)
 from .config import AzureML
-from .arm import ArmWorkspace, AzureError, ProgressPolling, raw_body
+from .arm import ArmWorkspace, AzureError, body_of, follow_of, raw_body, retry_after
 from .credential import arm_scope, default_credential
 from .instance import consequence as instance_consequence
 from .instance import describe as describe_this_instance
@@ -29,7 +30,7 @@ from .specs import (CLUSTER, INSTANCE, ClusterScale, ComputeClusterSpec, Compute
                            check_cluster_name, check_instance_name, check_scale)
 from ...core.errors import ComputeError, Conflict, InvalidRequest, NotFound, Unavailable
 from ...core.models import Node, Size, Spec, State, Target, Usage
-from ...core.backend import Backend, KindSpec, OperationContext, Outcome, stored_target
+from ...core.backend import Backend, KindSpec, OperationContext, Outcome, StillRunning, stored_target
 from ...core.kernels import KernelSpecInfo, TargetKernel
 from ...core.route import HereRoute, Route
 from ...transport.kernel_bridge import ServerKernel, read_kernelspecs, server_kernel_specs
@@ -69,6 +70,10 @@ def _redacted(exc: ComputeError, secrets: list[str]) -> ComputeError:
 
 class AzureMLBackend(Backend):
     """The compute of one Azure ML workspace."""
+
+    # Azure first accepts or refuses each change, then carries it out on its own: an operation it
+    # accepted is followed from its status URL by whichever process is there to do it.
+    accepts_first = True
 
     def rename_refusal(self, target: Target) -> str | None:
         return (f"'{target.name}' is named in Azure, where a compute's name cannot change; create one with "
@@ -619,19 +624,65 @@ class AzureMLBackend(Backend):
         return super().update_refusal(target)
 
     # -- long operations ---------------------------------------------------------------------------
-    async def _lro(self, action: str, name: str, ctx: OperationContext | None,
-                   begin: Callable[..., Awaitable[Any]]) -> Any:
-        async def report(status: str, pct: Any) -> None:
+    async def _lro(self, action: str, name: str, ctx: OperationContext | None, method: str, *,
+                   verb: str | None = None, body: bytes | None = None, **query: str) -> Any:
+        """Ask Resource Manager for a long operation on compute ``name``, and follow it to its end.
+
+        Once Azure accepts it, how to follow it (its Azure-AsyncOperation or Location URL) goes into
+        the operation's record: from then on any process can follow it, and this one may exit.
+        Returns the final answer's body, if it has one."""
+        url = self.arm.url("computes", name, *((verb,) if verb else ()), **query)
+        answer = await self.arm.call(action, name, lambda: self.arm.send(method, url, body))
+        follow = follow_of(answer, self.arm.path("computes", name))
+        if ctx is not None:
+            await ctx.accepted(follow)
+            await ctx.progress(f"{action} accepted by Azure")
+        if follow is None:
+            return body_of(answer)
+        return await self._follow_url(action, name, follow, ctx, first_wait=follow.get("retry_after"))
+
+    async def _follow_url(self, action: str, name: str, follow: dict, ctx: OperationContext | None, *,
+                          first_wait: float | None = None, once: bool = False) -> Any:
+        """Poll a long operation's status URL until it ends; returns the final body (a Location
+        answer may carry the resource). A failed or cancelled operation is raised with Azure's words."""
+        wait = first_wait
+        while True:
+            if not once:
+                await asyncio.sleep(self.azure.poll_interval if wait is None else wait)
+            try:
+                answer = await self.arm.call(action, name, lambda: self.arm.send("GET", follow["url"]))
+            except AzureError as e:
+                if follow["via"] == "location" and e.reason == "azure_refused":
+                    e.reason = "azure_operation_failed"  # the operation's own end, not a refused poll
+                raise
+            wait = retry_after(answer)
+            if follow["via"] == "location":
+                if answer.status_code != 202:
+                    return body_of(answer)
+                status, pct = "InProgress", None
+            else:
+                body = body_of(answer)
+                body = body if isinstance(body, dict) else {}
+                status, pct = str(body.get("status") or "InProgress"), body.get("percentComplete")
+                if status.lower() == "succeeded":
+                    return None
+                if status.lower() in ("failed", "canceled", "cancelled"):
+                    err = body.get("error") if isinstance(body.get("error"), dict) else {}
+                    raise AzureError(err.get("message") or f"Azure reports the {action} of '{name}' as {status}",
+                                     azure_code=err.get("code"), reason="azure_operation_failed")
             if ctx is not None:
                 await ctx.progress(f"{action} in Azure: {status}" + (f" ({pct:g}%)" if isinstance(pct, (int, float))
                                                                      else ""))
+            if once:
+                raise StillRunning()
 
-        async def run():
-            poller = await begin(polling=ProgressPolling.make(self.azure.poll_interval, report))
-            if ctx is not None:
-                await ctx.progress(f"{action} accepted by Azure")
-            return await poller.result()
-        return await self.arm.call(action, name, run)
+    async def follow(self, op: dict, ctx: OperationContext, *, once: bool = False) -> Outcome | None:
+        """Follow an operation on a compute that another process began (and Azure accepted)."""
+        action, name = op["action"], op["target"]
+        res = await self._follow_url(action, name, op["follow"], ctx, once=once)
+        if action in ("delete", "detach"):
+            return None
+        return await self._outcome(name, res)
 
     async def _outcome(self, name: str, res: dict | None = None) -> Outcome:
         res = res if isinstance(res, dict) and res.get("properties") else await self.arm.call(
@@ -659,9 +710,14 @@ class AzureMLBackend(Backend):
         body = instance_body(spec, location) if kind == INSTANCE else cluster_body(spec, location)
         label = "compute instance" if kind == INSTANCE else "compute cluster"
         await ctx.progress(f"asking Azure to create {label} '{name}' ({spec.size})")
-        content = json.dumps(body).encode()
-        res = await self._lro("create", name, ctx, lambda **kw: self.arm.client().compute.begin_create_or_update(
-            self.resource_group, self.workspace_name, name, content, content_type="application/json", cls=raw_body, **kw))
+        try:
+            res = await self._lro("create", name, ctx, "PUT", body=json.dumps(body).encode())
+        except AzureError as e:
+            if e.reason == "azure_refused" and spec.no_public_ip and not spec.subnet:
+                # Once refused here, now Azure's to decide (a managed network needs no subnet).
+                e.message += (" (Hint: in a workspace without a managed virtual network, compute without a "
+                              "public IP needs a subnet: --subnet, or \"subnet\".)")
+            raise
         return await self._outcome(name, res)
 
     async def attach(self, name: str, kind: str, spec: Spec, ctx: OperationContext) -> Outcome:
@@ -685,9 +741,7 @@ class AzureMLBackend(Backend):
         await ctx.progress(f"asking Azure to attach '{what}' as '{name}' ({kind})")
         content = json.dumps(body).encode()
         del body
-        res = await self._lro("attach", name, ctx, lambda **kw: self.arm.client().compute.begin_create_or_update(
-            self.resource_group, self.workspace_name, name, content, content_type="application/json", cls=raw_body,
-            **kw))
+        res = await self._lro("attach", name, ctx, "PUT", body=content)
         outcome = await self._outcome(name, res)
         if warnings:
             outcome.note = "attached; " + " ".join(warnings)
@@ -706,9 +760,7 @@ class AzureMLBackend(Backend):
         if target.kind != INSTANCE:
             raise InvalidRequest(self.refusal(target, action), reason="unsupported_operation")
         await ctx.progress(f"asking Azure to {action} '{target.name}'")
-        begin = getattr(self.arm.client().compute, f"begin_{action}")
-        await self._lro(action, target.name, ctx, lambda **kw: begin(
-            self.resource_group, self.workspace_name, target.name, **kw))
+        await self._lro(action, target.name, ctx, "POST", verb=action)
         outcome = await self._outcome(target.name)
         if action in ("start", "restart") and outcome.state == State.running and not self._is_this_instance(target):
             # Its kernelspecs, read as it starts, are the kernels it offers from now on; read beside
@@ -738,8 +790,7 @@ class AzureMLBackend(Backend):
         how = "Delete" if action == "delete" else "Detach"
         note = "" if action == "delete" else " (the resource itself is left as it is)"
         await ctx.progress(f"asking Azure to {action} '{target.name}'{note}")
-        await self._lro(action, target.name, ctx, lambda **kw: self.arm.client().compute.begin_delete(
-            self.resource_group, self.workspace_name, target.name, underlying_resource_action=how, **kw))
+        await self._lro(action, target.name, ctx, "DELETE", underlyingResourceAction=how)
 
     async def update(self, target: Target, changes: dict[str, Any]) -> None:
         if target.kind != CLUSTER:
@@ -762,11 +813,9 @@ class AzureMLBackend(Backend):
         if res is None:
             raise NotFound(f"Azure no longer knows '{target.name}'", reason="azure_not_found")
         body = cluster_update_body(res, {"minNodeCount": scale.min_nodes, "maxNodeCount": scale.max_nodes,
-                                         "nodeIdleTimeBeforeScaleDown": duration(scale.idle_seconds_before_scaledown)})
-        content = json.dumps(body).encode()
-        await self._lro("update", target.name, None, lambda **kw: self.arm.client().compute.begin_create_or_update(
-            self.resource_group, self.workspace_name, target.name, content, content_type="application/json",
-            cls=raw_body, **kw))
+                                         "nodeIdleTimeBeforeScaleDown": duration(scale.idle_seconds_before_scaledown)},
+                                   identity=changes.get("identity"))
+        await self._lro("update", target.name, None, "PUT", body=json.dumps(body).encode())
 
 
 class _InstanceKeeper:

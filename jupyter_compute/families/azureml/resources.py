@@ -278,8 +278,9 @@ _CLUSTER_WRITABLE = ("osType", "vmSize", "vmPriority", "virtualMachineImage", "i
                      "subnet", "remoteLoginPortPublicAccess", "enableNodePublicIp")
 
 
-def cluster_update_body(current: dict, scale: dict) -> dict:
-    """The PUT that changes a cluster's scale settings and keeps everything else as it is."""
+def cluster_update_body(current: dict, scale: dict, identity: str | None = None) -> dict:
+    """The PUT that changes a cluster's scale settings, adds ``identity`` ('system-assigned' or a
+    user-assigned identity's resource id) to those it has, and keeps everything else as it is."""
     p, inner = _props(current), _inner(current)
     new_inner = {k: inner[k] for k in _CLUSTER_WRITABLE if inner.get(k) is not None}
     new_inner["scaleSettings"] = scale
@@ -291,10 +292,18 @@ def cluster_update_body(current: dict, scale: dict) -> dict:
         if current.get(k):
             body[k] = current[k]
     ident = current.get("identity") or {}
-    if ident.get("type") and ident["type"] != "None":
-        body["identity"] = {"type": ident["type"]}
-        if ident.get("userAssignedIdentities"):
-            body["identity"]["userAssignedIdentities"] = {k: {} for k in ident["userAssignedIdentities"]}
+    kinds = {k.strip() for k in (ident.get("type") or "").split(",") if k.strip() and k.strip() != "None"}
+    users = list(ident.get("userAssignedIdentities") or {})
+    if identity == "system-assigned":
+        kinds.add("SystemAssigned")
+    elif identity:
+        kinds.add("UserAssigned")
+        if identity.lower() not in {u.lower() for u in users}:
+            users.append(identity)
+    if kinds:
+        body["identity"] = {"type": ",".join(k for k in ("SystemAssigned", "UserAssigned") if k in kinds)}
+        if users:
+            body["identity"]["userAssignedIdentities"] = {k: {} for k in users}
     return body
 
 

@@ -162,6 +162,16 @@ def _size(v: str) -> str:
     return v
 
 
+def _identity(v: str) -> str:
+    if v == "system-assigned" or USER_IDENTITY_RE.match(v):
+        return v
+    raise ValueError("must be 'system-assigned' or a user-assigned identity resource id: /subscriptions/"
+                     "<subscription id>/resourceGroups/<group>/providers/Microsoft.ManagedIdentity/"
+                     "userAssignedIdentities/<name>")
+
+
+IdentityRef = Annotated[str, AfterValidator(_identity)]
+
 #: The checked field types both managed kinds share.
 VmSize = Annotated[str, AfterValidator(_size)]
 SubnetId = Annotated[str, AfterValidator(_subnet)]
@@ -179,7 +189,8 @@ class ComputeInstanceSpec(Spec):
                                       description="Start and stop times, as cron expressions.")
     assigned_user: AssignedUser | None = Field(None, description="Create the instance on behalf of this user.")
     subnet: SubnetId | None = Field(None, description="Subnet resource id of a virtual network to join.")
-    no_public_ip: bool = Field(False, description="No public IP address; requires a subnet.")
+    no_public_ip: bool = Field(False, description="No public IP address. Unless the workspace has a managed virtual "
+                                                   "network, give a subnet too.")
     application_sharing: Literal["personal", "shared"] = Field(
         "shared", description="Whether the instance's applications are for its user only or shared.")
 
@@ -190,8 +201,6 @@ class ComputeInstanceSpec(Spec):
         if self.ssh_public_access and not self.ssh_public_key:
             raise InvalidRequest("ssh_public_key: is required when ssh_public_access is on",
                                  field="/ssh_public_key")
-        if self.no_public_ip and not self.subnet:
-            raise InvalidRequest("subnet: an instance without a public IP must join a subnet", field="/subnet")
         return self
 
 
@@ -210,11 +219,14 @@ class ComputeClusterSpec(Spec):
     remote_login_port_public_access: bool | None = Field(
         None, description="Open the nodes' SSH port publicly; unset lets Azure decide from the credentials.")
     subnet: SubnetId | None = Field(None, description="Subnet resource id of a virtual network to join.")
-    no_public_ip: bool = Field(False, description="No public IP addresses on nodes; requires a subnet.")
-    identity: str | None = Field(
-        None, description="'system-assigned', or the resource id of a user-assigned managed identity.")
+    no_public_ip: bool = Field(False, description="No public IP addresses on nodes. Unless the workspace has a "
+                                                   "managed virtual network, give a subnet too.")
+    identity: IdentityRef | None = Field(
+        None, description="'system-assigned', or the resource id of a user-assigned managed identity. An update "
+                          "adds it to those the cluster has.")
 
-    updatable: ClassVar[frozenset[str]] = frozenset({"min_nodes", "max_nodes", "idle_seconds_before_scaledown"})
+    updatable: ClassVar[frozenset[str]] = frozenset({"min_nodes", "max_nodes", "idle_seconds_before_scaledown",
+                                                     "identity"})
 
     @field_validator("admin_password")
     @classmethod
@@ -232,15 +244,6 @@ class ComputeClusterSpec(Spec):
             raise ValueError(f"'{v}' is reserved by Azure; choose another administrator name")
         return v
 
-    @field_validator("identity")
-    @classmethod
-    def _identity(cls, v: str | None) -> str | None:
-        if v is None or v == "system-assigned" or USER_IDENTITY_RE.match(v):
-            return v
-        raise ValueError("must be 'system-assigned' or a user-assigned identity resource id: /subscriptions/"
-                         "<subscription id>/resourceGroups/<group>/providers/Microsoft.ManagedIdentity/"
-                         "userAssignedIdentities/<name>")
-
     @model_validator(mode="after")
     def _together(self) -> "ComputeClusterSpec":
         check_scale(self.min_nodes, self.max_nodes, field="/min_nodes")
@@ -250,8 +253,6 @@ class ComputeClusterSpec(Spec):
         if self.admin_username and not (self.admin_password or self.ssh_public_key):
             raise InvalidRequest("admin_password: give admin_password or ssh_public_key for admin_username",
                                  field="/admin_password")
-        if self.no_public_ip and not self.subnet:
-            raise InvalidRequest("subnet: nodes without public IPs must join a subnet", field="/subnet")
         return self
 
 
@@ -261,6 +262,7 @@ class ClusterScale(BaseModel):
     min_nodes: int = ComputeClusterSpec.model_fields["min_nodes"]
     max_nodes: int = ComputeClusterSpec.model_fields["max_nodes"]
     idle_seconds_before_scaledown: int = ComputeClusterSpec.model_fields["idle_seconds_before_scaledown"]
+    identity: IdentityRef | None = None
 
 
 def check_scale(min_nodes: int, max_nodes: int, *, field: str) -> None:

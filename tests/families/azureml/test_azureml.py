@@ -17,7 +17,7 @@ from jupyter_compute.families.azureml.discovery import discover_workspaces
 from jupyter_compute.families.azureml.resources import state_of
 from jupyter_compute.families.azureml.arm import AzureError
 from jupyter_compute.families.azureml.backend import AzureMLBackend
-from jupyter_compute.core.errors import BackendRefused, InvalidRequest, NotFound, Unavailable
+from jupyter_compute.core.errors import BackendRefused, Conflict, InvalidRequest, NotFound, Unavailable
 from jupyter_compute.core.models import State
 from tests.standins.arm import OBJECT_ID, TENANT_ID, VM_SIZES
 from tests.standins.azure import arm, azure_env, azure_workspace, network_guard, workspace_for  # noqa: F401  (fixtures)
@@ -228,10 +228,11 @@ async def test_failed_stop_keeps_azures_message(arm, azure_workspace):
 async def test_conflicting_action_is_refused_with_azures_words(arm, azure_workspace):
     arm.seed(instance_resource("bob-dev", "Starting"))
     ws, _ = azure_workspace
-    op = await ws.restart("bob-dev", wait=True)
-    assert op.status.value == "failed"
-    assert op.error["reason"] == "azure_conflict"
-    assert "cannot restart while it is in state 'Starting'" in op.error["message"]
+    with pytest.raises(Conflict) as e:
+        await ws.restart("bob-dev")
+    assert e.value.reason == "azure_conflict" and e.value.status == 409
+    assert "cannot restart while it is in state 'Starting'" in e.value.message
+    assert (await ws.get("bob-dev")).state == State.starting
 
 
 async def test_the_store_mirrors_azure_so_a_second_operation_is_refused(arm, workspace_for):
@@ -341,7 +342,6 @@ INSTANCE_CASES = [
     ("alice-dev", {"subnet": "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v"},
      "/subnet"),
     ("alice-dev", {"subnet": SUBNET.replace("Microsoft.Network", "Microsoft.Compute")}, "/subnet"),
-    ("alice-dev", {"no_public_ip": True}, "/subnet"),
     ("alice-dev", {"application_sharing": "public"}, "/application_sharing"),
     ("alice-dev", {"ssh_public_access": True}, "/ssh_public_key"),
     ("alice-dev", {"ssh_public_key": "ssh-rsa not-base64!"}, "/ssh_public_key"),
@@ -369,7 +369,6 @@ CLUSTER_CASES = [
     ("cpu", {"admin_username": "alice"}, "/admin_password"),
     ("cpu", {"ssh_public_key": "ecdsa-sha2-nistp256"}, "/ssh_public_key"),
     ("cpu", {"subnet": "subnet-1"}, "/subnet"),
-    ("cpu", {"no_public_ip": True}, "/subnet"),
     ("cpu", {"identity": "managed"}, "/identity"),
     ("cpu", {"identity": UAI.replace("userAssignedIdentities", "identities")}, "/identity"),
     ("cpu", {"size": ""}, "/size"),
@@ -564,13 +563,17 @@ async def test_missing_role_on_an_operation_fails_it_with_azure_auth(arm, azure_
     arm.denied.add("Microsoft.MachineLearningServices/workspaces/computes/"
                    + (action if action in ("delete", "write") else f"{action}/action"))
     ws, _ = azure_workspace
-    if action == "write":
-        op = await ws.create("alice-dev", "compute-instance", {}, wait=True)
-    else:
-        op = await getattr(ws, action)("bob-dev", wait=True)
-    assert op.status.value == "failed"
-    assert op.error["reason"] == "azure_auth"
-    assert "Microsoft.MachineLearningServices/workspaces/computes/" in op.error["message"]
+    before = {t.name: t.state for t in await ws.list()}
+    with pytest.raises(AzureError) as e:
+        if action == "write":
+            await ws.create("alice-dev", "compute-instance", {}, wait=True)
+        else:
+            await getattr(ws, action)("bob-dev", wait=True)
+    # Refused by Azure: the caller's error, and nothing changed.
+    assert e.value.reason == "azure_auth" and e.value.status == 502
+    assert "Microsoft.MachineLearningServices/workspaces/computes/" in e.value.message
+    assert {t.name: t.state for t in await ws.list()} == before
+    assert await ws.running_operation("bob-dev") is None
 
 
 async def test_failed_sign_in_is_azure_auth(arm, workspace_for, azure_env):

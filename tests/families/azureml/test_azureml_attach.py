@@ -17,6 +17,7 @@ from tests.support import files_holding
 from jupyter_compute.families.azureml.attached import RETIRED, SPEC_MODELS, check_private_key
 from jupyter_compute.families.azureml.resources import state_of, to_target
 from jupyter_compute.families.azureml.backend import AlreadyAttached
+from jupyter_compute.families.azureml.arm import AzureError
 from jupyter_compute.core.errors import Conflict, InvalidRequest
 from jupyter_compute.core.models import State
 from tests.standins.azure import arm, azure_env, azure_workspace, network_guard, workspace_for  # noqa: F401  (fixtures)
@@ -345,14 +346,15 @@ async def test_batch_and_aci_say_what_to_use_instead(arm, azure_workspace, verb,
 async def test_azure_refusing_a_resource_is_shown_in_full(arm, azure_workspace):
     arm.missing_resources.add(VM_ID.lower())
     ws, _ = azure_workspace
-    op = await ws.attach("vm1", "virtual-machine", dict(CASES["virtual-machine"][0]), wait=True)
+    with pytest.raises(AzureError) as e:
+        await ws.attach("vm1", "virtual-machine", dict(CASES["virtual-machine"][0]), wait=True)
     stored = await ws.store.get_target(ws.id, "vm1")
-    assert op.status.value == "failed"
-    assert op.error["message"] == ("The Resource 'Microsoft.Compute/virtualMachines/dsvm-01' under resource group "
-                                   "'rg-res' was not found. For more details please go to "
-                                   "https://aka.ms/ARMResourceNotFoundFix")
-    assert op.error["azure_code"] == "ResourceNotFound"
-    assert stored is None  # a failed attach leaves nothing behind here
+    assert e.value.reason == "azure_refused" and e.value.status == 502
+    assert e.value.message == ("The Resource 'Microsoft.Compute/virtualMachines/dsvm-01' under resource group "
+                               "'rg-res' was not found. For more details please go to "
+                               "https://aka.ms/ARMResourceNotFoundFix")
+    assert e.value.to_json()["azure_code"] == "ResourceNotFound"
+    assert stored is None  # a refused attach leaves nothing behind here
 
 
 async def test_azure_refusing_a_retired_service_is_passed_through(arm, azure_workspace):
@@ -360,9 +362,10 @@ async def test_azure_refusing_a_retired_service_is_passed_through(arm, azure_wor
                "longer be attached.")
     arm.refused_types["DataLakeAnalytics"] = ("ServiceRetired", message)
     ws, _ = azure_workspace
-    op = await ws.attach("adla", "data-lake-analytics", {"resource_id": ADLA_ID}, wait=True)
-    assert op.status.value == "failed" and op.error["message"] == message
-    assert op.error["azure_code"] == "ServiceRetired"
+    with pytest.raises(AzureError) as e:
+        await ws.attach("adla", "data-lake-analytics", {"resource_id": ADLA_ID}, wait=True)
+    assert e.value.message == message and e.value.azure_code == "ServiceRetired"
+    assert await ws.store.get_target(ws.id, "adla") is None
 
 
 async def test_the_stand_in_refuses_bad_resource_ids_as_azure_does(arm, azure_workspace):
