@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from types import SimpleNamespace
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -324,6 +325,8 @@ def build_parser(prog: str = "jupyter compute") -> argparse.ArgumentParser:
     sp = add("job", "Show one job: status, Studio link and the end of its log", target=False)
     sp.add_argument("name", metavar="JOB", help="Job name")
     sp.add_argument("--lines", type=whole_number, default=200, help="Log lines to show (default 200)")
+    sp.add_argument("--cancel", action="store_true",
+                    help="Cancel the job, and follow the cancellation until the job has ended")
 
     wsp = sub.add_parser("workspace", help="List, add or remove Azure ML workspaces",
                          description="Workspaces: 'local', each Azure ML workspace added here or listed in "
@@ -384,9 +387,21 @@ def _until(ts: str | None) -> str:
     return f"{max(0, int(left // 60))} min"
 
 
+def _schedule_when(s: dict) -> str:
+    return s.get("when") or (f"cron {s['cron']}" if s.get("cron") else "")
+
+
+def _schedules(t: dict) -> str:
+    """A compute instance's start and stop schedules, in one cell of the list."""
+    return "; ".join(f"{x.get('action')} {_schedule_when(x)} ({x.get('time_zone') or 'UTC'})"
+                     + ("" if x.get("enabled", True) else " off")
+                     for x in (t.get("properties") or {}).get("schedules") or [])
+
+
 COLUMNS: dict[str, list[tuple[str, Callable[[dict], Any]]]] = {
     "targets": [("NAME", lambda t: t["name"]), ("KIND", lambda t: t["kind"]), ("STATE", lambda t: t["state"]),
-                ("SIZE", _size), ("NODES", _nodes), ("IDLE SHUTDOWN", lambda t: _until(t.get("idle_shutdown_at")))],
+                ("SIZE", _size), ("NODES", _nodes), ("IDLE SHUTDOWN", lambda t: _until(t.get("idle_shutdown_at"))),
+                ("SCHEDULES", _schedules)],
     "nodes": [("ID", lambda n: n["id"]), ("STATE", lambda n: n["state"]), ("ADDRESS", lambda n: n.get("address") or ""),
               ("PORT", lambda n: n.get("port") or "")],
     "sizes": [("NAME", lambda s: s["name"]), ("VCPUS", lambda s: s.get("vcpus") or ""),
@@ -397,19 +412,42 @@ COLUMNS: dict[str, list[tuple[str, Callable[[dict], Any]]]] = {
     "workspaces": [("ID", lambda w: w["id"] + (" (default)" if w.get("default") else "")),
                    ("KIND", lambda w: w["kind"]), ("DESCRIPTION", lambda w: w["description"])],
     "jobs": [("NAME", lambda j: j["name"]), ("STATUS", lambda j: j.get("status") or ""),
-             ("COMPUTE", lambda j: j.get("compute") or ""), ("DURATION", lambda j: _duration(j.get("duration_seconds"))),
+             ("COMPUTE", lambda j: j.get("compute") or ""), ("CREATED", lambda j: _ago(j.get("age_seconds"))),
+             ("DURATION", lambda j: _duration(j.get("duration_seconds"))),
              ("CREATED BY", lambda j: j.get("created_by") or ""), ("STUDIO", lambda j: j.get("studio_url") or "")],
+    "schedules": [("ACTION", lambda x: x.get("action") or ""), ("WHEN", _schedule_when),
+                  ("TIME ZONE", lambda x: x.get("time_zone") or "UTC"),
+                  ("ENABLED", lambda x: "yes" if x.get("enabled", True) else "no")],
     "kinds": [("KIND", lambda k: k["name"]), ("FAMILY", lambda k: k["family"]),
               ("OPERATIONS", lambda k: ", ".join(k["operations"])), ("DESCRIPTION", lambda k: k["description"])],
 }
 
 
 def _duration(seconds: float | None) -> str:
+    """A length of time as people read it: '45s', '3m 12s', '2h 05m', '3d 4h'."""
     if seconds is None:
         return ""
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+    d, h = divmod(h, 24)
+    if d:
+        return f"{d}d {h}h"
+    if h:
+        return f"{h}h {m:02d}m"
+    return f"{m}m {s:02d}s" if m else f"{s}s"
+
+
+def _ago(seconds: float | None) -> str:
+    """How long ago: 'just now', '5 min ago', '2 h ago', '3 d ago'."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return ""
+
 
 
 def rows(kind: str, items: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -434,10 +472,14 @@ def text_detail(t: dict) -> str:
         if k not in ("properties", "errors") and v not in (None, [], {}, ""):
             lines += _detail_lines(k, v, 0)
     props = {k: v for k, v in (t.get("properties") or {}).items() if v not in (None, [], {}, "")}
+    schedules = props.pop("schedules", None)
     if props:
         lines.append("properties:")
         for k, v in props.items():
             lines += _detail_lines(k, v, 1)
+    if schedules:
+        lines.append("schedules:")
+        lines += ["  " + line for line in text_table("schedules", schedules).splitlines()]
     if t.get("errors"):
         lines.append("errors:")
         lines += [f"  - {e.get('message')}" for e in t["errors"]]
@@ -466,13 +508,21 @@ def _detail_lines(key: str, value: Any, depth: int) -> list[str]:
 
 
 def text_job(j: dict) -> str:
-    lines = [f"{k}: {v}" for k, v in j.items() if k not in ("log", "error", "command") and v not in (None, "", [])]
+    readable = {"duration_seconds": ("duration", _duration), "age_seconds": ("created", _ago)}
+    lines = []
+    for k, v in j.items():
+        if k in ("log", "log_error", "error", "command", "note") or v in (None, "", []):
+            continue
+        label, show = readable.get(k, (k, str))
+        lines.append(f"{label}: {show(v)}")
     if j.get("error"):
         lines.append(f"error: {j['error'].get('message')}")
+    if j.get("note"):
+        lines.append(f"cancel: {j['note']}")
     if j.get("log"):
         lines += ["", "--- log ---", j["log"].rstrip()]
     elif j.get("log_error"):
-        lines.append(f"log: {j['log_error']}")
+        lines.append(f"log not available: {j['log_error']}")
     return "\n".join(lines)
 
 
@@ -565,6 +615,11 @@ async def _run(args: argparse.Namespace, compute, ui) -> int:
         ui.show("jobs", await ws.jobs(args.name, top=args.top))
         return 0
     if cmd == "job":
+        if args.cancel:
+            def progress(status: str) -> None:  # shown as an operation's step is
+                ui.progress(SimpleNamespace(action="cancel", target=args.name, progress=status))
+            ui.show("job", await ws.cancel_job(args.name, progress=progress))
+            return 0
         ui.show("job", await ws.job(args.name, log_lines=args.lines))
         return 0
     if cmd in ("sizes", "usage"):

@@ -194,6 +194,35 @@ class NodesHandler(ComputeHandler):
         self.reply({"nodes": await (await self.ws(ws)).nodes(name)})
 
 
+class JobsHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, ws):
+        target = self.get_query_argument("target", None) or None
+        top = self.get_query_argument("top", "20")
+        if not top.isdigit() or not 1 <= int(top) <= 1000:
+            raise InvalidRequest("top: give a number of jobs from 1 to 1000", field="/top")
+        self.reply({"jobs": await (await self.ws(ws)).jobs(target, top=int(top))})
+
+
+class JobHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, ws, job):
+        lines = self.get_query_argument("lines", "200")
+        if not lines.isdigit():
+            raise InvalidRequest("lines: give a number of log lines from 0 to 10000", field="/lines")
+        self.reply(await (await self.ws(ws)).job(job, log_lines=int(lines)))
+
+
+class JobCancelHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, ws, job):
+        # Azure is asked to cancel; the job's end shows in the job list (GET the job to follow it).
+        self.reply(await (await self.ws(ws)).cancel_job(job, wait=False), 202)
+
+
 class SizesHandler(ComputeHandler):
     @web.authenticated
     @authorized
@@ -277,6 +306,9 @@ HANDLERS = [
     (_p(f"/workspaces/{WS}/targets/{NAME}/(?P<action>start|stop|restart)"), ActionHandler),
     (_p(f"/workspaces/{WS}/targets/{NAME}/rename"), RenameHandler),
     (_p(f"/workspaces/{WS}/targets/{NAME}/nodes"), NodesHandler),
+    (_p(f"/workspaces/{WS}/jobs"), JobsHandler),
+    (_p(f"/workspaces/{WS}/jobs/(?P<job>[^/]+)"), JobHandler),
+    (_p(f"/workspaces/{WS}/jobs/(?P<job>[^/]+)/cancel"), JobCancelHandler),
     (_p(f"/workspaces/{WS}/sizes"), SizesHandler),
     (_p(f"/workspaces/{WS}/usage"), UsageHandler),
     (_p(f"/workspaces/{WS}/sign-in"), SignInHandler),

@@ -42,6 +42,20 @@ def _param(name: str, description: str) -> dict:
 
 WS = _param("ws", "Workspace id (`local`, or an Azure ML workspace alias)")
 NAME = _param("name", "Target name")
+JOB_NAME = _param("job", "Job name")
+#: A job as the job list and the job view give it.
+JOB = {"type": "object", "required": ["name", "status"], "properties": {
+    "name": {"type": "string"}, "display_name": {"type": ["string", "null"]},
+    "status": {"type": "string", "description": "Azure's: Queued, Running, Completed, Failed, CancelRequested, "
+                                                "Canceled…"},
+    "compute": {"type": ["string", "null"]}, "experiment": {"type": ["string", "null"]},
+    "created": {"type": ["string", "null"]}, "started": {"type": ["string", "null"]},
+    "ended": {"type": ["string", "null"]}, "duration_seconds": {"type": ["number", "null"]},
+    "age_seconds": {"type": ["number", "null"]}, "created_by": {"type": ["string", "null"]},
+    "studio_url": {"type": ["string", "null"]}, "environment": {"type": ["string", "null"]},
+    "nodes": {"type": "integer"}, "log": {"type": ["string", "null"]},
+    "log_error": {"type": ["string", "null"], "description": "Why the log could not be read"},
+    "note": {"type": "string", "description": "What a cancel did"}}}
 OP_ACCEPTED = {"202": _json({"type": "object", "required": ["operation"],
                              "properties": {"operation": _ref("Operation")}}, "The operation was started")}
 
@@ -170,6 +184,27 @@ def document(compute=None) -> dict[str, Any]:
         f"{BASE}/workspaces/{{ws}}/targets/{{name}}/nodes": {"get": {
             "operationId": "listNodes", "summary": "Nodes of a target", "parameters": [WS, NAME],
             "responses": {"200": _json(_list("nodes", "Node"), "Nodes"), **_errors(*read_err)}}},
+        f"{BASE}/workspaces/{{ws}}/jobs": {"get": {
+            "operationId": "listJobs", "summary": "Recent jobs (cells sent to Azure ML compute clusters), newest first",
+            "parameters": [WS, {"name": "target", "in": "query", "required": False, "schema": {"type": "string"},
+                                "description": "Only the jobs of this target"},
+                           {"name": "top", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20},
+                            "description": "How many jobs"}],
+            "responses": {"200": _json({"type": "object", "required": ["jobs"], "properties": {
+                "jobs": {"type": "array", "items": JOB}}}, "Jobs"), **_errors("400", *read_err)}}},
+        f"{BASE}/workspaces/{{ws}}/jobs/{{job}}": {"get": {
+            "operationId": "getJob", "summary": "One job: status, Studio link and the end of its log",
+            "parameters": [WS, JOB_NAME, {"name": "lines", "in": "query", "required": False,
+                                          "schema": {"type": "integer", "minimum": 0, "maximum": 10000,
+                                                     "default": 200}, "description": "Log lines"}],
+            "responses": {"200": _json(JOB, "The job"), **_errors("400", *read_err)}}},
+        f"{BASE}/workspaces/{{ws}}/jobs/{{job}}/cancel": {"post": {
+            "operationId": "cancelJob", "summary": "Ask Azure to cancel a job; one that has already ended is left "
+                                                   "as it is (`note` says so)",
+            "parameters": [WS, JOB_NAME],
+            "responses": {"202": _json(JOB, "The job as it is once the cancel was asked for"),
+                          **_errors("400", *read_err)}}},
         f"{BASE}/workspaces/{{ws}}/sizes": {"get": {
             "operationId": "listSizes", "summary": "Sizes targets can have", "parameters": [WS],
             "responses": {"200": _json(_list("sizes", "Size"), "Sizes"), **_errors(*read_err)}}},

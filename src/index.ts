@@ -77,9 +77,14 @@ const sidebar: JupyterFrontEndPlugin<IComputeService> = {
 
     const start = async () => {
       if (settingRegistry) {
-        await followSettings(settingRegistry, PLUGIN_ID, settings => {
+        // The targets are what the panel is for: settings slow to load do not hold them back.
+        const followed = followSettings(settingRegistry, PLUGIN_ID, settings => {
           controller.settings = settings;
         });
+        await Promise.race([
+          followed,
+          new Promise(resolve => setTimeout(resolve, SETTINGS_WAIT_MS))
+        ]);
       }
       const { defaultWorkspace, collapsedGroups } = controller.settings;
       for (const family of collapsedGroups) {
@@ -93,6 +98,9 @@ const sidebar: JupyterFrontEndPlugin<IComputeService> = {
     return { model, controller };
   }
 };
+
+/** How long the panel waits for its settings before it loads the targets with the defaults. */
+const SETTINGS_WAIT_MS = 3000;
 
 const picker: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-compute:notebook-picker',

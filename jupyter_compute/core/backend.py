@@ -263,6 +263,12 @@ class Backend(abc.ABC):
         raise InvalidRequest("this workspace runs no jobs; jobs are cells sent to a compute cluster that runs each cell as a job",
                              reason="unsupported_operation")
 
+    async def cancel_job(self, name: str, *, wait: bool = True,
+                         progress: Callable[[str], Any] | None = None) -> dict:
+        """Cancel a job; with ``wait``, follow the cancellation until the job has ended."""
+        raise InvalidRequest("this workspace runs no jobs; jobs are cells sent to a compute cluster that runs each cell as a job",
+                             reason="unsupported_operation")
+
     async def hand_off(self, ctx: OperationContext, argv: list[str], what: str) -> Outcome:
         """Start a detached supervisor (see ``procs.detach``) that finishes this operation itself.
 

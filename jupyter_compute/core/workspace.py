@@ -205,6 +205,18 @@ class Workspace:
         raise InvalidRequest(f"workspace '{self.id}' runs no jobs; jobs are cells sent to a compute cluster that runs each cell as a job",
                              reason="unsupported_operation")
 
+    async def cancel_job(self, name: str, *, wait: bool = True,
+                         progress: Callable[[str], Any] | None = None) -> dict:
+        """Cancel a job (one that has already ended is left as it is, and says so); with ``wait``,
+        follow the cancellation until the job has ended."""
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest("a job name is required", field="/name")
+        for b in self.backends:
+            if type(b).cancel_job is not Backend.cancel_job:
+                return await b.cancel_job(name, wait=wait, progress=progress)
+        raise InvalidRequest(f"workspace '{self.id}' runs no jobs; jobs are cells sent to a compute cluster that "
+                             "runs each cell as a job", reason="unsupported_operation")
+
     # -- routes ------------------------------------------------------------------------------------
     async def open_route(self, name: str, *, start: bool = False, progress: ProgressFn | None = None,
                          timeout: float | None = None) -> Route:

@@ -134,6 +134,11 @@ class NotebookUI:
                 return
             self.out.display({"text/plain": commands.operation_text(data, "%compute")})
             return
+        if kind == "job":
+            self._finish_progress(data.get("status", ""))
+            text = commands.text_job(data)
+            self.out.display({"text/html": f"<pre>{html.escape(text)}</pre>", "text/plain": text})
+            return
         if kind == "target":
             self._finish_progress(data.get("state", ""))
             self.out.display({"text/html": _pairs_html(_detail_pairs(data)), "text/plain": commands.text_detail(data)})

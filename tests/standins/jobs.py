@@ -492,7 +492,7 @@ class JobsStandIn(ArmStandIn):
         self.cancels.append((name, time.monotonic()))
         status = res["properties"]["status"]
         if status in TERMINAL:
-            return arm_error(400, "UserError", f"Job {name} is already in a terminal state ({status}).")
+            return Response(200, None)  # what Azure answers: nothing to do
         self.set_status(name, "CancelRequested")
         for p in self._procs.get(name.lower(), []):
             _kill(p)

@@ -512,6 +512,34 @@ class AzureMLBackend(Backend):
             out["error"] = {"code": err[0], "message": err[1]} if err else None
         return out
 
+    async def cancel_job(self, name: str, *, wait: bool = True,
+                         progress: Callable[[str], Any] | None = None) -> dict:
+        from .jobs import TERMINAL, summarize
+
+        jobs = self.jobs()
+        job = await jobs.get(name)
+        status = summarize(job)["status"]
+        if status in TERMINAL:
+            out = summarize(job, jobs.studio_url(job))
+            out["note"] = f"the job had already ended ({status}): nothing to cancel"
+            return out
+        await jobs.cancel(name)
+        seen = None
+        while True:
+            job = await jobs.get(name)
+            status = summarize(job)["status"]
+            if status != seen and progress is not None:
+                progress(status)
+            seen = status
+            if status in TERMINAL or not wait:
+                break
+            await asyncio.sleep(self.azure.poll_interval)
+        out = summarize(job, jobs.studio_url(job))
+        out["note"] = ("canceled" if status == "Canceled" else
+                       f"cancel requested; the job is {status}" if status not in TERMINAL else
+                       f"the job ended ({status}) before the cancel took effect")
+        return out
+
     # -- checks before anything is created -------------------------------------------------------
     def check_name(self, kind: str, name: Any) -> str:
         if kind == INSTANCE:

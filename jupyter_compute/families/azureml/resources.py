@@ -175,10 +175,7 @@ def to_target(res: dict, workspace: str, sizes: dict[str, Size] | None = None, *
             props["idle_shutdown_minutes"] = idle // 60
         sched = ((inner.get("schedules") or {}).get("computeStartStop")) or []
         if sched:
-            props["schedules"] = [{
-                "action": (s.get("action") or "").lower(), "cron": (s.get("cron") or {}).get("expression"),
-                "time_zone": (s.get("cron") or {}).get("timeZone"), "enabled": s.get("status") != "Disabled",
-            } for s in sched]
+            props["schedules"] = [schedule_of(s) for s in sched]
         personal = (inner.get("personalComputeInstanceSettings") or {}).get("assignedUser")
         if personal:
             props["assigned_user"] = {"object_id": personal.get("objectId"), "tenant_id": personal.get("tenantId")}
@@ -276,6 +273,37 @@ def _resource(ctype: str, inner: dict, spec: Any, location: str | None) -> dict:
 
 _CLUSTER_WRITABLE = ("osType", "vmSize", "vmPriority", "virtualMachineImage", "isolatedNetwork", "scaleSettings",
                      "subnet", "remoteLoginPortPublicAccess", "enableNodePublicIp")
+
+
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def schedule_of(s: dict) -> dict:
+    """One start or stop schedule of a compute instance, cron or recurrence, with when it fires in words."""
+    cron = s.get("cron") or {}
+    rec = s.get("recurrence") or {}
+    out: dict[str, Any] = {"action": (s.get("action") or "").lower(), "enabled": s.get("status") != "Disabled"}
+    if (s.get("triggerType") or ("Recurrence" if rec and not cron else "Cron")).lower() == "recurrence" and rec:
+        at = rec.get("schedule") or {}
+        hours, minutes = at.get("hours") or [], at.get("minutes") or [0]
+        times = ", ".join(f"{h:02d}:{m:02d}" for h in hours for m in minutes) if hours else ""
+        every = rec.get("interval") or 1
+        freq = (rec.get("frequency") or "").lower()
+        unit = {"minute": "minute", "hour": "hour", "day": "day", "week": "week", "month": "month"}.get(freq, freq)
+        when = f"every {unit}" if every == 1 else f"every {every} {unit}s"
+        days = [d for d in _WEEKDAYS if d in (at.get("weekDays") or [])]
+        if days:
+            when += " on " + ", ".join(days)
+        if times:
+            when += f" at {times}"
+        out.update({"recurrence": {k: v for k, v in {"frequency": rec.get("frequency"), "interval": every,
+                                                     "week_days": days or None, "hours": hours or None,
+                                                     "minutes": at.get("minutes")}.items() if v},
+                    "when": when, "time_zone": rec.get("timeZone") or "UTC"})
+    else:
+        out.update({"cron": cron.get("expression"), "when": f"cron {cron.get('expression')}",
+                    "time_zone": cron.get("timeZone") or "UTC"})
+    return out
 
 
 def cluster_update_body(current: dict, scale: dict, identity: str | None = None) -> dict:

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from jupyter_compute.families.azureml import jobs as J
-from jupyter_compute.core.errors import InvalidRequest
+from jupyter_compute.core.errors import InvalidRequest, NotFound
 from jupyter_compute.core.route import ExecutionTimeout, RemoteError, TransferError
 from jupyter_compute.families.azureml.job_route import AzureMLJobRoute
 from tests.standins.azure import workspace_for  # noqa: F401  (fixture)
@@ -398,6 +398,38 @@ async def test_jobs_are_listed_with_status_duration_and_studio_link(arm, workspa
     assert failed["error"]["code"] == "UserError" and "exited with status code 1" in failed["error"]["message"]
     assert failed["command"].endswith("<<'JUPYTER_COMPUTE_CELL'\nprint('second')\nraise RuntimeError('nope')\n"
                                       "JUPYTER_COMPUTE_CELL")
+
+
+async def test_a_job_is_cancelled_and_followed_until_azure_says_canceled(arm, workspace):
+    arm.cancel_seconds = 0.3
+    arm.add_job("long-training", CLUSTER, "Running")
+    arm.add_job("finished", CLUSTER, "Completed")
+    ws, _ = workspace
+    steps: list[str] = []
+    out = await ws.cancel_job("long-training", progress=steps.append)
+    assert out["status"] == "Canceled" and out["note"] == "canceled"
+    assert steps[0] == "CancelRequested" and steps[-1] == "Canceled"
+    assert [n for n, _ in arm.cancels] == ["long-training"]
+    # One that has already ended is left as it is, and says so.
+    out = await ws.cancel_job("finished")
+    assert out["status"] == "Completed" and out["note"] == "the job had already ended (Completed): nothing to cancel"
+    assert [n for n, _ in arm.cancels] == ["long-training"]
+    with pytest.raises(NotFound):
+        await ws.cancel_job("no-such-job")
+
+
+def test_job_views_read_as_people_read_time():
+    from jupyter_compute.commands import text_job, text_table
+
+    job = {"name": "j1", "status": "Completed", "compute": CLUSTER, "duration_seconds": 192.4,
+           "age_seconds": 7300, "created_by": "Bob", "studio_url": "https://ml.azure.com/runs/j1",
+           "log": None, "log_error": "the log container is not readable (AuthorizationFailure)"}
+    table = text_table("jobs", [job])
+    assert "3m 12s" in table and "2 h ago" in table and "192" not in table
+    text = text_job(job)
+    assert "duration: 3m 12s" in text and "created: 2 h ago" in text and "7300" not in text
+    assert text.count("AuthorizationFailure") == 1
+    assert "log not available: the log container is not readable" in text
 
 
 # -- an environment with another Python -------------------------------------------------------------------

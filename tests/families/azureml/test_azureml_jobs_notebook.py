@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -105,6 +107,50 @@ def test_cells_run_as_jobs_and_a_failure_stops_with_azures_message(project, arm)
     assert "about to fail" in tb and "ValueError: the job input was bad" in tb
     assert "about to fail" in text_of(failed, "stdout")
     assert arm.job(arm.job_bodies[1]["name"])["properties"]["status"] == "Failed"
+
+
+def test_a_job_is_cancelled_from_the_command_line_and_from_a_notebook(project, arm):
+    arm.add_job("from-cli", CLUSTER, "Running")
+    arm.add_job("from-notebook", CLUSTER, "Queued")
+    arm.add_job("done", CLUSTER, "Completed")
+    run = [sys.executable, "-m", "jupyter_compute.cli", "job"]
+    r = subprocess.run([*run, "from-cli", "--cancel"], cwd=project, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "status: Canceled" in r.stdout and "cancel: canceled" in r.stdout
+    assert "cancel from-cli: CancelRequested" in r.stderr  # the steps, as an operation's are shown
+    r = subprocess.run([*run, "done", "--cancel"], cwd=project, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "already ended (Completed): nothing to cancel" in r.stdout, r.stderr
+
+    nb = execute(project, "%load_ext jupyter_compute", "%compute job from-notebook --cancel")
+    shown = "".join(o.get("data", {}).get("text/plain", "") + o.get("text", "") for o in nb.cells[1].outputs)
+    assert "cancel: canceled" in shown and "status: Canceled" in shown, nb.cells[1].outputs
+    assert [n for n, _ in arm.cancels] == ["from-cli", "from-notebook"]
+
+
+def test_jobs_over_rest_list_show_and_cancel(project, arm):
+    from tests.servers import ServerProcess
+
+    arm.add_job("rest-job", CLUSTER, "Running", age_seconds=7200)
+    arm.add_job("elsewhere", "other-cluster", "Completed")
+    server = ServerProcess(project).start(extra_args=("--AzureML.poll_interval=0.05",))
+    try:
+        ws = arm.workspace_name
+        code, listed = server.request("GET", f"workspaces/{ws}/jobs?target={CLUSTER}")
+        code_one, one = server.request("GET", f"workspaces/{ws}/jobs/rest-job?lines=5")
+        code_cancel, cancelled = server.request("POST", f"workspaces/{ws}/jobs/rest-job/cancel")
+        code_bad, bad = server.request("GET", f"workspaces/{ws}/jobs?top=0")
+        code_missing, missing = server.request("POST", f"workspaces/{ws}/jobs/no-such-job/cancel")
+        code_local, local = server.request("GET", "workspaces/local/jobs")
+    finally:
+        server.stop()
+    assert code == 200 and [j["name"] for j in listed["jobs"]] == ["rest-job"]
+    assert listed["jobs"][0]["age_seconds"] >= 7200
+    assert code_one == 200 and one["status"] == "Running"
+    assert code_cancel == 202 and cancelled["status"] in ("CancelRequested", "Canceled"), cancelled
+    assert [n for n, _ in arm.cancels] == ["rest-job"]
+    assert code_bad == 400 and bad["field"] == "/top"
+    assert code_missing == 404 and "no-such-job" in missing["message"]
+    assert code_local == 400 and local["reason"] == "unsupported_operation"
 
 
 def test_a_pulled_variable_comes_back_to_the_notebook(project, arm):
