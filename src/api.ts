@@ -119,6 +119,24 @@ export interface INode {
   properties: Record<string, unknown>;
 }
 
+/** A job (a cell sent to an Azure ML compute cluster), as `GET /workspaces/{ws}/jobs` lists it. */
+export interface IJob {
+  name: string;
+  display_name?: string | null;
+  status: string;
+  compute?: string | null;
+  created?: string | null;
+  duration_seconds?: number | null;
+  age_seconds?: number | null;
+  created_by?: string | null;
+  studio_url?: string | null;
+  /** What a cancel did. */
+  note?: string;
+}
+
+/** Azure ML's statuses of a job that has ended. */
+export const JOB_ENDED = new Set(['Completed', 'Failed', 'Canceled']);
+
 export interface IUsage {
   name: string;
   unit: string;
@@ -340,6 +358,27 @@ export class ComputeApi {
       'nodes'
     ]);
     return body.nodes;
+  }
+
+  /** `GET /workspaces/{ws}/jobs?target=` */
+  async listJobs(workspace: string, target: string, top = 20): Promise<IJob[]> {
+    const body = await this._request<{ jobs: IJob[] }>(
+      'GET',
+      ['workspaces', workspace, 'jobs'],
+      { query: { target, top: String(top) } }
+    );
+    return body.jobs;
+  }
+
+  /** `POST /workspaces/{ws}/jobs/{job}/cancel` */
+  async cancelJob(workspace: string, job: string): Promise<IJob> {
+    return this._request<IJob>('POST', [
+      'workspaces',
+      workspace,
+      'jobs',
+      job,
+      'cancel'
+    ]);
   }
 
   /** `GET /workspaces/{ws}/sizes` */

@@ -78,9 +78,13 @@ const sidebar: JupyterFrontEndPlugin<IComputeService> = {
     const start = async () => {
       if (settingRegistry) {
         // The targets are what the panel is for: settings slow to load do not hold them back.
-        const followed = followSettings(settingRegistry, PLUGIN_ID, settings => {
-          controller.settings = settings;
-        });
+        const followed = followSettings(
+          settingRegistry,
+          PLUGIN_ID,
+          settings => {
+            controller.settings = settings;
+          }
+        );
         await Promise.race([
           followed,
           new Promise(resolve => setTimeout(resolve, SETTINGS_WAIT_MS))

@@ -21,7 +21,12 @@ export function openPageTab(
   // The page is of the server's own origin and needs its scripts: the sandbox allows them, and
   // the server's authentication (its cookie) goes with the requests.
   const content = new IFrame({
-    sandbox: ['allow-scripts', 'allow-same-origin', 'allow-forms', 'allow-popups']
+    sandbox: [
+      'allow-scripts',
+      'allow-same-origin',
+      'allow-forms',
+      'allow-popups'
+    ]
   });
   content.url = url;
   content.addClass('jp-ComputePageTab');

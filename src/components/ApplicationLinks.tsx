@@ -62,7 +62,12 @@ export function ApplicationLinks(props: {
             if (
               props.openInTab &&
               link.sameServer &&
-              !(event.ctrlKey || event.metaKey || event.shiftKey || event.button)
+              !(
+                event.ctrlKey ||
+                event.metaKey ||
+                event.shiftKey ||
+                event.button
+              )
             ) {
               event.preventDefault();
               props.openInTab(link.url, `${link.label} · ${target.name}`);

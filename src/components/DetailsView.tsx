@@ -6,7 +6,8 @@ import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import type { INode, ITarget } from '../api';
+import { JOB_ENDED } from '../api';
+import type { IJob, INode, ITarget } from '../api';
 import type { ComputeController } from '../controller';
 import type { ComputeModel } from '../model';
 import { messageOf } from '../request';
@@ -94,7 +95,11 @@ export function applicationLinks(
       const proxied = typeof path === 'string' && /^proxy\/\d+\//.test(path);
       links.push(
         proxied
-          ? { label: 'Dashboard', url: URLExt.join(baseUrl, path), sameServer: true }
+          ? {
+              label: 'Dashboard',
+              url: URLExt.join(baseUrl, path),
+              sameServer: true
+            }
           : { label: 'Dashboard', url: value }
       );
     }
@@ -152,6 +157,14 @@ function DetailsView(props: {
 
   // Nodes are fetched again when the target changes state, never on a timer.
   React.useEffect(loadNodes, [loadNodes, target?.state]);
+
+  const rawSchedules = target?.properties?.schedules;
+  const schedules: ISchedule[] = Array.isArray(rawSchedules)
+    ? rawSchedules
+    : [];
+  const properties = Object.entries(target?.properties ?? {}).filter(
+    ([k]) => !(k === 'schedules' && schedules.length > 0)
+  );
 
   React.useEffect(() => {
     if (sameWorkspace && !target) {
@@ -335,14 +348,25 @@ function DetailsView(props: {
         </section>
       ) : null}
 
+      {schedules.length > 0 ? (
+        <section aria-labelledby="jp-ComputeDetails-schedules">
+          <h2 id="jp-ComputeDetails-schedules">Schedules</h2>
+          <ScheduleTable schedules={schedules} />
+        </section>
+      ) : null}
+
+      {JOB_KINDS.has(target.kind) ? (
+        <JobsSection model={model} workspace={props.workspace} target={name} />
+      ) : null}
+
       <section aria-labelledby="jp-ComputeDetails-props">
         <h2 id="jp-ComputeDetails-props">Properties</h2>
-        {Object.keys(target.properties ?? {}).length === 0 ? (
+        {properties.length === 0 ? (
           <p>None.</p>
         ) : (
           <table className="jp-ComputeTable">
             <tbody>
-              {Object.entries(target.properties).map(([k, v]) => (
+              {properties.map(([k, v]) => (
                 <Row key={k} label={k} value={formatValue(v)} />
               ))}
             </tbody>
@@ -350,6 +374,194 @@ function DetailsView(props: {
         )}
       </section>
     </div>
+  );
+}
+
+/** Kinds whose cells run as Azure ML jobs: their details list recent jobs. */
+const JOB_KINDS = new Set(['compute-cluster', 'kubernetes']);
+
+/** A compute instance's start or stop schedule, as the server reads it from Azure. */
+interface ISchedule {
+  action?: string;
+  when?: string;
+  cron?: string;
+  time_zone?: string;
+  enabled?: boolean;
+}
+
+export function ScheduleTable(props: { schedules: ISchedule[] }): JSX.Element {
+  return (
+    <table className="jp-ComputeTable jp-mod-schedules">
+      <thead>
+        <tr>
+          <th scope="col">action</th>
+          <th scope="col">when</th>
+          <th scope="col">time zone</th>
+          <th scope="col">enabled</th>
+        </tr>
+      </thead>
+      <tbody>
+        {props.schedules.map((s, i) => (
+          <tr key={i}>
+            <td>{s.action ?? '—'}</td>
+            <td>{s.when ?? (s.cron ? `cron ${s.cron}` : '—')}</td>
+            <td>{s.time_zone ?? 'UTC'}</td>
+            <td>{s.enabled === false ? 'no' : 'yes'}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+/** A length of time as people read it: '45s', '3m 12s', '2h 05m', '3d 4h'. */
+export function formatDuration(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined) {
+    return '—';
+  }
+  const total = Math.floor(seconds);
+  const d = Math.floor(total / 86400);
+  const h = Math.floor((total % 86400) / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = total % 60;
+  const two = (n: number) => String(n).padStart(2, '0');
+  if (d) {
+    return `${d}d ${h}h`;
+  }
+  if (h) {
+    return `${h}h ${two(m)}m`;
+  }
+  return m ? `${m}m ${two(s)}s` : `${s}s`;
+}
+
+/** How long ago: 'just now', '5 min ago', '2 h ago', '3 d ago'. */
+export function formatAgo(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined) {
+    return '—';
+  }
+  if (seconds < 60) {
+    return 'just now';
+  }
+  for (const [unit, size] of [
+    ['d', 86400],
+    ['h', 3600],
+    ['min', 60]
+  ] as const) {
+    if (seconds >= size) {
+      return `${Math.floor(seconds / size)} ${unit} ago`;
+    }
+  }
+  return '—';
+}
+
+/** The target's recent jobs, newest first, each running one with a Cancel action. */
+export function JobsSection(props: {
+  model: ComputeModel;
+  workspace: string;
+  target: string;
+}): JSX.Element {
+  const { model, workspace, target } = props;
+  const [jobs, setJobs] = React.useState<IJob[] | null>(null);
+  const [error, setError] = React.useState('');
+  const [note, setNote] = React.useState('');
+  const [cancelling, setCancelling] = React.useState<string | null>(null);
+
+  const load = React.useCallback(() => {
+    model.api.listJobs(workspace, target).then(
+      list => {
+        setJobs(list);
+        setError('');
+      },
+      e => setError(messageOf(e))
+    );
+  }, [model, workspace, target]);
+  React.useEffect(load, [load]);
+
+  const cancel = async (job: string) => {
+    setCancelling(job);
+    try {
+      const after = await model.api.cancelJob(workspace, job);
+      setJobs(list => (list ?? []).map(j => (j.name === job ? after : j)));
+      setNote(`${job}: ${after.note ?? after.status}`);
+      setError('');
+    } catch (e) {
+      setError(messageOf(e));
+    } finally {
+      setCancelling(null);
+    }
+  };
+
+  return (
+    <section aria-labelledby="jp-ComputeDetails-jobs">
+      <h2 id="jp-ComputeDetails-jobs">
+        Jobs{' '}
+        <button type="button" className="jp-ComputeLink" onClick={load}>
+          Refresh
+        </button>
+      </h2>
+      {error ? (
+        <p className="jp-ComputeDetails-error" role="alert">
+          {error}
+        </p>
+      ) : null}
+      {note ? <p role="status">{note}</p> : null}
+      {jobs === null ? (
+        error ? null : (
+          <p role="status">Loading…</p>
+        )
+      ) : jobs.length === 0 ? (
+        <p>No jobs.</p>
+      ) : (
+        <table className="jp-ComputeTable jp-mod-jobs">
+          <thead>
+            <tr>
+              <th scope="col">job</th>
+              <th scope="col">status</th>
+              <th scope="col">created</th>
+              <th scope="col">duration</th>
+              <th scope="col">
+                <span className="jp-ComputeVisuallyHidden">actions</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {jobs.map(j => (
+              <tr key={j.name} data-job={j.name}>
+                <td>
+                  {j.studio_url ? (
+                    <a
+                      href={j.studio_url}
+                      target="_blank"
+                      rel="noopener noreferrer"
+                    >
+                      {j.display_name || j.name}
+                    </a>
+                  ) : (
+                    j.display_name || j.name
+                  )}
+                </td>
+                <td>{j.status}</td>
+                <td>{formatAgo(j.age_seconds)}</td>
+                <td>{formatDuration(j.duration_seconds)}</td>
+                <td>
+                  {JOB_ENDED.has(j.status) ? null : (
+                    <button
+                      type="button"
+                      className="jp-mod-styled jp-mod-warn"
+                      disabled={cancelling !== null}
+                      aria-label={`Cancel job ${j.name}`}
+                      onClick={() => void cancel(j.name)}
+                    >
+                      {cancelling === j.name ? 'Cancelling…' : 'Cancel'}
+                    </button>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
   );
 }
 

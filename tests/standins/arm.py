@@ -40,6 +40,8 @@ _WS = (r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
 ROUTES = [
     ("workspace", re.compile(_WS + r"/?$", re.I)),
     ("computes", re.compile(_WS + r"/computes/?$", re.I)),
+    # A workspace that has run no jobs (tests/standins/jobs.py runs them).
+    ("jobs", re.compile(_WS + r"/jobs/?$", re.I)),
     ("compute", re.compile(_WS + r"/computes/(?P<name>[^/]+)/?$", re.I)),
     ("action", re.compile(_WS + r"/computes/(?P<name>[^/]+)/(?P<action>start|stop|restart|listNodes)/?$", re.I)),
     ("location", re.compile(r"^/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.MachineLearningServices/"
@@ -329,6 +331,10 @@ class ArmStandIn(HttpsServer):
             if req.method != "GET":
                 return arm_error(405, "MethodNotAllowed", f"{req.method} is not supported here.")
             return self._denied(f"{PROVIDER}/workspaces/read", ws["id"]) or Response(200, copy.deepcopy(ws))
+        if kind == "jobs":
+            if req.method != "GET":
+                return arm_error(405, "MethodNotAllowed", f"{req.method} is not supported here.")
+            return self._denied(f"{PROVIDER}/workspaces/jobs/read", ws["id"]) or Response(200, {"value": []})
         if kind == "computes":
             if req.method != "GET":
                 return arm_error(405, "MethodNotAllowed", f"{req.method} is not supported here.")

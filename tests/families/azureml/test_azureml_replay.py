@@ -80,6 +80,39 @@ async def test_list_mixed_workspace_from_the_cli_recording(replay, workspace):
     }
 
 
+async def test_the_recorded_stop_schedule_reads_as_a_table(replay, workspace):
+    from jupyter_compute.commands import plain, text_detail, text_table
+
+    server = replay(CLI_AML)
+    ws = workspace("00000000-0000-0000-0000-000000000000", "000000000000000", "000000000000000")
+    server.cursor = max(i.index for i in server.interactions if i.method == "PUT")
+    targets = {t.name: t for t in await ws.list()}
+    ci = targets["repro-test"]
+    assert ci.properties["schedules"] == [{"action": "stop", "enabled": True, "cron": "0 10 * * 2,5",
+                                           "when": "cron 0 10 * * 2,5", "time_zone": "UTC"}]
+    listed = text_table("targets", plain(list(targets.values())))
+    row = next(line for line in listed.splitlines() if line.startswith("repro-test "))
+    assert row.endswith("stop cron 0 10 * * 2,5 (UTC)") and "SCHEDULES" in listed.splitlines()[0]
+    shown = text_detail(plain(ci)).split("schedules:\n", 1)[1].splitlines()
+    assert shown[0].split() == ["ACTION", "WHEN", "TIME", "ZONE", "ENABLED"]
+    assert shown[1].split() == ["stop", "cron", "0", "10", "*", "*", "2,5", "UTC", "yes"]
+
+
+def test_a_recurrence_schedule_says_when_it_fires():
+    from jupyter_compute.families.azureml.resources import schedule_of
+
+    s = schedule_of({"triggerType": "Recurrence", "action": "Start", "status": "Disabled",
+                     "recurrence": {"frequency": "Week", "interval": 1, "timeZone": "W. Europe Standard Time",
+                                    "schedule": {"hours": [8], "minutes": [30], "weekDays": ["Friday", "Monday"]}}})
+    assert s["when"] == "every week on Monday, Friday at 08:30"
+    assert (s["action"], s["enabled"], s["time_zone"]) == ("start", False, "W. Europe Standard Time")
+    assert s["recurrence"] == {"frequency": "Week", "interval": 1, "week_days": ["Monday", "Friday"], "hours": [8],
+                               "minutes": [30]}
+    assert schedule_of({"triggerType": "Recurrence", "action": "Stop", "recurrence": {
+        "frequency": "Day", "interval": 2, "schedule": {"hours": [19, 23], "minutes": [0]}}})["when"] == \
+        "every 2 days at 19:00, 23:00"
+
+
 async def test_create_stop_start_delete_the_recorded_instance(replay, workspace):
     # The recording's delete stops at its first InProgress poll; the replay ends it Succeeded.
     server = replay(SDK, complete_truncated=True)
