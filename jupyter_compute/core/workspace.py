@@ -21,7 +21,8 @@ from traitlets.config import Config
 from . import processes as procs
 from .backend import Backend, KindSpec, OperationContext, Outcome, SpecChanged, StillRunning
 from .config import ComputeConfig, load_config
-from .errors import ComputeError, ConfirmationRequired, Conflict, InvalidConfig, InvalidRequest, NotFound
+from .errors import (BackendRefused, ComputeError, ConfirmationRequired, Conflict, InvalidConfig, InvalidRequest,
+                     NotFound)
 from .kernels import TargetKernel, end_local_kernel, orphaned_kernels, sync_kernelspecs
 from .registry import Family, WorkspaceProvider, load_families
 from .route import Route
@@ -413,6 +414,17 @@ class Workspace:
             if f not in model.updatable:
                 fixed = ", ".join(sorted(model.updatable))
                 raise InvalidRequest(f"{f} cannot change after create; fields that can: {fixed}", field=f"/{f}")
+        if b.accepts_first:
+            # The service carries the change out: an operation any process can follow to its end.
+            op = await self.store.begin_operation(self.id, name, "update", self._owner, is_stale)
+            done = await self._drive(op, lambda ctx: b.update(t, changes, ctx=ctx), True, None, previous=t,
+                                     backend=b)
+            if done.status.value == "failed":
+                error = done.error or {}
+                raise BackendRefused(error.get("message") or f"the update of '{name}' failed",
+                                     reason=error.get("reason") or "update_failed")
+            self._targets_changed()
+            return await self.get(name)
         # Another process (the CLI, another server) may change the same target at the same moment:
         # each update is made from what is stored and written only if that is still what is stored.
         for _ in range(UPDATE_TRIES):
@@ -778,7 +790,7 @@ def _deduplicated(fn: ProgressFn) -> ProgressFn:
 
 def ctx_done(action: str) -> str:
     return {"create": "created", "attach": "attached", "start": "running", "stop": "stopped",
-            "restart": "running", "delete": "deleted", "detach": "detached"}.get(action, "done")
+            "restart": "running", "delete": "deleted", "detach": "detached", "update": "updated"}.get(action, "done")
 
 
 class Compute:

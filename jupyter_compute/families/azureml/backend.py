@@ -820,7 +820,7 @@ class AzureMLBackend(Backend):
         await ctx.progress(f"asking Azure to {action} '{target.name}'{note}")
         await self._lro(action, target.name, ctx, "DELETE", underlyingResourceAction=how)
 
-    async def update(self, target: Target, changes: dict[str, Any]) -> None:
+    async def update(self, target: Target, changes: dict[str, Any], ctx: OperationContext | None = None) -> None:
         if target.kind != CLUSTER:
             raise InvalidRequest(self.update_refusal(target), reason="unsupported_operation")
         from pydantic import ValidationError
@@ -843,7 +843,7 @@ class AzureMLBackend(Backend):
         body = cluster_update_body(res, {"minNodeCount": scale.min_nodes, "maxNodeCount": scale.max_nodes,
                                          "nodeIdleTimeBeforeScaleDown": duration(scale.idle_seconds_before_scaledown)},
                                    identity=changes.get("identity"))
-        await self._lro("update", target.name, None, "PUT", body=json.dumps(body).encode())
+        await self._lro("update", target.name, ctx, "PUT", body=json.dumps(body).encode())
 
 
 class _InstanceKeeper:

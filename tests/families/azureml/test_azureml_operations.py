@@ -16,13 +16,13 @@ import sys
 
 import pytest
 
-from jupyter_compute.core.errors import BackendRefused
+from jupyter_compute.core.errors import BackendRefused, Conflict
 from jupyter_compute.core.models import State
 from tests.servers import ServerProcess
 from tests.standins.azure import arm, azure_env, azure_workspace, network_guard, workspace_for  # noqa: F401
 from tests.families.azureml.test_azureml import SUBNET, UAI, cluster_resource, instance_resource
 from tests.families.azureml.test_azureml_cli import OPERATION, Project, _events_during, project  # noqa: F401
-from tests.support import wait_for
+from tests.support import await_for, wait_for
 
 
 def operations(db) -> list[dict]:
@@ -159,6 +159,29 @@ async def test_a_cluster_gains_a_system_assigned_identity_by_update(arm, azure_w
     assert updated.properties["identity"]["user_assigned"] == [UAI]
     last = arm.arm_requests("PUT")[-1].body
     assert last["identity"] == {"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {UAI: {}}}
+
+
+async def test_an_update_is_an_operation_another_process_can_follow(arm, workspace_for):
+    import asyncio
+
+    arm.seed(cluster_resource("cpu", mx=2))
+    arm.lro_polls = 10**6
+    ws, _ = workspace_for(arm)
+    db = ws.store.sync.path
+    update = asyncio.ensure_future(ws.update("cpu", {"max_nodes": 5}))
+    async def accepted():  # Azure runs it, and how to follow it is recorded
+        return arm.in_progress() == ["update"] and [o for o in operations(db) if o["follow"]]
+    await await_for(accepted, message="Azure to accept the update")
+    running = await ws.running_operation("cpu")
+    assert running is not None and running.action == "update"
+    assert json.loads(operations(db)[0]["follow"])["resource"].endswith("/computes/cpu")
+    with pytest.raises(Conflict):
+        await ws.update("cpu", {"max_nodes": 6})  # one change at a time
+    arm.finish_operations()
+    updated = await asyncio.wait_for(update, 30)
+    assert updated.nodes.max == 5 and (await ws.running_operation("cpu")) is None
+    [op] = operations(db)
+    assert (op["action"], op["status"], op["progress"]) == ("update", "succeeded", "updated")
 
 
 # -- Location answers ---------------------------------------------------------------------------------
