@@ -23,7 +23,7 @@ from tests.servers import ServerProcess
 
 from tests.standins.azure import guarded_pythonpath, arm, azure_env, network_guard  # noqa: F401  (fixtures)
 from tests.families.azureml.test_azureml_attach import AKS_ID, CASES, MARKER, private_key, rid
-from tests.support import cli, files_holding
+from tests.support import cli, files_holding, wait_for
 
 OPERATION = "https://events.jupyter.org/jupyter_compute/operation/v1"
 TARGET = "https://events.jupyter.org/jupyter_compute/target/v1"
@@ -179,6 +179,22 @@ def test_a_misspelt_cloud_is_refused_with_the_clouds_named(project, arm):
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert "AzureChinaClod" in r.stderr and "AzureCloud, AzureChinaCloud, AzureUSGovernment" in r.stderr
     assert "Did you mean AzureChinaCloud?" in r.stderr and "Traceback" not in r.stderr
+    assert arm.requests == [] and arm.token_requests == []
+
+    # A Jupyter server says so at start-up and runs without the extension, reaching no Azure.
+    server = ServerProcess(project.folder, env=project.env)
+    argv = [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={server.port}", "--ip=127.0.0.1",
+            f"--ServerApp.token={server.token}", f"--ServerApp.root_dir={project.folder}",
+            "--ServerApp.jpserver_extensions={'jupyter_compute': True}"] + (["--allow-root"] if os.geteuid() == 0 else [])
+    proc = subprocess.Popen(argv, stdout=open(server.log, "ab"), stderr=subprocess.STDOUT, env=server.env)
+    try:
+        wait_for(lambda: "is running at" in server.log.read_text() or proc.poll() is not None,
+                 timeout=60, message="the server to start")
+        line = next(x for x in server.log.read_text().splitlines() if "jupyter_compute is not loaded" in x)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert "c.AzureML.cloud is 'AzureChinaClod'" in line and "AzureCloud, AzureChinaCloud, AzureUSGovernment" in line
     assert arm.requests == [] and arm.token_requests == []
 
 
