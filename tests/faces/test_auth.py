@@ -80,3 +80,30 @@ def test_cors_is_not_widened(server_process):
     assert allow("/jupyter-compute/workspaces", {}) is None          # cookie session: no CORS
     token = {"Authorization": f"token {server.token}"}
     assert allow("/jupyter-compute/workspaces", token) == allow("/api/contents", token)
+
+
+def test_every_change_needs_the_xsrf_token(server_process):
+    """Every state-changing method of every route, sent by a logged-in browser without the XSRF
+    token, is refused before it reaches the handler: nothing is created, changed or cancelled."""
+    import re
+
+    from jupyter_compute.handlers import HANDLERS
+    from tests.faces.test_rest import expand
+
+    fills = {"ws": "local", "name": "xs", "job": "some-job", "id": "some-op", "action": "start"}
+    server = server_process()
+    opener, _ = _login(server)
+    tried = []
+    for pattern, handler in HANDLERS:
+        for method in ("post", "patch", "put", "delete"):
+            if method not in handler.__dict__:
+                continue
+            for path in expand(pattern):
+                url = server.url + re.sub(r"\{(\w+)\}", lambda m: fills[m.group(1)], path)
+                code, _ = _call(opener, method.upper(), url, body=b"{}", headers={"Content-Type": "application/json"})
+                tried.append((method.upper(), path, code))
+    refused = [t for t in tried if t[2] == 403]
+    assert refused == tried, [t for t in tried if t[2] != 403]
+    assert len(tried) >= 12  # every change the API offers, each action of a route on its own
+    code, body = _call(opener, "GET", f"{server.url}/jupyter-compute/workspaces/local/targets")
+    assert code == 200 and [t["name"] for t in json.loads(body)["targets"]] == ["this-machine"]

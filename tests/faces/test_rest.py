@@ -177,16 +177,30 @@ async def test_requests_without_a_token_are_refused(jp_fetch):
 
 
 def test_every_handler_method_is_authenticated_and_authorized():
+    """Each method is tornado's ``authenticated`` around jupyter_server's ``authorized`` around the
+    method itself: the wrappers are recognised by their code, so no other decorator passes for them."""
+    from jupyter_server.auth.decorator import authorized
+    from tornado import web
+
+    async def method(self):
+        return None
+
+    authenticated_code = web.authenticated(method).__code__
+    authorized_code = authorized(method).__code__
+    checked = 0
     for _, handler in HANDLERS:
-        for method in ("get", "post", "patch", "delete", "put"):
-            fn = handler.__dict__.get(method)
+        for name in ("get", "post", "patch", "delete", "put"):
+            fn = handler.__dict__.get(name)
             if fn is None:
                 continue
-            # tornado.web.authenticated and jupyter_server's authorized both wrap with functools.wraps
-            src = getattr(fn, "__wrapped__", None)
-            assert src is not None, f"{handler.__name__}.{method} is not wrapped"
-            assert getattr(src, "__wrapped__", None) is not None, f"{handler.__name__}.{method} lacks a decorator"
+            inner = getattr(fn, "__wrapped__", None)
+            assert fn.__code__ is authenticated_code and inner is not None, \
+                f"{handler.__name__}.{name} is not tornado.web.authenticated"
+            assert inner.__code__ is authorized_code, f"{handler.__name__}.{name} is not jupyter_server's authorized"
+            assert not hasattr(inner.__wrapped__, "__wrapped__"), f"{handler.__name__}.{name}: another wrapper"
+            checked += 1
         assert handler.auth_resource == "compute"
+    assert checked >= 20
 
 
 async def test_openapi_is_valid_and_lists_exactly_the_served_routes(api):
