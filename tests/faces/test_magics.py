@@ -212,6 +212,29 @@ def test_a_failed_target_says_why_and_what_to_do(shell, k1, capsys):
     assert err is None and repr(result) == "'back'"
 
 
+def test_a_kernel_killed_mid_cell_ends_the_cell_with_why_and_a_restart_works(shell, k1, capsys):
+    import threading
+
+    pid = k1["properties"]["kernel_pid"]
+    box: dict = {}
+    cell = threading.Thread(target=lambda: box.update(out=run_cell(shell, "%%compute k1\nimport time\n"
+                                                                             "print('working', flush=True)\n"
+                                                                             "time.sleep(120)")))
+    cell.start()
+    wait_for(lambda: "working" in capsys.readouterr().out or box, timeout=30, message="the cell to run")
+    os.kill(pid, signal.SIGKILL)
+    cell.join(timeout=30)
+    assert not cell.is_alive(), "the cell hung after its kernel was killed"
+    _, err = box["out"]
+    assert str(err) == ("the kernel of 'k1' stopped: the kernel process exited unexpectedly (killed by SIGKILL "
+                        "(signal 9) - often the out-of-memory killer)"), str(err)
+    wait_for(lambda: json.loads(cli("show", "k1", "--output", "json").stdout)["state"] == "failed", timeout=15,
+             message="k1 to show failed")
+    assert cli("restart", "k1").returncode == 0
+    result, err = run_cell(shell, "%%compute k1\n'alive again'")
+    assert err is None and repr(result) == "'alive again'"
+
+
 def test_timeout_interrupts_the_target_and_raises_timeout_error(shell, k1):
     t0 = time.monotonic()
     _, err = run_cell(shell, "%%compute k1 --timeout 2\nimport time\ntime.sleep(60)")

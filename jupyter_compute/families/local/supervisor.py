@@ -175,7 +175,7 @@ class Supervisor:
                 return 0
             code = self.kernel.poll()
             if code is not None:
-                how = f"signal {-code}" if code < 0 else f"code {code}"
+                how = _exit_words(code)
                 self.store.update_target(
                     self.ws, self.name, expect_state=("running",), expect_runtime={"supervisor": self.ident},
                     state="failed", runtime={},
@@ -243,6 +243,18 @@ class Supervisor:
                 pass
 
 
+def _exit_words(code: int) -> str:
+    """How a process ended, in words: 'killed by SIGKILL (signal 9)', 'exit code 1'."""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+    hint = " - often the out-of-memory killer" if name == "SIGKILL" else ""
+    return f"killed by {name} (signal {-code}){hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="jupyter_compute.families.local.supervisor")
     ap.add_argument("--db", required=True)
@@ -268,3 +280,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
