@@ -24,6 +24,8 @@ from ...core.store import Store
 from .kernels import memory_reason
 
 POLL = 0.25
+#: Seconds between looks at the store: is this supervisor still its target's?
+OWNER_CHECK = 1.0
 ACTIVITY_WRITE_INTERVAL = 5.0
 
 
@@ -169,10 +171,16 @@ class Supervisor:
         threading.Thread(target=self._follow_activity, args=(kc,), daemon=True).start()
         limit = spec.get("memory_limit_mb")
         idle_min = spec.get("idle_shutdown_minutes")
+        checked = time.monotonic()
         while True:
             if self.stopping.is_set():
                 self.shutdown_kernel(kc)
                 return 0
+            if time.monotonic() - checked >= OWNER_CHECK:
+                checked = time.monotonic()
+                if not self.still_wanted():
+                    self.kill_kernel()
+                    return 0
             code = self.kernel.poll()
             if code is not None:
                 how = _exit_words(code)
@@ -197,6 +205,19 @@ class Supervisor:
                                          state="stopped", runtime={}, provider_state="idle shutdown")
                 return 0
             time.sleep(POLL)
+
+    def still_wanted(self) -> bool:
+        """Whether the store still names this supervisor as its target's: a target deleted, or taken
+        over by another supervisor, leaves nothing here to keep running."""
+        try:
+            row = self.store.get_target(self.ws, self.name)
+        except Exception:  # the store cannot be read just now: keep going, look again later
+            return True
+        if row is None or (row.get("runtime") or {}).get("supervisor") != self.ident:
+            print(f"jupyter_compute: '{self.name}' was deleted or is run by another supervisor; ending its kernel",
+                  file=sys.stderr, flush=True)
+            return False
+        return True
 
     def _follow_activity(self, kc) -> None:
         while not self.stopping.is_set():

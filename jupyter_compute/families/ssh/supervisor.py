@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 #: How long a cut link is retried before the target is marked failed (the remote kernel runs on).
 RECONNECT_WINDOW = 300.0
+#: Seconds between looks at the store: is this supervisor still its target's?
+OWNER_CHECK = 1.0
 RECONNECT_MAX_DELAY = 5.0
 #: Unix socket paths are limited to about 108 bytes.
 MAX_SOCKET_PATH = 100
@@ -498,7 +500,26 @@ class Supervisor:
         return ""
 
     # -- serving -----------------------------------------------------------------------------------
+    async def watch_owner(self) -> None:
+        """Look at the store now and then: a target deleted (by a process that died before ending
+        this one), or taken over by another supervisor, leaves nothing here to keep running."""
+        while not self.stopping.is_set():
+            await asyncio.sleep(OWNER_CHECK)
+            try:
+                row = await self.db(self.store.get_target, self.ws, self.name)
+            except Exception:  # the store cannot be read just now: look again later
+                continue
+            if row is not None and (row.get("runtime") or {}).get("supervisor") == self.ident:
+                continue
+            if row is not None:
+                # Another supervisor runs the target and may have adopted its kernel: leave that be.
+                self.remote = None
+            log.warning("'%s' was %s; ending", self.name, "deleted" if row is None else "taken over")
+            self.stopping.set()
+            return
+
     async def serve(self) -> int:
+        self._spawn(self.watch_owner())
         try:
             while True:
                 waits = {asyncio.ensure_future(self.link.wait_closed()): "link",

@@ -121,6 +121,23 @@ async def test_a_kernel_killed_from_outside_shows_failed_within_5s(api, compute_
     assert t["state"] == "running" and t["errors"] == []
 
 
+@pytest.mark.parametrize("how", ["row deleted", "taken over"])
+def test_a_supervisor_no_longer_its_targets_ends_itself_and_its_kernel(compute_db, how):
+    """A target's row removed by a process that died before ending its processes, or a row that
+    names another supervisor: the supervisor sees it on its next look and ends both."""
+    r = cli("create", "k1", "--kind", "local-kernel")
+    assert r.returncode == 0, r.stderr
+    store = Store(str(compute_db))
+    rt = store.get_target("local", "k1")["runtime"]
+    supervisor, kernel = int(rt["supervisor"].split(":")[0]), rt["kernel_pid"]
+    assert not gone(supervisor) and not gone(kernel)
+    if how == "row deleted":
+        store.delete_target("local", "k1")
+    else:
+        store.update_target("local", "k1", runtime={**rt, "supervisor": "1:0@another-boot"})
+    wait_for(lambda: gone(supervisor) and gone(kernel), timeout=10, message="the supervisor and its kernel to end")
+
+
 async def test_20_concurrent_start_and_stop_calls_end_consistent(api, compute_db):
     code, body = await api("POST", "workspaces/local/targets", {"name": "k1", "kind": "local-kernel"})
     await wait_op(api, body["operation"]["id"])

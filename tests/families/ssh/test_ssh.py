@@ -321,6 +321,28 @@ def test_start_runs_a_loopback_kernel_that_outlives_the_cli_and_stop_ends_it(ssh
     assert not row(compute_db)["runtime"].get("remote")
 
 
+@pytest.mark.parametrize("how", ["row deleted", "taken over"])
+def test_a_supervisor_no_longer_its_targets_ends_itself(sshd, compute_db, how):
+    """Deleted behind its back, it ends the remote kernel too; taken over, it leaves the kernel to the
+    supervisor that now runs the target (which may have adopted it) and only goes itself."""
+    from jupyter_compute.core.store import Store
+
+    t = start_vm(compute_db, sshd)
+    rt = row(compute_db)["runtime"]
+    kernel, supervisor = t["properties"]["remote_pid"], int(rt["supervisor"].split(":")[0])
+    store = Store(str(compute_db))
+    if how == "row deleted":
+        store.delete_target("local", "vm")
+    else:
+        store.update_target("local", "vm", runtime={**rt, "supervisor": "1:0@another-boot"})
+    wait_for(lambda: gone(supervisor), timeout=15, message="the supervisor to end")
+    if how == "row deleted":
+        wait_for(lambda: gone(kernel), timeout=15, message="the remote kernel to end")
+    else:
+        assert not gone(kernel)
+        os.kill(kernel, signal.SIGKILL)
+
+
 def test_missing_ipykernel_or_python_is_explained(sshd, compute_db):
     r = cli(*attach_args(sshd, "nopython"), "--python", "/nonexistent/bin/python3")
     assert r.returncode == 2 and "was not found" in r.stderr and "--python" in r.stderr
