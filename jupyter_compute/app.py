@@ -22,6 +22,8 @@ OPERATION_EVENT = "https://events.jupyter.org/jupyter_compute/operation/v1"
 KERNELSPECS_EVENT = "https://events.jupyter.org/jupyter_compute/kernelspecs/v1"
 KERNEL_EVENT = "https://events.jupyter.org/jupyter_compute/kernel/v1"
 FEED_INTERVAL = 0.1
+#: Seconds between looks for processes whose target no longer exists.
+ORPHAN_INTERVAL = 10.0
 
 
 class ComputeApp(ExtensionApp):
@@ -60,7 +62,8 @@ class ComputeApp(ExtensionApp):
         # Changes this process makes are emitted at once; others' are found by tailing the feed.
         self.compute.sync_store.add_listener(lambda change: loop.call_soon_threadsafe(queue.put_nowait, change))
         self._tasks = [asyncio.create_task(self._emitter()), asyncio.create_task(self._tail_feed()),
-                       asyncio.create_task(self._monitor()), asyncio.create_task(self._kernelspecs())]
+                       asyncio.create_task(self._monitor()), asyncio.create_task(self._kernelspecs()),
+                       asyncio.create_task(self._orphans())]
 
     async def _emitter(self) -> None:
         store = self.compute.store
@@ -152,6 +155,15 @@ class ComputeApp(ExtensionApp):
             except Exception:
                 self.log.exception("jupyter_compute: checking targets failed")
             await asyncio.sleep(interval)
+
+    async def _orphans(self) -> None:
+        """At start and then now and then: end the processes of targets that no longer exist."""
+        while True:
+            try:
+                await self.compute.end_orphans()
+            except Exception:
+                self.log.exception("jupyter_compute: looking for processes left by deleted targets failed")
+            await asyncio.sleep(ORPHAN_INTERVAL)
 
     async def stop_extension(self) -> None:
         # Targets keep running: they belong to the user, not to this server process. The kernels it

@@ -597,6 +597,7 @@ async def _run(args: argparse.Namespace, compute, ui) -> int:
         return await run_workspace(args, compute, ui)
     ws = await compute.resolve(args.workspace)
     if cmd not in ("sizes", "usage", "kinds"):
+        await compute.end_orphans()
         await ws.reconcile()
         # Operations whose process exited (--no-wait): what their service has finished shows as finished.
         await ws.catch_up()

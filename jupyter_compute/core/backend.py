@@ -278,7 +278,8 @@ class Backend(abc.ABC):
         from . import processes as procs
 
         await ctx.progress(f"launching the {what}")
-        supervisor = await procs.off_loop(procs.spawn_detached, argv, what)
+        owner = procs.owner_tag(self.store.sync.path, ctx.workspace, ctx.target)
+        supervisor = await procs.off_loop(procs.spawn_detached, argv, what, owner)
         await self.store.update_operation(ctx.op_id, owner=supervisor)
         ctx.handed_off = True
         return Outcome(State.starting)

@@ -113,14 +113,69 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1e6
 
 
-def spawn_detached(argv: list[str], what: str = "supervisor") -> str:
+#: Carried in the environment of every process a target owns (its supervisor, and what that starts:
+#: kernels, schedulers, workers): "STORE<TAB>WORKSPACE<TAB>TARGET". A process whose target is gone
+#: is found by it and ended, even when nothing in the store names the process any more.
+OWNER_ENV = "JUPYTER_COMPUTE_OWNER"
+
+
+def owner_tag(store_path: str, workspace: str, target: str) -> str:
+    return "\t".join((os.path.abspath(store_path), workspace, target))
+
+
+def owned_processes(store_path: str) -> list[tuple[psutil.Process, str, str]]:
+    """(process, workspace, target) for each of this user's processes that a target of the store
+    at ``store_path`` owns, by the tag in its environment."""
+    store_path = os.path.abspath(store_path)
+    me, uid = os.getpid(), os.getuid()
+    found = []
+    for p in psutil.process_iter(["pid", "uids"]):
+        try:
+            if p.info["pid"] == me or p.info["uids"] is None or p.info["uids"].real != uid:
+                continue
+            tag = p.environ().get(OWNER_ENV)
+        except (psutil.Error, OSError):
+            continue
+        parts = tag.split("\t") if tag else []
+        if len(parts) == 3 and parts[0] == store_path:
+            found.append((p, parts[1], parts[2]))
+    return found
+
+
+def end_processes(procs: list[psutil.Process], grace: float = 3.0) -> list[psutil.Process]:
+    """SIGTERM, then after ``grace`` seconds SIGKILL, each process and its children; the ones ended."""
+    everyone: dict[int, psutil.Process] = {}
+    for p in procs:
+        try:
+            for q in [p, *p.children(recursive=True)]:
+                everyone[q.pid] = q
+        except psutil.Error:
+            continue
+    for q in everyone.values():
+        try:
+            q.terminate()
+        except psutil.Error:
+            pass
+    _, left = psutil.wait_procs(list(everyone.values()), timeout=grace)
+    for q in left:
+        try:
+            q.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(left, timeout=grace)
+    return list(everyone.values())
+
+
+def spawn_detached(argv: list[str], what: str = "supervisor", owner: str | None = None) -> str:
     """Start a supervisor that calls ``detach()``: it runs in its own session, forks away from
     the caller (so no caller ever leaves a zombie behind) and prints its identity, which this returns.
+    ``owner`` (``owner_tag``) goes into its environment, and so into that of everything it starts.
     """
     import subprocess
 
+    env = {**os.environ, OWNER_ENV: owner} if owner else None
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         start_new_session=True, close_fds=True)
+                         start_new_session=True, close_fds=True, env=env)
     out, err = p.communicate(timeout=60)
     ident = out.decode().strip()
     if p.returncode != 0 or not parse(ident):

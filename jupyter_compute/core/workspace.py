@@ -966,6 +966,23 @@ class Compute:
             raise NotFound(f"no operation with id '{op_id}'", reason="unknown_operation")
         return Operation(**row)
 
+    async def end_orphans(self) -> list[int]:
+        """End every process a target of this store owns (by the tag in its environment) whose target
+        no longer exists: what a crash left between deleting a target and ending its processes.
+        Returns the pids ended, each logged."""
+        found = await procs.off_loop(procs.owned_processes, self.store.sync.path)
+        orphans = []
+        for proc, ws, target in found:
+            if await self.store.get_target(ws, target) is None:
+                orphans.append((proc, ws, target))
+        if not orphans:
+            return []
+        ended = await procs.off_loop(procs.end_processes, [p for p, _, _ in orphans])
+        for proc, ws, target in orphans:
+            log.warning("jupyter_compute: ended process %s (%s), left running by target '%s' in workspace '%s', "
+                        "which no longer exists", proc.pid, _cmd(proc), target, ws)
+        return [p.pid for p in ended]
+
     async def reconcile(self) -> None:
         """Check this machine's targets (remote workspaces are read live, so they need no check), and
         follow the operations a service goes on with whose process exited (the server calls this)."""
@@ -1007,3 +1024,10 @@ class Compute:
         for w in self._workspaces.values():
             await w.close()
         self.store.shutdown()
+
+
+def _cmd(proc: Any) -> str:
+    try:
+        return " ".join(proc.cmdline())[:120]
+    except Exception:  # gone already
+        return "?"

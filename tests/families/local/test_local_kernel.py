@@ -138,6 +138,27 @@ def test_a_supervisor_no_longer_its_targets_ends_itself_and_its_kernel(compute_d
     wait_for(lambda: gone(supervisor) and gone(kernel), timeout=10, message="the supervisor and its kernel to end")
 
 
+def test_processes_of_a_target_gone_in_a_crash_are_ended_by_the_next_call(compute_db):
+    """The supervisor SIGKILLed, then the target's row deleted (a crash between the two): its kernel
+    has nobody watching it. The tag in its environment names the target, and the next call ends it."""
+    from jupyter_compute.core import processes as procs
+
+    r = cli("create", "k1", "--kind", "local-kernel")
+    assert r.returncode == 0, r.stderr
+    store = Store(str(compute_db))
+    rt = store.get_target("local", "k1")["runtime"]
+    supervisor, kernel = int(rt["supervisor"].split(":")[0]), rt["kernel_pid"]
+    tags = {p.pid: (ws, t) for p, ws, t in procs.owned_processes(str(compute_db))}
+    assert tags.get(supervisor) == ("local", "k1") and tags.get(kernel) == ("local", "k1")
+    os.kill(supervisor, signal.SIGKILL)
+    wait_for(lambda: gone(supervisor), timeout=10, message="the supervisor to die")
+    store.delete_target("local", "k1")
+    assert not gone(kernel)
+    r = cli("list")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: gone(kernel), timeout=10, message="the orphaned kernel to be ended")
+
+
 async def test_20_concurrent_start_and_stop_calls_end_consistent(api, compute_db):
     code, body = await api("POST", "workspaces/local/targets", {"name": "k1", "kind": "local-kernel"})
     await wait_op(api, body["operation"]["id"])
