@@ -197,6 +197,7 @@ def test_nodes_needs_a_route_that_runs_on_several(shell, k1, capsys):
     assert err is None and repr(result) == "'one node is every route'" and shell.user_ns["x"] == 0
 
 
+@pytest.mark.fault
 def test_a_failed_target_says_why_and_what_to_do(shell, k1, capsys):
     os.kill(k1["properties"]["kernel_pid"], signal.SIGKILL)
     wait_for(lambda: json.loads(cli("show", "k1", "--output", "json").stdout)["state"] == "failed", timeout=15,
@@ -212,6 +213,7 @@ def test_a_failed_target_says_why_and_what_to_do(shell, k1, capsys):
     assert err is None and repr(result) == "'back'"
 
 
+@pytest.mark.fault
 def test_a_kernel_killed_mid_cell_ends_the_cell_with_why_and_a_restart_works(shell, k1, capsys):
     import threading
 

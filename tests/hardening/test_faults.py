@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import psutil
+import pytest
 
 from jupyter_compute.core.store import Store
 
@@ -23,6 +24,7 @@ def slow_python(tmp_path, delay: float) -> str:
     return str(path)
 
 
+@pytest.mark.fault
 def test_server_killed_while_a_start_is_in_flight(server_process, compute_db, tmp_path):
     s1 = server_process()
     code, body = s1.request("POST", "workspaces/local/targets",
@@ -43,6 +45,7 @@ def test_server_killed_while_a_start_is_in_flight(server_process, compute_db, tm
     assert t["state"] == "running" and psutil.pid_exists(t["properties"]["kernel_pid"])
 
 
+@pytest.mark.fault
 def test_start_whose_supervisor_dies_is_failed_and_the_target_settles(server_process, compute_db, tmp_path):
     s = server_process()
     code, body = s.request("POST", "workspaces/local/targets",
@@ -83,6 +86,7 @@ def _order(description: str | None) -> int:
     return -1 if not description else int(description.split()[-1])
 
 
+@pytest.mark.fault
 def test_the_cli_and_the_server_writing_at_once_lose_no_update(server_process, compute_db, tmp_path):
     """The server takes 200 changes of one field over REST while the CLI's code, in another process,
     makes 200 changes of another field of the same target. Each side only ever counts up, so a write

@@ -189,6 +189,7 @@ async def test_a_stopped_instance_keeps_its_kernels_and_choosing_one_starts_it(i
         await km.shutdown_kernel(now=True)
 
 
+@pytest.mark.fault
 def test_kernels_of_a_killed_server_are_shut_down_on_the_instance_by_the_next_look(instance, project,  # noqa: F811
                                                                                    compute_db, request):
     """This machine's Jupyter server is SIGKILLed with a kernel running on the instance: the next

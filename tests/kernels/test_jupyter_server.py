@@ -214,6 +214,7 @@ async def test_a_server_that_is_down_fails_the_start_with_the_reason(server, dat
 
 
 @CREDENTIALS
+@pytest.mark.fault
 async def test_a_remote_server_restart_is_a_dead_kernel_and_a_restart_starts_a_new_one(remote_target, server,
                                                                                         compute_db):
     km, kc = await started("compute-remote-python3")
@@ -235,6 +236,7 @@ async def test_a_remote_server_restart_is_a_dead_kernel_and_a_restart_starts_a_n
         await km.shutdown_kernel(now=True)
 
 
+@pytest.mark.fault
 def test_kernels_of_a_killed_server_are_shut_down_there_by_the_next_look(remote_target, server, compute_db,
                                                                           server_process):
     """This machine's Jupyter server is SIGKILLed with a kernel running on the remote server: the next

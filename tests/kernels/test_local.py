@@ -274,6 +274,7 @@ async def test_the_memory_limit_holds_for_a_notebooks_kernel(data_dir, compute_d
         await km.shutdown_kernel(now=True)
 
 
+@pytest.mark.fault
 def test_a_killed_jupyter_server_leaves_no_kernel_behind(k1, compute_db, server_process):
     server = server_process()
     import urllib.request

@@ -206,6 +206,7 @@ def test_a_changed_host_key_fails_the_kernel_start_in_words(vm, sshd, compute_db
     wait_for(lambda: not sshd.started_processes(), timeout=10, message="nothing of the target's left on the host")
 
 
+@pytest.mark.fault
 def test_a_killed_client_ends_its_remote_kernel(vm, compute_db, tmp_path):
     """The process that started the kernel dies: its lease to the supervisor closes, and the
     supervisor ends the kernel on the remote machine."""

@@ -448,6 +448,7 @@ async def test_poll_interval_setting_is_used(arm, workspace_for):
     assert all(b - a >= 0.25 for a, b in zip(polls, polls[1:]))
 
 
+@pytest.mark.fault
 async def test_throttling_is_retried_after_retry_after(arm, azure_workspace):
     arm.seed(cluster_resource("cpu"))
     arm.add_fault(status=429, times=2, retry_after=0.3, method="GET", path_contains="/computes")
@@ -460,6 +461,7 @@ async def test_throttling_is_retried_after_retry_after(arm, azure_workspace):
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+@pytest.mark.fault
 async def test_lasting_trouble_becomes_unavailable(arm, azure_workspace, status):
     arm.add_fault(status=status, times=1000, method="GET", path_contains="/computes")
     ws, _ = azure_workspace
@@ -558,6 +560,7 @@ async def test_missing_role_is_azure_auth_naming_the_action(arm, azure_workspace
 
 
 @pytest.mark.parametrize("action", ["start", "stop", "restart", "delete", "write"])
+@pytest.mark.fault
 async def test_missing_role_on_an_operation_fails_it_with_azure_auth(arm, azure_workspace, action):
     arm.seed(instance_resource("bob-dev", "Stopped" if action == "start" else "Running"))
     arm.denied.add("Microsoft.MachineLearningServices/workspaces/computes/"
@@ -576,6 +579,7 @@ async def test_missing_role_on_an_operation_fails_it_with_azure_auth(arm, azure_
     assert await ws.running_operation("bob-dev") is None
 
 
+@pytest.mark.fault
 async def test_failed_sign_in_is_azure_auth(arm, workspace_for, azure_env):
     arm.token_error = (400, {"error": "invalid_request", "error_description": "Identity not found"})
     # Past a failed managed identity the default chain would run developer tools (az, azd, pwsh),

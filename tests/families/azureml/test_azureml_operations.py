@@ -71,6 +71,7 @@ def test_no_wait_returns_once_azure_accepted_and_any_later_call_follows(project,
     assert project.json("show", "carol-dev")["state"] == "running"
 
 
+@pytest.mark.fault
 def test_an_end_azure_reached_unfollowed_is_recorded_by_the_next_call(project, arm, compute_db):
     arm.seed(instance_resource("bob-dev"))
     arm.lro_polls = 10**6
@@ -86,6 +87,7 @@ def test_an_end_azure_reached_unfollowed_is_recorded_by_the_next_call(project, a
     assert project.process("wait", "bob-dev").returncode == 2  # nothing runs on it, and it is gone
 
 
+@pytest.mark.fault
 async def test_a_jupyter_server_follows_what_a_cli_call_began_and_sends_its_events(project, arm, compute_db):
     arm.seed(instance_resource("bob-dev", "Stopped"))
     arm.lro_polls = 10**6
@@ -136,6 +138,7 @@ def test_no_public_ip_without_subnet_is_azures_call(project, arm, compute_db):
     assert arm.compute("nopip")["properties"]["properties"]["enableNodePublicIp"] is False
 
 
+@pytest.mark.fault
 async def test_a_refusal_is_the_callers_error_and_leaves_nothing(arm, azure_workspace):
     """REST answers it as 502 azure_refused (the handler maps BackendRefused), not as a failed operation."""
     ws, _ = azure_workspace

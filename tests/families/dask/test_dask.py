@@ -253,6 +253,7 @@ async def test_managed_cluster_scales_survives_its_server_and_is_adopted(server_
     store.close()
 
 
+@pytest.mark.fault
 def test_a_killed_supervisor_shows_failed_and_takes_its_workers(compute_db):
     r = cli("create", "doomed", "--kind", "dask-cluster", "--min-nodes", "1", "--max-nodes", "1",
             "--threads-per-node", "1")
@@ -403,6 +404,7 @@ async def test_interrupt_during_a_long_sleep_ends_the_cell_within_seconds(shared
     assert timed_after < 10 and "longer than 1.5 s" in str(timed)
 
 
+@pytest.mark.fault
 async def test_a_killed_worker_ends_the_cell_with_a_clear_error(shared, shared_route):
     def nodes():
         r = cli("nodes", "shared", "-o", "json", env=shared["env"])

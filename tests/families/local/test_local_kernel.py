@@ -82,6 +82,7 @@ def test_cli_started_kernel_has_the_right_interpreter_and_outlives_the_cli(compu
     assert json.loads(r.stdout)["state"] == "stopped"
 
 
+@pytest.mark.fault
 def test_server_started_kernel_survives_a_server_restart_and_is_adopted(server_process, compute_db):
     s1 = server_process()
     code, body = s1.request("POST", "workspaces/local/targets", {"name": "k1", "kind": "local-kernel"})
@@ -101,6 +102,7 @@ def test_server_started_kernel_survives_a_server_restart_and_is_adopted(server_p
 
 
 @pytest.mark.parametrize("victim", ["kernel", "kernel-and-supervisor"])
+@pytest.mark.fault
 async def test_a_kernel_killed_from_outside_shows_failed_within_5s(api, compute_db, victim):
     code, body = await api("POST", "workspaces/local/targets", {"name": "k1", "kind": "local-kernel"})
     assert (await wait_op(api, body["operation"]["id"]))["status"] == "succeeded"
@@ -122,6 +124,7 @@ async def test_a_kernel_killed_from_outside_shows_failed_within_5s(api, compute_
 
 
 @pytest.mark.parametrize("how", ["row deleted", "taken over"])
+@pytest.mark.fault
 def test_a_supervisor_no_longer_its_targets_ends_itself_and_its_kernel(compute_db, how):
     """A target's row removed by a process that died before ending its processes, or a row that
     names another supervisor: the supervisor sees it on its next look and ends both."""
@@ -138,6 +141,7 @@ def test_a_supervisor_no_longer_its_targets_ends_itself_and_its_kernel(compute_d
     wait_for(lambda: gone(supervisor) and gone(kernel), timeout=10, message="the supervisor and its kernel to end")
 
 
+@pytest.mark.fault
 def test_processes_of_a_target_gone_in_a_crash_are_ended_by_the_next_call(compute_db):
     """The supervisor SIGKILLed, then the target's row deleted (a crash between the two): its kernel
     has nobody watching it. The tag in its environment names the target, and the next call ends it."""
@@ -159,6 +163,7 @@ def test_processes_of_a_target_gone_in_a_crash_are_ended_by_the_next_call(comput
     wait_for(lambda: gone(kernel), timeout=10, message="the orphaned kernel to be ended")
 
 
+@pytest.mark.fault
 async def test_20_concurrent_start_and_stop_calls_end_consistent(api, compute_db):
     code, body = await api("POST", "workspaces/local/targets", {"name": "k1", "kind": "local-kernel"})
     await wait_op(api, body["operation"]["id"])
@@ -224,6 +229,7 @@ async def test_a_start_or_stop_judged_from_a_read_older_than_another_callers_cha
             timeout=10, message="no kernel or supervisor of k1")
 
 
+@pytest.mark.fault
 async def test_memory_limit_watchdog_stops_the_kernel(api, compute_db):
     code, body = await api("POST", "workspaces/local/targets",
                            {"name": "k1", "kind": "local-kernel", "memory_limit_mb": 300})

@@ -322,6 +322,7 @@ def test_start_runs_a_loopback_kernel_that_outlives_the_cli_and_stop_ends_it(ssh
 
 
 @pytest.mark.parametrize("how", ["row deleted", "taken over"])
+@pytest.mark.fault
 def test_a_supervisor_no_longer_its_targets_ends_itself(sshd, compute_db, how):
     """Deleted behind its back, it ends the remote kernel too; taken over, it leaves the kernel to the
     supervisor that now runs the target (which may have adopted it) and only goes itself."""
@@ -419,6 +420,7 @@ async def test_input_is_answered_through_the_route(sshd, compute_db, compute):
 
 
 # -- the link ------------------------------------------------------------------------------------------
+@pytest.mark.fault
 def test_cutting_the_link_mid_cell_fails_clearly_and_the_namespace_survives(sshd, compute_db, ipython_dir):
     t = start_vm(compute_db, sshd)
     remote_pid = t["properties"]["remote_pid"]
@@ -479,6 +481,7 @@ def test_cutting_the_link_mid_cell_fails_clearly_and_the_namespace_survives(sshd
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.fault
 async def test_keepalive_notices_a_frozen_link_and_it_comes_back(sshd, compute_db, compute):
     start_vm(compute_db, sshd)
     await printed(compute, "frozen_before = 'yes'")
@@ -509,6 +512,7 @@ async def test_keepalive_notices_a_frozen_link_and_it_comes_back(sshd, compute_d
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.fault
 async def test_a_killed_supervisor_is_noticed_and_start_reattaches_to_the_running_kernel(sshd, compute_db, compute):
     t = start_vm(compute_db, sshd)
     remote_pid = t["properties"]["remote_pid"]
