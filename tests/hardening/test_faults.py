@@ -117,3 +117,54 @@ def test_the_cli_and_the_server_writing_at_once_lose_no_update(server_process, c
     assert t["properties"]["description"] == f"server {i - 1}"
     assert t["properties"]["memory_limit_mb"] == 1000 + n - 1
     assert Store(str(compute_db)).integrity_check() == "ok"
+
+
+@pytest.mark.fault
+def test_two_servers_on_one_store_see_one_truth(server_process, compute_db):
+    """Two JupyterLab windows' servers (or JupyterHub's named servers) on one store: a target made on
+    one is seen by the other within a second, and starts from one racing stops from the other end in
+    one consistent state, with one kernel at most, never one adopted twice."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    a, b = server_process(), server_process()
+    code, body = a.request("POST", "workspaces/local/targets", {"name": "both", "kind": "local-kernel"})
+    assert code == 202, body
+    made = time.monotonic()
+    wait_for(lambda: b.request("GET", "workspaces/local/targets/both")[0] == 200, timeout=1.0, interval=0.02,
+             message="the other server to see the new target within a second")
+    assert time.monotonic() - made <= 1.0
+    assert a.wait_op(body["operation"]["id"])["status"] == "succeeded"
+
+    def call(i: int):
+        server, action = (a, "start") if i % 2 else (b, "stop")
+        code, out = server.request("POST", f"workspaces/local/targets/both/{action}")
+        if code == 202:
+            server.wait_op(out["operation"]["id"])
+        return code
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(call, range(16)))
+    assert set(codes) <= {202, 409}, codes
+
+    def settled():
+        _, t = a.request("GET", "workspaces/local/targets/both")
+        return t if t["state"] in ("running", "stopped") else None
+    t = wait_for(settled, timeout=60, message="the target to settle")
+    _, seen_by_b = b.request("GET", "workspaces/local/targets/both")
+    assert seen_by_b["state"] == t["state"]
+    def processes():
+        owned = [p for p, _, target in _owned(compute_db) if target == "both"]
+        kinds = sorted("kernel" if "ipykernel" in " ".join(p.cmdline()) else "supervisor" for p in owned)
+        return owned, kinds
+    if t["state"] == "running":
+        owned, kinds = processes()
+        assert kinds == ["kernel", "supervisor"], kinds  # one of each: never a second adopter
+        assert t["properties"]["kernel_pid"] in {p.pid for p in owned}
+    else:
+        wait_for(lambda: processes()[0] == [], timeout=10, message="a stopped target to own no process")
+    assert Store(str(compute_db)).integrity_check() == "ok"
+
+
+def _owned(db):
+    from jupyter_compute.core.processes import owned_processes
+    return owned_processes(str(db))

@@ -517,6 +517,7 @@ def jp_server_config():
     return config
 
 
+@pytest.mark.fault
 async def test_the_dashboard_opens_through_the_jupyter_server_with_its_token_and_not_without(
         shared, jp_fetch, jp_base_url, jp_http_port):
     props = shared["target"]["properties"]
