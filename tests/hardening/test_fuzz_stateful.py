@@ -1,0 +1,226 @@
+"""The REST API driven statefully, with a valid token, through its success paths: hypothesis's rule
+machine creates, starts, stops, restarts, updates and deletes local-kernel targets on a live Jupyter
+server, with specs valid and hostile, and after every step checks what the server says against a
+model of what it accepted. The negative-mode authentication run is separate: every request without
+the token is refused, whatever else it holds."""
+from __future__ import annotations
+
+import sqlite3
+import string
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+
+from tests.conftest import stop_all_targets
+from tests.loadclient import TRANSITIONAL, delete_all
+from tests.servers import ServerProcess
+
+NAMES = st.sampled_from(["a1", "b2", "c3", "d4"])
+#: What the API answers a well-formed request with: an operation began, a read, a bad field, busy or
+#: taken, or unknown. Anything else (a 5xx above all) is a defect.
+DOCUMENTED = {200, 202, 400, 404, 409}
+#: A transitional state may last this long after its operation began, and no longer.
+OPERATION_BOUND = 90.0
+
+hostile_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+env = st.dictionaries(st.text(alphabet=string.ascii_letters + "_", min_size=1, max_size=10), hostile_text,
+                      max_size=3)
+valid_spec = st.fixed_dictionaries({}, optional={
+    "description": st.text(alphabet=string.ascii_letters + " .-", max_size=30),
+    "env": st.dictionaries(st.sampled_from(["OMP_NUM_THREADS", "MY_FLAG", "A_B"]),
+                           st.text(alphabet=string.printable, max_size=10), max_size=2),
+    "tags": st.dictionaries(st.sampled_from(["team", "cost"]), st.text(alphabet=string.ascii_lowercase, max_size=8),
+                            max_size=2),
+})
+hostile_spec = st.fixed_dictionaries({}, optional={
+    "description": hostile_text,
+    "env": env | st.just({"1BAD": "x"}) | st.just({"OK": 5}),
+    "memory_limit_mb": st.integers(min_value=-5, max_value=70000) | st.just("lots"),
+    "idle_shutdown_minutes": st.integers(min_value=-1, max_value=20000),
+    "tags": st.dictionaries(st.text(max_size=8), hostile_text, max_size=2),
+    "bogus_field": st.integers(),
+})
+#: Mostly specs the API takes, so that operations begin; hostile ones in between.
+spec = st.integers(0, 3).flatmap(lambda i: hostile_spec if i == 0 else valid_spec)
+
+RUN: dict = {"accepted": 0, "statuses": {}, "server": None}
+
+
+class Api(RuleBasedStateMachine):
+    """The model: targets whose create was accepted and no delete since (``present``), and those
+    whose delete was accepted but may still be listed while it runs (``leaving``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.server: ServerProcess = RUN["server"]
+        self.present: set[str] = set()
+        self.leaving: set[str] = set()
+        self.began: dict[str, float] = {}
+
+    def send(self, method: str, path: str, body=None) -> tuple[int, dict]:
+        code, out = self.server.request(method, f"workspaces/local/{path}", body)
+        RUN["statuses"][code] = RUN["statuses"].get(code, 0) + 1
+        assert code in DOCUMENTED, (method, path, body, code, out)
+        if code >= 400:
+            assert isinstance(out, dict) and out.get("message"), out  # JSON, with words to act on
+        if code == 202:
+            RUN["accepted"] += 1
+        return code, out
+
+    def _create(self, name, fields):
+        code, out = self.send("POST", "targets", {"name": name, "kind": "local-kernel", **fields})
+        if code == 202:
+            assert name not in self.present
+            self.present.add(name)
+            self.leaving.discard(name)
+            self.began[name] = time.monotonic()
+        elif code == 409:
+            assert name in self.present or name in self.leaving, out
+
+    @precondition(lambda self: len(self.present | self.leaving) < 4)
+    @rule(data=st.data(), fields=spec)
+    def create(self, data, fields):
+        free = sorted({"a1", "b2", "c3", "d4"} - self.present - self.leaving)
+        self._create(data.draw(st.sampled_from(free)), fields)
+
+    @precondition(lambda self: self.present)
+    @rule(name=NAMES, fields=spec)
+    def create_any(self, name, fields):
+        self._create(name, fields)
+
+    def _act(self, data, action):
+        name = data.draw(st.sampled_from(sorted(self.present)))
+        code, out = self.send("POST", f"targets/{name}/{action}")
+        if code == 202:
+            self.began[name] = time.monotonic()
+        else:
+            assert code == 409, (code, out)  # busy: an operation runs on it
+
+    @precondition(lambda self: self.present)
+    @rule(data=st.data(), action=st.sampled_from(["start", "stop", "restart"]))
+    def act(self, data, action):
+        self._act(data, action)
+
+    @precondition(lambda self: self.present)
+    @rule(data=st.data(), action=st.sampled_from(["start", "stop"]))
+    def act_again(self, data, action):
+        self._act(data, action)
+
+    @precondition(lambda self: self.present)
+    @rule(data=st.data(), fields=spec.filter(bool))
+    def update(self, data, fields):
+        name = data.draw(st.sampled_from(sorted(self.present)))
+        code, out = self.send("PATCH", f"targets/{name}", fields)
+        assert code in (200, 400, 409), (code, out)
+
+    def _delete(self, name):
+        code, out = self.send("DELETE", f"targets/{name}")
+        if code == 202:
+            assert name in self.present or name in self.leaving
+            self.present.discard(name)
+            self.leaving.add(name)
+            self.began[name] = time.monotonic()
+        elif code == 404:
+            assert name not in self.present, out
+        else:
+            assert code == 409, (code, out)
+
+    @precondition(lambda self: self.present)
+    @rule(data=st.data())
+    def delete(self, data):
+        self._delete(data.draw(st.sampled_from(sorted(self.present))))
+
+    @precondition(lambda self: len(self.present) >= 3)
+    @rule(name=NAMES)
+    def delete_any(self, name):
+        self._delete(name)
+
+    @precondition(lambda self: self.present)
+    @rule()
+    def let_operations_end(self):
+        """What a user does between clicks: wait for what runs to end (within its bound)."""
+        deadline = time.monotonic() + OPERATION_BOUND
+        while time.monotonic() < deadline:
+            _, out = self.server.request("GET", "workspaces/local/targets")
+            if not any(t["state"] in TRANSITIONAL for t in out["targets"]):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"an operation outlived its bound: {out['targets']}")
+
+    @invariant()
+    def the_list_is_what_was_accepted(self):
+        code, out = self.server.request("GET", "workspaces/local/targets")
+        assert code == 200
+        listed = {t["name"]: t for t in out["targets"] if t["kind"] == "local-kernel"}
+        assert self.present <= set(listed) <= self.present | self.leaving, (self.present, self.leaving, listed)
+        self.leaving &= set(listed)
+        now = time.monotonic()
+        for name, t in listed.items():
+            if t["state"] in TRANSITIONAL:
+                assert now - self.began.get(name, now) < OPERATION_BOUND, (name, t["state"])
+
+    def teardown(self):
+        assert delete_all(self.server) == []
+
+
+@pytest.mark.long
+def test_stateful_runs_reach_the_success_paths_and_keep_the_model(tmp_path, compute_db):
+    server = ServerProcess(tmp_path).start(extra_args=("--ComputeConfig.max_concurrent_starts=2",))
+    RUN.update(accepted=0, statuses={}, server=server)
+    try:
+        run_state_machine_as_test(Api, settings=settings(
+            max_examples=20, stateful_step_count=40, deadline=None, database=None,
+            suppress_health_check=list(HealthCheck)))
+    finally:
+        server.stop()
+        stop_all_targets(compute_db)
+    statuses = RUN["statuses"]
+    assert RUN["accepted"] >= 100, (RUN["accepted"], sorted(statuses.items()))
+    assert set(statuses) <= DOCUMENTED and {200, 202, 400} <= set(statuses), statuses
+    db = sqlite3.connect(compute_db)
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        db.close()
+
+
+def test_without_the_token_everything_is_refused(tmp_path, compute_db):
+    """Generated requests with every kind of wrong credential: all refused, nothing made."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    server = ServerProcess(tmp_path).start()
+    codes: list[int] = []
+
+    @settings(max_examples=80, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(method=st.sampled_from(["GET", "POST", "PATCH", "DELETE"]),
+           path=st.sampled_from(["workspaces", "workspaces/local/targets", "workspaces/local/targets/a1",
+                                 "workspaces/local/targets/a1/start", "workspaces/local/jobs", "ssh-keys",
+                                 "operations/x", "openapi.json", "pythons"]),
+           authorization=st.sampled_from(["", "token ", "token wrong", "Bearer x", "token compute-test-tokenX",
+                                          "Token  compute-test-token-"])
+           # any header a client can send (the HTTP layer refuses malformed ones before this API)
+           | st.text(alphabet=string.ascii_letters + string.digits + string.punctuation + " ", max_size=60)
+           .map(lambda t: "token " + t),
+           body=st.none() | spec.map(lambda f: {"name": "a1", "kind": "local-kernel", **f}))
+    def send(method, path, authorization, body):
+        data = json.dumps(body).encode() if body is not None and method != "GET" else None
+        req = urllib.request.Request(f"{server.url}/jupyter-compute/{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json", "Authorization": authorization})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                codes.append(r.status)
+        except urllib.error.HTTPError as e:
+            codes.append(e.code)
+
+    try:
+        send()
+        code, body = server.request("GET", "workspaces/local/targets")
+    finally:
+        server.stop()
+    # 405 is tornado's answer to a method a route does not have, before anything else is looked at.
+    assert len(codes) >= 80 and set(codes) <= {401, 403, 405} and 403 in codes, sorted(set(codes))
+    assert code == 200 and [t["name"] for t in body["targets"]] == ["this-machine"]  # nothing was made
