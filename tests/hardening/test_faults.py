@@ -13,6 +13,7 @@ import pytest
 
 from jupyter_compute.core.store import Store
 
+from tests.conftest import stop_all_targets
 from tests.support import wait_for
 
 
@@ -168,3 +169,62 @@ def test_two_servers_on_one_store_see_one_truth(server_process, compute_db):
 def _owned(db):
     from jupyter_compute.core.processes import owned_processes
     return owned_processes(str(db))
+
+
+@pytest.mark.fault
+@pytest.mark.long
+def test_servers_killed_under_load_leave_no_process_once_targets_are_deleted(tmp_path, compute_db):
+    """Three times: a Jupyter server takes random creates, starts, stops and deletes from eight
+    clients and is SIGKILLed halfway. A last server then deletes every target through the API, and
+    every process any target owned (found by the tag in its environment) is gone soon after."""
+    import random
+    import threading
+    import time
+
+    from jupyter_compute.core.processes import owned_processes
+    from tests.loadclient import delete_all
+    from tests.servers import ServerProcess
+
+    rng = random.Random(20261207)
+    names = [f"t{i}" for i in range(6)]
+
+    def client(server: ServerProcess, end: float, seed: int) -> None:
+        r = random.Random(seed)
+        while time.monotonic() < end:
+            name, roll = r.choice(names), r.random()
+            try:
+                if roll < 0.35:
+                    server.request("POST", "workspaces/local/targets", {"name": name, "kind": "local-kernel"})
+                elif roll < 0.6:
+                    server.request("POST", f"workspaces/local/targets/{name}/start")
+                elif roll < 0.8:
+                    server.request("POST", f"workspaces/local/targets/{name}/stop")
+                else:
+                    server.request("DELETE", f"workspaces/local/targets/{name}")
+            except OSError:
+                return  # the server is gone
+            time.sleep(r.random() * 0.05)
+
+    for round_ in range(3):
+        server = ServerProcess(tmp_path).start(extra_args=("--ComputeConfig.max_concurrent_starts=2",))
+        end = time.monotonic() + 12
+        clients = [threading.Thread(target=client, args=(server, end, rng.random())) for _ in range(8)]
+        for c in clients:
+            c.start()
+        time.sleep(rng.uniform(3, 6))
+        server.proc.kill()
+        server.proc.wait(timeout=30)
+        for c in clients:
+            c.join(timeout=60)
+
+    last = ServerProcess(tmp_path).start()
+    try:
+        assert delete_all(last, timeout=120) == []
+        wait_for(lambda: not owned_processes(str(compute_db)), timeout=30, interval=0.5,
+                 message="every process of the deleted targets to be gone")
+        code, body = last.request("GET", "workspaces/local/targets")
+        assert [t["name"] for t in body["targets"]] == ["this-machine"]
+    finally:
+        last.stop()
+        stop_all_targets(compute_db)
+    assert Store(str(compute_db)).integrity_check() == "ok"
