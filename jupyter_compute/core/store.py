@@ -16,11 +16,11 @@ import sqlite3
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
-from .errors import Conflict, NotFound
+from .errors import Conflict, NotFound, Unavailable
 from .models import utcnow
 
 # Each entry moves the schema from version i to i+1. Never edit a released entry: append.
@@ -151,16 +151,43 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that holds the write lock from its first statement."""
+        """A write transaction that holds the write lock from its first statement. A store that
+        cannot be written (a full disk, a read-only file) is said in plain words, and the
+        transaction leaves nothing behind."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise self._unwritable(e) from None
+
+    def _unwritable(self, e: sqlite3.OperationalError) -> Exception:
+        name = getattr(e, "sqlite_errorname", "") or ""
+        text = str(e).lower()
+        if name.startswith("SQLITE_FULL") or "disk is full" in text:
+            why = "the disk it is on is full"
+        elif name.startswith("SQLITE_READONLY") or "readonly" in text:
+            why = "it is read-only"
+        elif name.startswith("SQLITE_IOERR") or "i/o error" in text:
+            why = "the disk refused the write (out of space, a file size limit, or a failing disk)"
+        elif name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
+            why = "it cannot be opened"
+        elif name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+            return Unavailable(f"jupyter_compute's store ({self.path}) stayed locked by another process for "
+                               f"{BUSY_TIMEOUT_MS // 1000} s; nothing was changed. Try again.", reason="store_busy")
         else:
-            conn.execute("COMMIT")
+            return e
+        return Unavailable(f"jupyter_compute's store ({self.path}) cannot be written: {why}. Nothing was changed; "
+                           "free some space or make the file writable, then try again.", reason="store_unwritable")
 
     def _migrate(self) -> None:
         with self.write() as c:

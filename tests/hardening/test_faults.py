@@ -228,3 +228,64 @@ def test_servers_killed_under_load_leave_no_process_once_targets_are_deleted(tmp
         last.stop()
         stop_all_targets(compute_db)
     assert Store(str(compute_db)).integrity_check() == "ok"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB filesystem of its own (tmpfs), to fill; skipped where mounting is not allowed."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(disk)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {r.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _fill(folder) -> "os.PathLike":
+    filler = folder / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.fault
+def test_a_full_disk_under_the_store_is_said_plainly_and_work_goes_on_once_there_is_room(
+        tmp_path, small_disk, monkeypatch):
+    from tests.servers import ServerProcess
+    from tests.support import cli_subprocess
+
+    db = small_disk / "compute.db"
+    monkeypatch.setenv("JUPYTER_COMPUTE_DB", str(db))
+    server = ServerProcess(tmp_path).start()
+    try:
+        filler = _fill(small_disk)
+        code, out = server.request("POST", "workspaces/local/targets",
+                                   {"name": "full1", "kind": "local-kernel", "description": "x" * 500})
+        assert code == 503 and out["reason"] == "store_unwritable", (code, out)
+        assert out["message"].startswith(f"jupyter_compute's store ({db}) cannot be written: ")
+        assert "Nothing was changed" in out["message"]
+        r = cli_subprocess("create", "full2", "--kind", "local-kernel")
+        assert r.returncode == 1 and "cannot be written" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        code, listed = server.request("GET", "workspaces/local/targets")  # reading still works
+        assert code == 200 and [t["name"] for t in listed["targets"]] == ["this-machine"]
+
+        os.remove(filler)  # room again: the same server goes on
+        code, out = server.request("POST", "workspaces/local/targets", {"name": "after", "kind": "local-kernel"})
+        assert code == 202, out
+        assert server.wait_op(out["operation"]["id"])["status"] == "succeeded"
+        code, out = server.request("DELETE", "workspaces/local/targets/after")
+        assert code == 202 and server.wait_op(out["operation"]["id"])["status"] == "succeeded"
+    finally:
+        server.stop()
+        stop_all_targets(db)
+    assert Store(str(db)).integrity_check() == "ok"
+    assert Store(str(db)).get_target("local", "full1") is None
