@@ -36,6 +36,8 @@ export interface IField {
   pattern?: string;
   /** The schema's default, as the form shows it. */
   default: FormValue;
+  /** A value to show as an example ("e.g. …") while the field is empty. */
+  example?: string;
 }
 
 /** A field's value as the form holds it: text for everything but check boxes. */
@@ -183,7 +185,9 @@ export function validateForm(
 ): FormErrors {
   const errors: FormErrors = {};
   for (const f of fields) {
-    const error = validateField(f, values[f.name], context);
+    const error =
+      validateField(f, values[f.name], context) ??
+      pairError(fields, values, f.name);
     if (error) {
       errors[f.name] = error;
     }
@@ -375,7 +379,7 @@ function toField(
   }
   return {
     name,
-    title: merged.title ?? titleCase(name),
+    title: merged.title ?? humanLabel(name),
     description: merged.description ?? '',
     kind,
     required,
@@ -388,8 +392,24 @@ function toField(
     minLength: merged.minLength,
     maxLength: merged.maxLength,
     pattern: merged.pattern,
-    default: secret ? '' : defaultValue(kind, merged.default)
+    default: secret ? '' : defaultValue(kind, merged.default),
+    example: secret ? undefined : exampleOf(merged.examples)
   };
+}
+
+/** The first example a schema gives, written as the form takes it. */
+function exampleOf(examples: unknown): string | undefined {
+  const first = Array.isArray(examples) ? examples[0] : undefined;
+  if (first === undefined || first === null) {
+    return undefined;
+  }
+  if (typeof first === 'object') {
+    const entries = Object.entries(first as Record<string, unknown>);
+    return entries.length
+      ? entries.map(([k, v]) => `${k}=${v}`).join(', ')
+      : undefined;
+  }
+  return String(first);
 }
 
 function stripCombinators(schema: JSONSchema7): JSONSchema7 {
@@ -468,7 +488,100 @@ function lookup(root: JSONSchema7, ref: string): JSONSchema7 | null {
   return node && typeof node === 'object' ? (node as JSONSchema7) : null;
 }
 
-function titleCase(name: string): string {
-  const words = name.replace(/[_-]+/g, ' ').trim();
-  return words.charAt(0).toUpperCase() + words.slice(1);
+/** Words written as people write them. */
+const WORDS: Record<string, string> = {
+  ssh: 'SSH',
+  url: 'URL',
+  urls: 'URLs',
+  ip: 'IP',
+  id: 'ID',
+  tls: 'TLS',
+  vm: 'VM',
+  cpu: 'CPU',
+  cpus: 'CPUs',
+  gpu: 'GPU',
+  gpus: 'GPUs',
+  api: 'API',
+  ca: 'CA',
+  pem: 'PEM',
+  python: 'Python',
+  jupyter: 'Jupyter',
+  azure: 'Azure',
+  kubernetes: 'Kubernetes'
+};
+/** A unit at a field name's end, and how a label says it. */
+const UNITS: Record<string, string> = {
+  mb: 'MB',
+  gb: 'GB',
+  minutes: 'minutes',
+  seconds: 'seconds'
+};
+/** Field names whose label is not their words. */
+const LABELS: Record<string, string> = {
+  cwd: 'Working directory',
+  env: 'Environment variables'
+};
+
+/** A field's label from its name: "memory_limit_mb" is "Memory limit (MB)". */
+export function humanLabel(name: string): string {
+  if (LABELS[name]) {
+    return LABELS[name];
+  }
+  const words = name
+    .split(/[_-]+/)
+    .filter(Boolean)
+    .map(w => w.toLowerCase());
+  const unit = words.length > 1 ? UNITS[words[words.length - 1]] : undefined;
+  if (unit) {
+    words.pop();
+  }
+  const text = words.map(w => WORDS[w] ?? w).join(' ');
+  const label = text.charAt(0).toUpperCase() + text.slice(1);
+  return unit ? `${label} (${unit})` : label;
+}
+
+/** The error of `max_X` when `min_X` is more: as Scale says it, while typing. */
+export function pairError(
+  fields: IField[],
+  values: FormValues,
+  name: string
+): string | null {
+  if (!name.startsWith('max_')) {
+    return null;
+  }
+  const low = fields.find(f => f.name === `min_${name.slice(4)}`);
+  const lowText = low ? String(values[low.name] ?? '').trim() : '';
+  const highText = String(values[name] ?? '').trim();
+  if (!low || lowText === '' || highText === '') {
+    return null;
+  }
+  const min = Number(lowText);
+  const max = Number(highText);
+  if (!Number.isFinite(min) || !Number.isFinite(max) || min <= max) {
+    return null;
+  }
+  return `Must be at least ${low.title.toLowerCase()} (${min})`;
+}
+
+/**
+ * The errors of `names` now, each field's own first and then its pair's (a change to `min_X`
+ * is checked against `max_X` as well): `null` for a field that is fine.
+ */
+export function errorsOf(
+  fields: IField[],
+  values: FormValues,
+  names: string[],
+  context: IValidationContext = {}
+): Record<string, string | null> {
+  const out: Record<string, string | null> = {};
+  for (const name of names) {
+    const field = fields.find(f => f.name === name);
+    if (!field) {
+      continue;
+    }
+    out[name] =
+      validateField(field, values[name], context) ??
+      pairError(fields, values, name);
+  }
+  return out;
 }

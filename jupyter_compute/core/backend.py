@@ -43,8 +43,14 @@ class KindSpec:
             if m is None:
                 return None
             s = m.model_json_schema()
-            s.setdefault("properties", {})["name"] = {"type": "string", "title": "Name"}
+            props = s.setdefault("properties", {})
+            props["name"] = {"type": "string", "title": "Name"}
             s.setdefault("required", []).insert(0, "name")
+            # The kind's examples give each field an example value (forms show it as "e.g. …").
+            for example in self.examples:
+                for field, value in example.items():
+                    if field in props and value not in (None, "", {}, []):
+                        props[field].setdefault("examples", [value])
             return s
 
         model = self.model()

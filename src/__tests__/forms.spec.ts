@@ -3,8 +3,10 @@ import type { JSONSchema7 } from 'json-schema';
 import { ITarget } from '../api';
 import { LOCAL, parseRouteAnswer, routeCode } from '../route';
 import {
+  errorsOf,
   fieldForPointer,
   fieldsFromSchema,
+  humanLabel,
   initialValues,
   toRequestBody,
   validateField,
@@ -155,6 +157,72 @@ describe('validation', () => {
       'name',
       'memory_limit_mb'
     ]);
+  });
+});
+
+describe('plain words', () => {
+  it('labels fields as people write them, units in brackets', () => {
+    expect(humanLabel('memory_limit_mb')).toBe('Memory limit (MB)');
+    expect(humanLabel('idle_shutdown_minutes')).toBe('Idle shutdown (minutes)');
+    expect(humanLabel('ssh_private_key')).toBe('SSH private key');
+    expect(humanLabel('cwd')).toBe('Working directory');
+    expect(humanLabel('env')).toBe('Environment variables');
+    expect(humanLabel('tls_ca_file')).toBe('TLS CA file');
+    expect(humanLabel('python')).toBe('Python');
+  });
+
+  it('gives an example to show, not a range', () => {
+    const fields = fieldsFromSchema({
+      type: 'object',
+      properties: {
+        memory_limit_mb: {
+          anyOf: [
+            { type: 'integer', minimum: 64, maximum: 4194304 },
+            { type: 'null' }
+          ],
+          examples: [8192]
+        },
+        env: {
+          type: 'object',
+          additionalProperties: { type: 'string' },
+          examples: [{ OMP_NUM_THREADS: '2' }]
+        },
+        cwd: { anyOf: [{ type: 'string' }, { type: 'null' }] }
+      }
+    } as JSONSchema7);
+    const by = Object.fromEntries(fields.map(f => [f.name, f]));
+    expect(by.memory_limit_mb.example).toBe('8192');
+    expect(by.env.example).toBe('OMP_NUM_THREADS=2');
+    expect(by.cwd.example).toBeUndefined();
+    expect(by.memory_limit_mb.title).toBe('Memory limit (MB)');
+  });
+
+  it('checks min against max as the fields are typed, as Scale does', () => {
+    const fields = fieldsFromSchema({
+      type: 'object',
+      properties: {
+        min_nodes: { type: 'integer', minimum: 0, title: 'Minimum workers' },
+        max_nodes: { type: 'integer', minimum: 1, title: 'Maximum workers' }
+      }
+    } as JSONSchema7);
+    // Typing a minimum above the maximum names the maximum's error at once.
+    expect(
+      errorsOf(fields, { name: 'c', min_nodes: '5', max_nodes: '2' }, [
+        'min_nodes',
+        'max_nodes'
+      ])
+    ).toEqual({
+      min_nodes: null,
+      max_nodes: 'Must be at least minimum workers (5)'
+    });
+    expect(
+      validateForm(fields, { name: 'c', min_nodes: '5', max_nodes: '2' })
+    ).toEqual({
+      max_nodes: 'Must be at least minimum workers (5)'
+    });
+    expect(
+      validateForm(fields, { name: 'c', min_nodes: '2', max_nodes: '2' })
+    ).toEqual({});
   });
 });
 

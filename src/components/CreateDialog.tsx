@@ -16,7 +16,7 @@ import {
   fieldsFromSchema,
   initialValues,
   toRequestBody,
-  validateField,
+  errorsOf,
   validateForm
 } from '../schemaForm';
 import { showModal } from './Modal';
@@ -149,15 +149,24 @@ function CreateForm(props: {
     setValues(next);
     // An accepted key belongs to the host it was shown for.
     setAccepted([]);
-    const field = fields.find(f => f.name === name);
-    if (field && (touched.has(name) || name === 'name' || errors[name])) {
-      const error = validateField(field, value, context());
+    // The field, once touched, is checked as it is typed; so is a max_X whose min_X changed.
+    const partner = name.startsWith('min_') ? `max_${name.slice(4)}` : null;
+    const check = [name, partner].filter(
+      (n): n is string =>
+        !!n &&
+        (touched.has(n) || n === 'name' || !!errors[n] || n === partner) &&
+        (n !== partner || String(next[n] ?? '').trim() !== '')
+    );
+    if (check.length) {
+      const found = errorsOf(fields, next, check, context());
       setErrors(prev => {
         const copy = { ...prev };
-        if (error) {
-          copy[name] = error;
-        } else {
-          delete copy[name];
+        for (const [n, error] of Object.entries(found)) {
+          if (error) {
+            copy[n] = error;
+          } else {
+            delete copy[n];
+          }
         }
         return copy;
       });
@@ -169,9 +178,8 @@ function CreateForm(props: {
     if (!touched.has(name)) {
       setTouched(new Set(touched).add(name));
     }
-    const field = fields.find(f => f.name === name);
-    if (field) {
-      const error = validateField(field, values[name], context());
+    const error = errorsOf(fields, values, [name], context())[name];
+    if (error !== undefined) {
       setErrors(prev => {
         const copy = { ...prev };
         if (error) {

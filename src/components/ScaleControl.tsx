@@ -14,6 +14,7 @@ import {
   IField,
   fieldForPointer,
   fieldsFromSchema,
+  pairError,
   validateField
 } from '../schemaForm';
 import { useSignalVersion } from './common';
@@ -66,10 +67,9 @@ export function validateScale(
     }
   }
   if (!errors.min_nodes && !errors.max_nodes) {
-    const min = Number(String(values.min_nodes).trim());
-    const max = Number(String(values.max_nodes).trim());
-    if (min > max) {
-      errors.max_nodes = `Must be at least min nodes (${min})`;
+    const error = pairError(fields, values, 'max_nodes');
+    if (error) {
+      errors.max_nodes = error;
     }
   }
   return errors;

@@ -134,7 +134,7 @@ function SchemaField(
           className="jp-mod-styled jp-ComputeForm-input"
           type="text"
           inputMode={field.kind === 'integer' ? 'numeric' : 'decimal'}
-          placeholder={rangeHint(field)}
+          placeholder={field.example ? `e.g. ${field.example}` : ''}
           value={text}
           onChange={change}
         />
@@ -196,7 +196,7 @@ function SchemaField(
           spellCheck={false}
           placeholder={
             field.kind === 'map'
-              ? 'KEY=VALUE, one a line'
+              ? `KEY=VALUE, one a line${field.example ? `; e.g. ${field.example}` : ''}`
               : field.kind === 'list'
                 ? 'One value a line'
                 : 'JSON'
@@ -207,7 +207,14 @@ function SchemaField(
       );
       break;
     default:
-      control = <TextInput {...common} value={text} onChange={change} />;
+      control = (
+        <TextInput
+          {...common}
+          placeholder={field.example ? `e.g. ${field.example}` : undefined}
+          value={text}
+          onChange={change}
+        />
+      );
   }
 
   return (
@@ -242,21 +249,6 @@ function SchemaField(
       </div>
     </div>
   );
-}
-
-function rangeHint(field: IField): string {
-  const low = field.minimum ?? field.exclusiveMinimum;
-  const high = field.maximum ?? field.exclusiveMaximum;
-  if (low !== undefined && high !== undefined) {
-    return `${low}–${high}`;
-  }
-  if (low !== undefined) {
-    return `≥ ${low}`;
-  }
-  if (high !== undefined) {
-    return `≤ ${high}`;
-  }
-  return '';
 }
 
 /** "Standard_DS3_v2 — 4 vCPUs, 14 GB, 1 GPU · 24 cores left · $0.29/h" */

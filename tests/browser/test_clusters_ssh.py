@@ -93,7 +93,7 @@ def test_dask_cluster_scale_and_dashboard(page, lab, artifacts):
         ui.scale_input(field).fill("1" if field == "min_nodes" else "2")
         expect(ui.scale_error(field)).to_have_text("")
     ui.scale_input("min_nodes").fill("3")
-    expect(ui.scale_error("max_nodes")).to_have_text("Must be at least min nodes (3)")
+    expect(ui.scale_error("max_nodes")).to_have_text("Must be at least minimum workers (3)")
     expect(apply).to_be_disabled()
     ui.scale_dialog.screenshot(path=str(artifacts / "dask-scale-invalid.png"))
     ui.scale_input("min_nodes").press("Enter")

@@ -29,6 +29,11 @@ async def test_workspaces_and_kinds(api):
     assert lk["family"] == "Local kernels" and lk["managed"] is True
     assert {"create", "start", "stop", "restart", "delete"} <= set(lk["operations"])
     assert "memory_limit_mb" in lk["create_schema"]["properties"]
+    # The kind's examples are each field's example, which the forms show as "e.g. …".
+    props = lk["create_schema"]["properties"]
+    assert props["memory_limit_mb"]["examples"] == [8192] and props["name"]["examples"] == ["analysis"]
+    dask = kinds["dask-cluster"]["create_schema"]["properties"]
+    assert (dask["min_nodes"]["title"], dask["max_nodes"]["title"]) == ("Minimum workers", "Maximum workers")
 
 
 async def test_each_kind_schema_validates_its_examples(api):

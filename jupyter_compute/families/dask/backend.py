@@ -48,15 +48,18 @@ STOP_GRACE = 20.0
 # -- specs -------------------------------------------------------------------------------------------
 class DaskClusterSpec(Spec):
     """A Dask cluster on this machine: worker processes that scale between min_nodes and max_nodes."""
-    min_nodes: int = Field(0, ge=0, le=256, description="Workers kept even when idle (0 scales to zero).")
-    max_nodes: int = Field(4, ge=1, le=256, description="Most workers the cluster scales to.")
-    threads_per_node: int = Field(2, ge=1, le=256, description="Threads of each worker: tasks it runs at once.")
+    min_nodes: int = Field(0, ge=0, le=256, title="Minimum workers",
+                           description="Workers kept even when idle (0 scales to zero).")
+    max_nodes: int = Field(4, ge=1, le=256, title="Maximum workers", description="Most workers the cluster scales to.")
+    threads_per_node: int = Field(2, ge=1, le=256, title="Threads per worker",
+                                  description="Threads of each worker: tasks it runs at once.")
     memory_limit_mb: int | None = Field(
-        None, ge=128, le=4_194_304,
+        None, ge=128, le=4_194_304, title="Memory per worker (MB)",
         description="Memory of each worker (MB), past which Dask spills, pauses and restarts it; "
                     "default: a share of this machine's memory.")
     idle_seconds_before_scaledown: int = Field(
-        120, ge=0, le=604800, description="Seconds a worker stays idle before it is released.")
+        120, ge=0, le=604800, title="Idle worker release (seconds)",
+        description="Seconds a worker stays idle before it is released.")
 
     updatable: ClassVar[frozenset[str]] = frozenset(
         {"min_nodes", "max_nodes", "idle_seconds_before_scaledown", "description", "tags"})
