@@ -157,6 +157,72 @@ export function formatDuration(seconds: number): string {
   return restHours ? `${days} d ${restHours} h` : `${days} d`;
 }
 
+/** A length of time gone by, as people read it: '45s', '3m 12s', '2h 05m', '3d 4h'. */
+export function formatElapsed(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined) {
+    return '—';
+  }
+  const total = Math.floor(seconds);
+  const d = Math.floor(total / 86400);
+  const h = Math.floor((total % 86400) / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = total % 60;
+  const two = (n: number) => String(n).padStart(2, '0');
+  if (d) {
+    return `${d}d ${h}h`;
+  }
+  if (h) {
+    return `${h}h ${two(m)}m`;
+  }
+  return m ? `${m}m ${two(s)}s` : `${s}s`;
+}
+
+/** How long ago: 'just now', '5 min ago', '2 h ago', '3 d ago'. */
+export function formatAgo(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined) {
+    return '—';
+  }
+  if (seconds < 60) {
+    return 'just now';
+  }
+  for (const [unit, size] of [
+    ['d', 86400],
+    ['h', 3600],
+    ['min', 60]
+  ] as const) {
+    if (seconds >= size) {
+      return `${Math.floor(seconds / size)} ${unit} ago`;
+    }
+  }
+  return '—';
+}
+
+/** A moment relative to now: '5 min ago', 'just now', 'in 12 min'. */
+export function formatWhen(
+  iso: string | null | undefined,
+  now: number
+): string {
+  const at = iso ? Date.parse(iso) : NaN;
+  if (Number.isNaN(at)) {
+    return iso ?? '—';
+  }
+  const seconds = Math.round((now - at) / 1000);
+  return seconds >= 0 ? formatAgo(seconds) : `in ${formatDuration(-seconds)}`;
+}
+
+/** This machine's load, as its row shows it: "CPU 12% · 10.4 GB free". */
+export function formatLoad(target: ITarget): string {
+  const p = target.properties ?? {};
+  const parts: string[] = [];
+  if (typeof p.cpu_percent === 'number') {
+    parts.push(`CPU ${Math.round(p.cpu_percent)}%`);
+  }
+  if (typeof p.memory_available_gb === 'number') {
+    parts.push(`${formatNumber(p.memory_available_gb)} GB free`);
+  }
+  return parts.join(' · ');
+}
+
 function formatNumber(value: number): string {
   return Number.isInteger(value) ? String(value) : value.toFixed(1);
 }

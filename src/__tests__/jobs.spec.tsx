@@ -2,12 +2,8 @@ import * as React from 'react';
 import { act } from 'react';
 
 import { ComputeApi, IJob } from '../api';
-import {
-  formatAgo,
-  formatDuration,
-  JobsSection,
-  ScheduleTable
-} from '../components/DetailsView';
+import { JobsSection, ScheduleTable } from '../components/DetailsView';
+import { formatAgo, formatElapsed, formatLoad, formatWhen } from '../state';
 import { ComputeModel } from '../model';
 import { FakeServer, settle } from './fakeServer';
 
@@ -42,15 +38,33 @@ const DONE: IJob = {
 
 describe('time as people read it', () => {
   it('gives durations and ages in words', () => {
-    expect(formatDuration(45)).toBe('45s');
-    expect(formatDuration(192.4)).toBe('3m 12s');
-    expect(formatDuration(7500)).toBe('2h 05m');
-    expect(formatDuration(273600)).toBe('3d 4h');
-    expect(formatDuration(null)).toBe('—');
+    expect(formatElapsed(45)).toBe('45s');
+    expect(formatElapsed(192.4)).toBe('3m 12s');
+    expect(formatElapsed(7500)).toBe('2h 05m');
+    expect(formatElapsed(273600)).toBe('3d 4h');
+    expect(formatElapsed(null)).toBe('—');
     expect(formatAgo(20)).toBe('just now');
     expect(formatAgo(300)).toBe('5 min ago');
     expect(formatAgo(7300)).toBe('2 h ago');
     expect(formatAgo(90000)).toBe('1 d ago');
+  });
+});
+
+describe('moments and load', () => {
+  it('says a moment relative to now, past or to come', () => {
+    const now = Date.parse('2026-12-07T12:00:00Z');
+    expect(formatWhen('2026-12-07T11:55:00Z', now)).toBe('5 min ago');
+    expect(formatWhen('2026-12-07T11:59:50Z', now)).toBe('just now');
+    expect(formatWhen('2026-12-07T12:12:00Z', now)).toBe('in 12 min');
+    expect(formatWhen(null, now)).toBe('—');
+  });
+
+  it("gives this machine's load", () => {
+    const t = {
+      properties: { cpu_percent: 12.4, memory_available_gb: 10.37 }
+    } as never;
+    expect(formatLoad(t)).toBe('CPU 12% · 10.4 GB free');
+    expect(formatLoad({ properties: {} } as never)).toBe('');
   });
 });
 

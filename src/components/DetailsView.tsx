@@ -11,7 +11,13 @@ import type { IJob, INode, ITarget } from '../api';
 import type { ComputeController } from '../controller';
 import type { ComputeModel } from '../model';
 import { messageOf } from '../request';
-import { formatIdleShutdown, formatNodes, formatSize } from '../state';
+import {
+  formatAgo,
+  formatElapsed,
+  formatNodes,
+  formatSize,
+  formatWhen
+} from '../state';
 import { ActionButtons, StateBadge, useNow, useSignalVersion } from './common';
 import { ScaleControl, scaleFields } from './ScaleControl';
 
@@ -136,11 +142,14 @@ function DetailsView(props: {
   const sameWorkspace = model.workspace === props.workspace;
   const target = sameWorkspace ? model.targets.get(name) : undefined;
   const kind = target ? model.kindOf(target) : undefined;
-  const now = useNow(!!target?.idle_shutdown_at, 5000);
+  const now = useNow(true, target?.idle_shutdown_at ? 5000 : 30000);
   const [nodes, setNodes] = React.useState<INode[] | null>(null);
   const [nodesError, setNodesError] = React.useState('');
+  // One kernel is one node: a table of it would only repeat the summary.
   const canListNodes =
-    !!kind?.operations.includes('nodes') && target?.state !== 'deleting';
+    !!kind?.operations.includes('nodes') &&
+    target?.state !== 'deleting' &&
+    target?.nodes?.max !== 1;
 
   const loadNodes = React.useCallback(() => {
     if (!canListNodes) {
@@ -247,11 +256,17 @@ function DetailsView(props: {
             {target.idle_shutdown_at ? (
               <Row
                 label="Idle shutdown"
-                value={`${formatTime(target.idle_shutdown_at)} (${formatIdleShutdown(target, now)})`}
+                value={<When iso={target.idle_shutdown_at} now={now} />}
               />
             ) : null}
-            <Row label="Created" value={formatTime(target.created)} />
-            <Row label="Modified" value={formatTime(target.modified)} />
+            <Row
+              label="Created"
+              value={<When iso={target.created} now={now} />}
+            />
+            <Row
+              label="Modified"
+              value={<When iso={target.modified} now={now} />}
+            />
           </tbody>
         </table>
       </section>
@@ -367,7 +382,13 @@ function DetailsView(props: {
           <table className="jp-ComputeTable">
             <tbody>
               {properties.map(([k, v]) => (
-                <Row key={k} label={k} value={formatValue(v)} />
+                <Row
+                  key={k}
+                  label={k}
+                  value={
+                    isFlatMap(v) ? <KeyValueTable map={v} /> : formatValue(v)
+                  }
+                />
               ))}
             </tbody>
           </table>
@@ -412,46 +433,6 @@ export function ScheduleTable(props: { schedules: ISchedule[] }): JSX.Element {
       </tbody>
     </table>
   );
-}
-
-/** A length of time as people read it: '45s', '3m 12s', '2h 05m', '3d 4h'. */
-export function formatDuration(seconds: number | null | undefined): string {
-  if (seconds === null || seconds === undefined) {
-    return '—';
-  }
-  const total = Math.floor(seconds);
-  const d = Math.floor(total / 86400);
-  const h = Math.floor((total % 86400) / 3600);
-  const m = Math.floor((total % 3600) / 60);
-  const s = total % 60;
-  const two = (n: number) => String(n).padStart(2, '0');
-  if (d) {
-    return `${d}d ${h}h`;
-  }
-  if (h) {
-    return `${h}h ${two(m)}m`;
-  }
-  return m ? `${m}m ${two(s)}s` : `${s}s`;
-}
-
-/** How long ago: 'just now', '5 min ago', '2 h ago', '3 d ago'. */
-export function formatAgo(seconds: number | null | undefined): string {
-  if (seconds === null || seconds === undefined) {
-    return '—';
-  }
-  if (seconds < 60) {
-    return 'just now';
-  }
-  for (const [unit, size] of [
-    ['d', 86400],
-    ['h', 3600],
-    ['min', 60]
-  ] as const) {
-    if (seconds >= size) {
-      return `${Math.floor(seconds / size)} ${unit} ago`;
-    }
-  }
-  return '—';
 }
 
 /** The target's recent jobs, newest first, each running one with a Cancel action. */
@@ -542,7 +523,7 @@ export function JobsSection(props: {
                 </td>
                 <td>{j.status}</td>
                 <td>{formatAgo(j.age_seconds)}</td>
-                <td>{formatDuration(j.duration_seconds)}</td>
+                <td>{formatElapsed(j.duration_seconds)}</td>
                 <td>
                   {JOB_ENDED.has(j.status) ? null : (
                     <button
@@ -565,7 +546,7 @@ export function JobsSection(props: {
   );
 }
 
-function Row(props: { label: string; value: string }): JSX.Element {
+function Row(props: { label: string; value: React.ReactNode }): JSX.Element {
   return (
     <tr>
       <th scope="row">{props.label}</th>
@@ -573,6 +554,50 @@ function Row(props: { label: string; value: string }): JSX.Element {
         <span className="jp-ComputeTable-value">{props.value}</span>
       </td>
     </tr>
+  );
+}
+
+/** A moment as the details view shows every one: relative, with the exact time on hover. */
+export function When(props: {
+  iso: string | null | undefined;
+  now: number;
+}): JSX.Element {
+  return (
+    <time dateTime={props.iso ?? undefined} title={formatTime(props.iso)}>
+      {formatWhen(props.iso, props.now)}
+    </time>
+  );
+}
+
+/** Whether a property is a flat map (environment variables, tags): shown as a table, not JSON. */
+function isFlatMap(
+  v: unknown
+): v is Record<string, string | number | boolean | null> {
+  return (
+    !!v &&
+    typeof v === 'object' &&
+    !Array.isArray(v) &&
+    Object.keys(v).length > 0 &&
+    Object.values(v).every(
+      x => x === null || ['string', 'number', 'boolean'].includes(typeof x)
+    )
+  );
+}
+
+export function KeyValueTable(props: {
+  map: Record<string, string | number | boolean | null>;
+}): JSX.Element {
+  return (
+    <table className="jp-ComputeTable jp-mod-map">
+      <tbody>
+        {Object.entries(props.map).map(([k, v]) => (
+          <tr key={k}>
+            <th scope="row">{k}</th>
+            <td>{v === null ? '—' : String(v)}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
   );
 }
 

@@ -15,6 +15,7 @@ import type { ComputeController } from '../controller';
 import type { ComputeModel, ITargetOperation } from '../model';
 import {
   formatIdleShutdown,
+  formatLoad,
   formatNodes,
   formatSize,
   isTransitional
@@ -460,6 +461,8 @@ const TargetRow = React.memo(function TargetRow(
       ? ''
       : formatNodes(target);
   const idle = formatIdleShutdown(target, props.now);
+  // This machine is always running: how busy it is says more than its state.
+  const load = target.kind === 'local' ? formatLoad(target) : '';
   const scalable =
     scaleFields(kind).length > 0 &&
     target.state !== 'deleting' &&
@@ -475,6 +478,7 @@ const TargetRow = React.memo(function TargetRow(
     kind ? '' : target.kind,
     address,
     ...(isCluster ? [nodes, size] : [size, nodes]),
+    load,
     idle
   ].filter(Boolean);
   const description = [target.name, target.state, ...meta, progress, lastError]

@@ -22,6 +22,8 @@ def test_panel_shows_this_machine(page, lab, artifacts):
     # Size from the server: CPUs and memory of this machine.
     expect(row.locator(".jp-ComputeRow-meta")).to_contain_text("vCPU")
     expect(row.locator(".jp-ComputeRow-meta")).to_contain_text("GB")
+    # and its load, which is what changes on a machine that is always running.
+    expect(row.locator(".jp-ComputeRow-meta")).to_contain_text(re.compile(r"CPU \d+% · [\d.]+ GB free"))
     # This machine can be neither stopped nor deleted: the row offers details only.
     assert row.locator("button[data-action='stop']").count() == 0
     assert row.locator("button[data-action='delete']").count() == 0
@@ -114,7 +116,7 @@ def test_target_created_by_cli_appears_without_reload(page, lab):
 
 
 def test_keyboard_details_and_dark_theme(page, lab, artifacts):
-    lab.create_kernel("kb-kernel", idle_shutdown_minutes=30)
+    lab.create_kernel("kb-kernel", idle_shutdown_minutes=30, env={"OMP_NUM_THREADS": "2"})
     try:
         ui = LabPage(page, lab).open()
         # The command's shortcut opens the panel and puts focus in the list.
@@ -134,13 +136,24 @@ def test_keyboard_details_and_dark_theme(page, lab, artifacts):
             "aria-label", re.compile(r"^kb-kernel, running, 1/1 node, idle stop in (29|30) min$"))
         expect(ui.row("kb-kernel").locator(".jp-mod-idle")).to_have_text(re.compile(r"idle stop in (29|30) min"))
 
-        # Enter opens the details: properties, nodes and errors.
+        # Enter opens the details: properties and errors, in plain words.
         page.keyboard.press("Enter")
         details = page.locator(".jp-ComputeDetails:visible")
         expect(details.locator("h1")).to_have_text("kb-kernel")
         expect(details.get_by_role("heading", name="Properties")).to_be_visible()
         expect(details).to_contain_text("kernel_pid")
-        expect(details.locator(".jp-ComputeTable.jp-mod-nodes")).to_contain_text("running", timeout=10_000)
+        # Environment variables are a table, not JSON.
+        env = details.locator(".jp-ComputeTable.jp-mod-map").first
+        expect(env.locator("th")).to_have_text("OMP_NUM_THREADS")
+        expect(env.locator("td")).to_have_text("2")
+        # One time format: relative, the exact time on hover.
+        created = details.locator("tr", has=page.get_by_role("rowheader", name="Created")).locator("time")
+        expect(created).to_have_text(re.compile(r"^(just now|\d+ min ago)$"))
+        expect(created).to_have_attribute("title", re.compile(r"\d"))
+        expect(details.locator("tr", has=page.get_by_role("rowheader", name="Idle shutdown")).locator("time")) \
+            .to_have_text(re.compile(r"^in (29|30) min$"))
+        # One kernel is one node: no node table repeats it.
+        expect(details.locator(".jp-ComputeTable.jp-mod-nodes")).to_have_count(0)
         page.screenshot(path=str(artifacts / "details.png"))
 
         # The stop shortcut acts on the selected row, with its confirmation.
