@@ -47,7 +47,8 @@ export function routeCode(name: string, workspace: string): string {
   }
   const ws =
     workspace && workspace !== 'local' ? ` --workspace ${workspace}` : '';
-  return `%compute use ${name}${ws}`;
+  // Said so that the cells' messages name the toolbar and the Compute panel, not the magic.
+  return `%compute use ${name}${ws} --routed-by toolbar`;
 }
 
 /**

@@ -143,6 +143,9 @@ def _cell_parser() -> argparse.ArgumentParser:
     p.add_argument("--environment", metavar="ENV",
                    help="Environment a cell sent as an Azure ML job runs in (NAME, NAME:VERSION or NAME@latest)")
     p.add_argument("--start", action="store_true", help="Start TARGET first if it is stopped")
+    # How the cell came to be routed: by the notebook toolbar's picker (its messages then name the
+    # toolbar and the Compute panel), or typed (they name the magic).
+    p.add_argument("--routed-by", choices=["toolbar"], help=argparse.SUPPRESS)
     p.add_argument("--timeout", type=float, metavar="S", help="Bound the whole cell; interrupt TARGET when it fires")
     p.add_argument("--workspace", "-w", help="Workspace of TARGET (default: the configured one)")
     p.add_argument("--verbose", "-v", action="store_true",
@@ -156,6 +159,7 @@ def _use_parser() -> argparse.ArgumentParser:
                                 "'%compute use local' sends them to this notebook's kernel again.")
     p.add_argument("target", metavar="TARGET")
     p.add_argument("--workspace", "-w")
+    p.add_argument("--routed-by", choices=["toolbar"], help=argparse.SUPPRESS)
     return _never_exit(p)
 
 
@@ -187,6 +191,8 @@ class ComputeMagics(Magics):
         self.loop = LoopThread.get()
         #: (workspace or None for the default, target) every cell goes to, or None for this kernel.
         self.active: tuple[str | None, str] | None = None
+        #: "toolbar" when the notebook toolbar's picker set ``active``.
+        self.routed_by: str | None = None
         self._here = HereRoute()
         #: Targets whose "each cell runs afresh" note this session has shown.
         self._told_afresh: set[str] = set()
@@ -210,7 +216,8 @@ class ComputeMagics(Magics):
         if self.active is None or not text.strip() or _CELL_ROUTED.match(first):
             return lines
         ws, target = self.active
-        args = shlex.join([target] + (["--workspace", ws] if ws else []))
+        args = shlex.join([target] + (["--workspace", ws] if ws else []) +
+                          (["--routed-by", self.routed_by] if self.routed_by else []))
         return [f"get_ipython().run_cell_magic('compute', {args!r}, {text!r})\n"]
 
     # -- helpers ------------------------------------------------------------------------------------
@@ -341,6 +348,7 @@ class ComputeMagics(Magics):
 
         ws_id, target = self._run(check)
         self.active = (args.workspace, target.name)
+        self.routed_by = args.routed_by
         note = "" if target.state == State.running else (
             f" It is {target.state.value}: start it with '%compute start {target.name}' before running cells.")
         out.display({"text/plain": f"Cells now run on '{target.name}' (workspace '{ws_id}'). "
@@ -462,10 +470,8 @@ class ComputeMagics(Magics):
             return await ws.open_route(opts.target, start=opts.start, progress=ui.progress,
                                        timeout=self.open_timeout)
         except Conflict as e:
-            state = (e.details or {}).get("state")
-            if e.reason == "not_running" and state not in ("unknown", "failed") and not opts.start:
-                raise Conflict(f"'{opts.target}' is {state}, so the cell did not run. Start it with "
-                               f"'%compute start {opts.target}', or add --start.", reason="not_running",
+            if e.reason == "not_running" and not opts.start:
+                raise Conflict(not_running(opts.target, e.details or {}, opts.routed_by), reason="not_running",
                                details=e.details) from None
             raise
         finally:
@@ -564,6 +570,26 @@ def unload_ipython_extension(ipython) -> None:
     ipython.magics_manager.magics["cell"].pop("compute", None)
 
 
+def not_running(name: str, details: dict, routed_by: str | None) -> str:
+    """Why a cell did not run on a target that is not running, and what to do, in the words of how
+    the cell was routed: the toolbar's picker and the Compute panel, or the magic."""
+    state = details.get("state") or "not running"
+    error = (details.get("error") or {}).get("message")
+    why = f": {error.rstrip('. ')}" if error and state in ("failed", "unknown") else ""
+    head = f"'{name}' is {state}{why}, so the cell did not run."
+    if routed_by == "toolbar":
+        if state == "unknown":
+            return (f"{head} It may come back by itself: see it in the Compute panel and run the cell again, or "
+                    "restart it there.")
+        return (f"{head} Start it in the Compute panel (its Start action), or pick another target in the "
+                "notebook's toolbar.")
+    if state == "unknown":
+        return (f"{head} It may come back by itself: check it with '%compute status {name}' and run the cell "
+                f"again, or restart it with '%compute restart {name}'.")
+    again = " again" if state == "failed" else ""
+    return f"{head} Start it{again} with '%compute start {name}', or add --start to this cell."
+
+
 def active_route(shell=None) -> tuple[str | None, str] | None:
     """(workspace, target) the notebook's cells go to, or None when they run in its own kernel."""
     magics = _magics(shell or _shell())
@@ -578,6 +604,7 @@ def set_active_route(target: str | None, workspace: str | None = None, shell=Non
         load_ipython_extension(shell)
         magics = _magics(shell)
     magics.active = None if target is None or target.lower() == LOCAL else (workspace, target)
+    magics.routed_by = None
 
 
 def _shell():

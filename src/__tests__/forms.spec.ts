@@ -317,9 +317,11 @@ describe('state rules', () => {
 
 describe('routeCode', () => {
   it('routes with %compute use, naming the workspace unless it is local', () => {
-    expect(routeCode('k1', 'local')).toBe('%compute use k1');
+    expect(routeCode('k1', 'local')).toBe(
+      '%compute use k1 --routed-by toolbar'
+    );
     expect(routeCode('ci-1', 'ml-ws')).toBe(
-      '%compute use ci-1 --workspace ml-ws'
+      '%compute use ci-1 --workspace ml-ws --routed-by toolbar'
     );
     expect(routeCode(LOCAL, 'ml-ws')).toBe('%compute use local');
   });

@@ -27,8 +27,12 @@ describe('what the picker asks the kernel', () => {
     expect(parseRouteAnswer(ok("'local'"))).toBe('local');
     expect(parseRouteAnswer(ok("'a b'"))).toBeNull();
     expect(parseRouteAnswer({ status: 'error' })).toBeNull();
-    expect(routeCode('k1', 'local')).toBe('%compute use k1');
-    expect(routeCode('k1', 'ws2')).toBe('%compute use k1 --workspace ws2');
+    expect(routeCode('k1', 'local')).toBe(
+      '%compute use k1 --routed-by toolbar'
+    );
+    expect(routeCode('k1', 'ws2')).toBe(
+      '%compute use k1 --workspace ws2 --routed-by toolbar'
+    );
     expect(() => routeCode('k1; rm', 'local')).toThrow();
   });
 });

@@ -473,10 +473,21 @@ const TargetRow = React.memo(function TargetRow(
     target.state === 'failed' && target.errors.length
       ? target.errors[target.errors.length - 1].message
       : '';
+  // A stopped target that did not stop at someone's asking says why (idle shutdown, a limit).
+  const stoppedWhy =
+    target.state === 'stopped'
+      ? target.errors.length
+        ? target.errors[target.errors.length - 1].message
+        : target.provider_state &&
+            target.provider_state.toLowerCase() !== 'stopped'
+          ? target.provider_state
+          : ''
+      : '';
   // A cluster's workers come first: they are what changes.
   const meta = [
     kind ? '' : target.kind,
     address,
+    stoppedWhy ? `stopped: ${stoppedWhy}` : '',
     ...(isCluster ? [nodes, size] : [size, nodes]),
     load,
     idle

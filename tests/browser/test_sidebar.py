@@ -329,3 +329,23 @@ def test_row_actions_are_named_never_cover_the_facts_and_selection_is_not_hover(
     finally:
         lab.delete("row-looks")
         lab.delete("row-other")
+
+
+def test_a_stopped_row_says_why_it_stopped(page, lab):
+    """A target the idle shutdown stopped, and one stopped at someone's asking: only the first
+    has a reason to give, and its row gives it."""
+    from jupyter_compute.core.store import Store
+
+    store = Store(str(lab.db))
+    store.insert_target("local", "idled", "local-kernel", True, {}, "stopped")
+    store.update_target("local", "idled", provider_state="idle shutdown")
+    store.insert_target("local", "asked", "local-kernel", True, {}, "stopped")
+    try:
+        ui = LabPage(page, lab).open().open_compute()
+        expect(ui.row("idled").locator(".jp-ComputeRow-fact").first).to_have_text("stopped: idle shutdown")
+        expect(ui.row("idled")).to_have_attribute("aria-label", re.compile(r"^idled, stopped, stopped: idle shutdown"))
+        expect(ui.row("asked")).to_be_visible()
+        expect(ui.row("asked").locator(".jp-ComputeRow-fact", has_text="stopped:")).to_have_count(0)
+    finally:
+        store.delete_target("local", "idled")
+        store.delete_target("local", "asked")

@@ -178,7 +178,15 @@ def test_stopped_target_says_so_and_start_starts_it(shell, k1, capsys):
     run_cell(shell, "%compute stop k1 --yes")
     capsys.readouterr()
     _, err = run_cell(shell, "%%compute k1\nran = True")
-    assert type(err).__name__ == "Conflict" and "is stopped" in str(err) and "--start" in str(err)
+    assert type(err).__name__ == "Conflict" and str(err) == (
+        "'k1' is stopped, so the cell did not run. Start it with '%compute start k1', or add --start to this cell.")
+    # Routed by the notebook's toolbar, the same refusal names the toolbar and the Compute panel.
+    assert run_cell(shell, "%compute use k1 --routed-by toolbar")[1] is None
+    _, err = run_cell(shell, "ran = True")
+    assert str(err) == ("'k1' is stopped, so the cell did not run. Start it in the Compute panel (its Start "
+                        "action), or pick another target in the notebook's toolbar.")
+    assert "ran" not in shell.user_ns and "%compute" not in str(err)
+    run_cell(shell, "%compute use local")
     result, err = run_cell(shell, "%%compute k1 --start\nimport os\nos.getpid()")
     out = capsys.readouterr().out
     assert err is None and "start k1:" in out
@@ -207,7 +215,8 @@ def test_a_failed_target_says_why_and_what_to_do(shell, k1, capsys):
     out = capsys.readouterr().out
     assert type(err).__name__ == "Conflict" and "ran" not in shell.user_ns
     assert str(err).startswith("'k1' is failed: the kernel process exited unexpectedly")
-    assert "so the cell did not run. Start it again with 'jupyter compute start k1'" in str(err)
+    assert str(err).endswith("so the cell did not run. Start it again with '%compute start k1', or add --start to "
+                             "this cell.")
     assert "Traceback" not in out and "Conflict: 'k1' is failed: the kernel process exited" in out
     result, err = run_cell(shell, "%%compute k1 --start\n'back'")
     assert err is None and repr(result) == "'back'"
