@@ -6,19 +6,7 @@ import { JobsSection, ScheduleTable } from '../components/DetailsView';
 import { formatAgo, formatElapsed, formatLoad, formatWhen } from '../state';
 import { ComputeModel } from '../model';
 import { FakeServer, settle } from './fakeServer';
-
-interface IRoot {
-  render(node: React.ReactNode): void;
-  unmount(): void;
-}
-declare const require: (id: string) => unknown;
-const { createRoot } = require('react-dom/client') as {
-  createRoot: (container: Element) => IRoot;
-};
-
-(
-  globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }
-).IS_REACT_ACT_ENVIRONMENT = true;
+import { createRoot, IRoot } from './dom';
 
 const RUNNING: IJob = {
   name: 'train-1',

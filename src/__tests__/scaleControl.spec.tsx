@@ -5,20 +5,7 @@ import { ComputeApi, IKind, ITarget } from '../api';
 import { ScaleControl } from '../components/ScaleControl';
 import { ComputeModel } from '../model';
 import { FakeServer, settle, target } from './fakeServer';
-
-interface IRoot {
-  render(node: React.ReactNode): void;
-  unmount(): void;
-}
-// react-dom ships no type declarations here: the one function used is typed by hand.
-declare const require: (id: string) => unknown;
-const { createRoot } = require('react-dom/client') as {
-  createRoot: (container: Element) => IRoot;
-};
-
-(
-  globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }
-).IS_REACT_ACT_ENVIRONMENT = true;
+import { createRoot, IRoot } from './dom';
 
 const KIND: IKind = {
   name: 'dask-cluster',
