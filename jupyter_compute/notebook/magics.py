@@ -255,6 +255,15 @@ class ComputeMagics(Magics):
         if verb in ("-h", "--help"):
             print(self.help_text())
             return None
+        asked = commands.asked_kind_help(argv)
+        if asked is not None:
+            # `%compute create --kind K --help`: that kind's fields only, as the command line gives them.
+            verb, kind, ws = asked
+
+            async def help_of(bridge: Bridge) -> str:
+                return commands.kind_help("%compute", verb, (await self._workspace(ws)).kind_spec(kind))
+            print(self._run(help_of, ws))
+            return None
         try:
             if verb == "use":
                 return self._use(_use_parser().parse_args(argv[1:]))

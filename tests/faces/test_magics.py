@@ -89,6 +89,16 @@ def test_unknown_target_and_workspace_fail_cleanly_with_no_side_effects(shell, c
     assert [t["name"] for t in json.loads(r.stdout)] == ["this-machine"]
 
 
+def test_create_help_for_one_kind_in_a_notebook(shell, capsys):
+    assert run_cell(shell, "%compute create --kind ssh --help") == (None, None)
+    out = capsys.readouterr().out
+    assert out.startswith("usage: %compute create NAME --kind ssh [options]")
+    assert out.index("required fields of ssh:") < out.index("--host") < out.index("other fields of ssh:")
+    assert "--memory-limit-mb" not in out and "--scheduler-address" not in out
+    _, err = run_cell(shell, "%compute create --kind nope --help")
+    assert "unknown kind 'nope'" in str(err)
+
+
 def test_load_ext_after_the_toolbar_loaded_the_magics_says_nothing(shell, capsys):
     # The toolbar's picker loads the magics with the code in src/route.ts, run in the kernel.
     source = (Path(__file__).resolve().parents[2] / "src" / "route.ts").read_text()
