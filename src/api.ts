@@ -360,6 +360,19 @@ export class ComputeApi {
     return body.nodes;
   }
 
+  /** `POST /workspaces/{ws}/targets/{name}/rename`: a stopped target; its kernel follows. */
+  async renameTarget(
+    workspace: string,
+    name: string,
+    newName: string
+  ): Promise<ITarget> {
+    return this._request<ITarget>(
+      'POST',
+      ['workspaces', workspace, 'targets', name, 'rename'],
+      { body: { name: newName } }
+    );
+  }
+
   /** `GET /workspaces/{ws}/jobs?target=` */
   async listJobs(workspace: string, target: string, top = 20): Promise<IJob[]> {
     const body = await this._request<{ jobs: IJob[] }>(

@@ -3,7 +3,12 @@
  * ask, run them through the model, open the dialogs and the details view, and tell the user
  * when something fails.
  */
-import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
+import {
+  Dialog,
+  InputDialog,
+  Notification,
+  showDialog
+} from '@jupyterlab/apputils';
 import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
@@ -200,6 +205,35 @@ export class ComputeController implements IDisposable {
 
   openDetails(name: string): void {
     this._openDetails(name);
+  }
+
+  /**
+   * Ask for a stopped target's new name and rename it; its kernel follows. Resolves with the
+   * new name, or null when the user gave none or the server refused (it says why).
+   */
+  async rename(name: string): Promise<string | null> {
+    const answer = await InputDialog.getText({
+      title: `Rename '${name}'`,
+      label: 'New name',
+      text: name,
+      okLabel: 'Rename'
+    });
+    const newName = (answer.value ?? '').trim();
+    if (!answer.button.accept || !newName || newName === name) {
+      return null;
+    }
+    try {
+      await this.model.api.renameTarget(this.model.workspace, name, newName);
+    } catch (error) {
+      Notification.error(`Rename of '${name}' failed: ${messageOf(error)}`, {
+        autoClose: 8000
+      });
+      return null;
+    }
+    await this.model.refresh();
+    this.model.selected = newName;
+    this._openDetails(newName);
+    return newName;
   }
 
   dispose(): void {

@@ -219,6 +219,19 @@ function DetailsView(props: {
             busy={model.isBusy(name) || !!operation}
             withLabels
           />
+          {renamable(target) ? (
+            <button
+              type="button"
+              className="jp-mod-styled jp-ComputeDetails-rename"
+              data-action="rename"
+              aria-label={`Rename ${target.name}`}
+              title="Rename: a stopped target; its kernel follows"
+              disabled={model.isBusy(name) || !!operation}
+              onClick={() => void controller.rename(target.name)}
+            >
+              Rename…
+            </button>
+          ) : null}
         </span>
       </header>
       {operation ? (
@@ -395,6 +408,18 @@ function DetailsView(props: {
         )}
       </section>
     </div>
+  );
+}
+
+/**
+ * Whether the details offer Rename: a stopped (or failed) target of this machine's workspace.
+ * A cloud workspace names its compute itself, and this machine is not a target one can rename.
+ */
+function renamable(target: ITarget): boolean {
+  return (
+    target.workspace === 'local' &&
+    target.kind !== 'local' &&
+    (target.state === 'stopped' || target.state === 'failed')
   );
 }
 

@@ -349,3 +349,30 @@ def test_a_stopped_row_says_why_it_stopped(page, lab):
     finally:
         store.delete_target("local", "idled")
         store.delete_target("local", "asked")
+
+
+def test_a_stopped_target_is_renamed_from_its_details(page, lab):
+    lab.create_kernel("rn-old")
+    code, body = lab.compute("POST", "workspaces/local/targets/rn-old/stop")
+    assert code == 202, body
+    lab.wait_state("rn-old", "stopped")
+    try:
+        ui = LabPage(page, lab).open().open_compute()
+        ui.row_action("rn-old", "details").click()
+        details = page.locator(".jp-ComputeDetails:visible")
+        expect(details.locator("h1")).to_have_text("rn-old")
+        details.get_by_role("button", name="Rename rn-old").click()
+        dialog = page.locator(".jp-Dialog")
+        field = dialog.locator("input")
+        expect(field).to_have_value("rn-old")
+        field.fill("rn-new")
+        ui.dialog_button("Rename").click()
+        expect(ui.row("rn-new")).to_be_visible(timeout=10_000)
+        expect(ui.row("rn-old")).to_have_count(0)
+        expect(page.locator(".jp-ComputeDetails:visible h1")).to_have_text("rn-new")
+        # Its kernel follows the name.
+        code, specs = lab.request("GET", "api/kernelspecs")
+        assert code == 200 and "compute-rn-new" in specs["kernelspecs"] and "compute-rn-old" not in specs["kernelspecs"]
+    finally:
+        lab.delete("rn-new")
+        lab.delete("rn-old")
