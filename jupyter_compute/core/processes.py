@@ -142,8 +142,11 @@ def owned_processes(store_path: str) -> list[tuple[psutil.Process, str, str]]:
     return found
 
 
-def end_processes(procs: list[psutil.Process], grace: float = 3.0) -> list[psutil.Process]:
-    """SIGTERM, then after ``grace`` seconds SIGKILL, each process and its children; the ones ended."""
+def end_processes(procs: list[psutil.Process], grace: float = 3.0, patience: float = 0.0) -> list[psutil.Process]:
+    """SIGTERM, then after ``grace`` seconds SIGKILL, each process and its children; the ones ended.
+    With ``patience``, first wait that long for them to end by themselves (they may be on their way)."""
+    if patience:
+        _, procs = psutil.wait_procs(procs, timeout=patience)
     everyone: dict[int, psutil.Process] = {}
     for p in procs:
         try:

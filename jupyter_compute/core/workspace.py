@@ -559,6 +559,9 @@ class Workspace:
                 if ctx.handed_off:
                     return
                 if removes:
+                    # Whatever of it is still on its way out is gone before its row: no process of
+                    # a target that no longer exists is ever left for the orphan sweep to find.
+                    await self._end_processes_of(name)
                     await self.store.delete_target(self.id, name)
                 elif isinstance(outcome, Outcome):
                     await self._apply(name, outcome)
@@ -601,6 +604,12 @@ class Workspace:
         if refused:
             raise refused[0]
         return await self.wait_operation(op_id, on_progress)
+
+    async def _end_processes_of(self, name: str) -> None:
+        found = await procs.off_loop(procs.owned_processes, self.store.sync.path)
+        mine = [p for p, ws, target in found if ws == self.id and target == name]
+        if mine:
+            await procs.off_loop(procs.end_processes, mine, 3.0, 5.0)
 
     async def running_operation(self, name: str) -> Operation | None:
         """The operation running on ``name`` now, whichever process began it."""
