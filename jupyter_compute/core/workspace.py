@@ -423,7 +423,6 @@ class Workspace:
                 error = done.error or {}
                 raise BackendRefused(error.get("message") or f"the update of '{name}' failed",
                                      reason=error.get("reason") or "update_failed")
-            self._targets_changed()
             return await self.get(name)
         # Another process (the CLI, another server) may change the same target at the same moment:
         # each update is made from what is stored and written only if that is still what is stored.

@@ -175,6 +175,11 @@ class LabServer:
         assert code == 202, body
         return self.wait_state(name, "running")
 
+    def stop_target(self, name: str) -> dict:
+        code, body = self.compute("POST", f"workspaces/local/targets/{name}/stop")
+        assert code == 202, body
+        return self.wait_state(name, "stopped")
+
     def delete(self, name: str, timeout: float = 60) -> None:
         code, body = self.compute("DELETE", f"workspaces/local/targets/{name}")
         if code == 404:

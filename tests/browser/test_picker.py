@@ -160,9 +160,7 @@ def test_panel_shows_targets_in_every_state(page, lab, artifacts):
     lab.create_kernel("analysis", idle_shutdown_minutes=45)
     lab.create_kernel("big-mem", memory_limit_mb=8192)
     lab.create_kernel("etl-nightly")
-    code, body = lab.compute("POST", "workspaces/local/targets/etl-nightly/stop")
-    assert code == 202, body
-    lab.wait_state("etl-nightly", "stopped")
+    lab.stop_target("etl-nightly")
     try:
         ui = LabPage(page, lab).open().open_compute()
         ui.expect_state("analysis", "running", timeout=10_000)

@@ -353,9 +353,7 @@ def test_a_stopped_row_says_why_it_stopped(page, lab):
 
 def test_a_stopped_target_is_renamed_from_its_details(page, lab):
     lab.create_kernel("rn-old")
-    code, body = lab.compute("POST", "workspaces/local/targets/rn-old/stop")
-    assert code == 202, body
-    lab.wait_state("rn-old", "stopped")
+    lab.stop_target("rn-old")
     try:
         ui = LabPage(page, lab).open().open_compute()
         ui.row_action("rn-old", "details").click()
