@@ -44,6 +44,11 @@ hostile_spec = st.fixed_dictionaries({}, optional={
     "tags": st.dictionaries(st.text(max_size=8), hostile_text, max_size=2),
     "bogus_field": st.integers(),
 })
+#: Specs that are wrong whatever the state: each is refused, never a target.
+certainly_bad = st.sampled_from([
+    {"memory_limit_mb": "lots"}, {"memory_limit_mb": -5}, {"env": {"OK": 5}},
+    {"bogus_field": 1}, {"idle_shutdown_minutes": -1},
+])
 #: Mostly specs the API takes, so that operations begin; hostile ones in between.
 spec = st.integers(0, 3).flatmap(lambda i: hostile_spec if i == 0 else valid_spec)
 
@@ -84,7 +89,7 @@ class Api(RuleBasedStateMachine):
         elif code == 409:
             assert name in self.present or name in self.leaving, out
 
-    # Creating is three rules of eight, so that most runs hold targets to act on.
+    # Creating is three rules of nine (a fourth is always refused), so that most runs hold targets to act on.
     @rule(name=NAMES, fields=valid_spec)
     def create_plain(self, name, fields):
         self.create(name, fields)
@@ -92,6 +97,12 @@ class Api(RuleBasedStateMachine):
     @rule(name=NAMES)
     def create_bare(self, name):
         self.create(name, {})
+
+    @rule(fields=certainly_bad)
+    def create_refused(self, fields):
+        """A spec no target can have is refused as such, and makes nothing (the list invariant)."""
+        code, out = self.send("POST", "targets", {"name": "z9", "kind": "local-kernel", **fields})
+        assert code == 400, (fields, code, out)
 
     def _settle(self, name: str) -> None:
         """Wait (within the bound) until ``name`` is in no operation, as a user does after a 409."""
@@ -179,7 +190,7 @@ def test_stateful_runs_reach_the_success_paths_and_keep_the_model(tmp_path, comp
         # Runs of a few examples each, until 100 operations were accepted (or the budget is spent):
         # how many a run gets depends on how busy the targets were when it asked.
         end = time.monotonic() + BUDGET_SECONDS
-        while RUN["accepted"] < 100 and time.monotonic() < end:
+        while (RUN["accepted"] < 100 or not {200, 202, 400} <= set(RUN["statuses"])) and time.monotonic() < end:
             run_state_machine_as_test(Api, settings=settings(
                 max_examples=5, stateful_step_count=40, deadline=None, database=None, phases=[Phase.generate],
                 suppress_health_check=list(HealthCheck)))
