@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -117,6 +118,15 @@ def tree_rss_mb(pid: int) -> float:
 #: kernels, schedulers, workers): "STORE<TAB>WORKSPACE<TAB>TARGET". A process whose target is gone
 #: is found by it and ended, even when nothing in the store names the process any more.
 OWNER_ENV = "JUPYTER_COMPUTE_OWNER"
+#: Names one ``failpoint`` at which a process kills itself: how the tests reproduce a crash at the
+#: one moment that matters (a supervisor dying between starting its kernel and recording it).
+FAILPOINT_ENV = "JUPYTER_COMPUTE_FAILPOINT"
+
+
+def failpoint(name: str) -> None:
+    """Die here, as SIGKILL would kill us, when the environment names this point."""
+    if os.environ.get(FAILPOINT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def owner_tag(store_path: str, workspace: str, target: str) -> str:
@@ -140,6 +150,23 @@ def owned_processes(store_path: str) -> list[tuple[psutil.Process, str, str]]:
         if len(parts) == 3 and parts[0] == store_path:
             found.append((p, parts[1], parts[2]))
     return found
+
+
+def unaccounted(procs: list[psutil.Process], named: list[str | None], min_age: float) -> list[psutil.Process]:
+    """Those of ``procs`` older than ``min_age`` seconds of which neither the process nor any of its
+    parents is one of the ``named`` identities (dead identities name nothing: a pid may be reused)."""
+    pids = {parse(i)[0] for i in named if i and alive(i)}
+    now, left = time.time(), []
+    for p in procs:
+        try:
+            if now - p.create_time() < min_age:
+                continue
+            if p.pid in pids or any(a.pid in pids for a in p.parents()):
+                continue
+        except psutil.Error:  # gone meanwhile
+            continue
+        left.append(p)
+    return left
 
 
 def end_processes(procs: list[psutil.Process], grace: float = 3.0, patience: float = 0.0) -> list[psutil.Process]:

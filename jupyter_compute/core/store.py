@@ -478,6 +478,12 @@ class Store:
         r = self._conn().execute("SELECT * FROM operations WHERE id = ?", (op_id,)).fetchone()
         return _row_operation(r) if r else None
 
+    def latest_operation(self, workspace: str, target: str) -> dict | None:
+        """The operation on ``target`` begun last, running or ended."""
+        r = self._conn().execute("SELECT * FROM operations WHERE workspace = ? AND target = ? "
+                                 "ORDER BY started DESC LIMIT 1", (workspace, target)).fetchone()
+        return _row_operation(r) if r else None
+
     def running_operations(self, workspace: str | None = None) -> list[dict]:
         q, args = "SELECT * FROM operations WHERE status = 'running'", ()
         if workspace:

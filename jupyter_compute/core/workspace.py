@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from datetime import datetime
 from typing import Any, Awaitable, Callable, TypeVar
 
 from traitlets import TraitError
@@ -26,7 +27,7 @@ from .errors import (BackendRefused, ComputeError, ConfirmationRequired, Conflic
 from .kernels import TargetKernel, end_local_kernel, orphaned_kernels, sync_kernelspecs
 from .registry import Family, WorkspaceProvider, load_families
 from .route import Route
-from .models import KindInfo, Node, Operation, Size, State, Target, Usage, WorkspaceInfo
+from .models import KindInfo, Node, Operation, Size, State, Target, Usage, WorkspaceInfo, utcnow
 from .store import AsyncStore, Store
 
 log = logging.getLogger(__name__)
@@ -974,22 +975,55 @@ class Compute:
             raise NotFound(f"no operation with id '{op_id}'", reason="unknown_operation")
         return Operation(**row)
 
-    async def end_orphans(self) -> list[int]:
-        """End every process a target of this store owns (by the tag in its environment) whose target
-        no longer exists: what a crash left between deleting a target and ending its processes.
-        Returns the pids ended, each logged."""
+    async def end_orphans(self, quiet: float = None) -> list[int]:
+        """End every process a target of this store owns (by the tag in its environment) that the
+        store no longer accounts for, and log each one:
+
+        - its target no longer exists (a crash between deleting a target and ending its processes);
+        - its target exists, but neither the process nor any of its parents is one the store names
+          for it (a supervisor killed between starting its kernel and recording it). Such a process
+          is left alone while an operation on its target runs or ended less than ``quiet`` seconds
+          ago, and while it is younger than that: a process just started is recorded a moment later,
+          and one just stopped may still be on its way out.
+
+        Returns the pids ended."""
+        quiet = ORPHAN_QUIET_SECONDS if quiet is None else quiet
         found = await procs.off_loop(procs.owned_processes, self.store.sync.path)
-        orphans = []
+        by_target: dict[tuple[str, str], list] = {}
         for proc, ws, target in found:
-            if await self.store.get_target(ws, target) is None:
-                orphans.append((proc, ws, target))
+            by_target.setdefault((ws, target), []).append(proc)
+        orphans = []
+        for (ws, target), group in by_target.items():
+            row = await self.store.get_target(ws, target)
+            if row is None:
+                orphans += [(p, ws, target, "which no longer exists") for p in group]
+                continue
+            if not await self._quiet(ws, target, row, quiet):
+                continue
+            kernels = await self.store.list_kernels(ws, target)
+            named = [*_identities(row.get("runtime") or {}), *(k.get("process") for k in kernels),
+                     *(k.get("owner") for k in kernels)]
+            unnamed = await procs.off_loop(procs.unaccounted, group, named, quiet)
+            orphans += [(p, ws, target, "which does not record it") for p in unnamed]
         if not orphans:
             return []
-        ended = await procs.off_loop(procs.end_processes, [p for p, _, _ in orphans])
-        for proc, ws, target in orphans:
+        ended = await procs.off_loop(procs.end_processes, [p for p, *_ in orphans])
+        for proc, ws, target, why in orphans:
             log.warning("jupyter_compute: ended process %s (%s), left running by target '%s' in workspace '%s', "
-                        "which no longer exists", proc.pid, _cmd(proc), target, ws)
+                        "%s", proc.pid, _cmd(proc), target, ws, why)
         return [p.pid for p in ended]
+
+    async def _quiet(self, ws: str, target: str, row: dict, quiet: float) -> bool:
+        """Whether nothing happens to ``target`` now: no operation runs on it or ended within ``quiet``
+        seconds, and it is in no transitional state (what the backends' reconcile settles first)."""
+        if State(row["state"]).transitional:
+            return False
+        op = await self.store.latest_operation(ws, target)
+        if op is None:
+            return True
+        if op["status"] == "running" or not op["ended"]:
+            return False
+        return (utcnow() - datetime.fromisoformat(op["ended"])).total_seconds() >= quiet
 
     async def reconcile(self) -> None:
         """Check this machine's targets (remote workspaces are read live, so they need no check), and
@@ -1032,6 +1066,19 @@ class Compute:
         for w in self._workspaces.values():
             await w.close()
         self.store.shutdown()
+
+
+#: A tagged process the store does not name is ended only this long after anything happened to its target.
+ORPHAN_QUIET_SECONDS = 10.0
+
+
+def _identities(value: Any) -> list[str]:
+    """Every process identity ("pid:start") in a target's runtime record, however deep."""
+    if isinstance(value, dict):
+        return [i for v in value.values() for i in _identities(v)]
+    if isinstance(value, (list, tuple)):
+        return [i for v in value for i in _identities(v)]
+    return [value] if isinstance(value, str) and procs.parse(value) else []
 
 
 def _cmd(proc: Any) -> str:

@@ -91,6 +91,7 @@ class Supervisor:
         except OSError as e:
             self.fail(f"could not run {python}: {e}", "launch_failed")
             return 1
+        procs.failpoint("local-kernel-launched")
         self.kernel_ident = procs.identity(self.kernel.pid)
         self.store.update_target(self.ws, self.name, runtime={
             "supervisor": self.ident, "kernel": self.kernel_ident, "kernel_pid": self.kernel.pid,

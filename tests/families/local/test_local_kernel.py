@@ -164,6 +164,36 @@ def test_processes_of_a_target_gone_in_a_crash_are_ended_by_the_next_call(comput
 
 
 @pytest.mark.fault
+def test_a_kernel_its_supervisor_died_before_recording_is_ended_and_the_target_starts_again(compute_db):
+    """The supervisor killed between starting its kernel and recording it: the start fails saying so,
+    the target shows failed, the kernel nobody recorded is ended once nothing happens to the target
+    (the tag names it; the store does not), and a start then works."""
+    from jupyter_compute.core import processes as procs
+    from jupyter_compute.core.workspace import ORPHAN_QUIET_SECONDS
+
+    r = cli_subprocess("create", "k1", "--kind", "local-kernel",
+                       env={procs.FAILPOINT_ENV: "local-kernel-launched"})
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "exited before it finished" in r.stdout + r.stderr, (r.stdout, r.stderr)
+    found = [p for p, ws, t in procs.owned_processes(str(compute_db)) if (ws, t) == ("local", "k1")]
+    assert len(found) == 1 and "ipykernel_launcher" in " ".join(found[0].cmdline()), found
+    kernel = found[0].pid
+    assert cli("list").returncode == 0 and not gone(kernel)  # not while the failure is fresh
+    store = Store(str(compute_db))
+    row = store.get_target("local", "k1")
+    assert row["state"] == "failed" and str(kernel) not in json.dumps(row["runtime"]), row
+    wait_for(lambda: cli("list").returncode == 0 and gone(kernel), timeout=ORPHAN_QUIET_SECONDS + 30,
+             message="the unrecorded kernel to be ended")
+    assert store.get_target("local", "k1")["state"] == "failed"
+    r = cli("start", "k1")
+    assert r.returncode == 0, r.stderr
+    rt = store.get_target("local", "k1")["runtime"]
+    assert not gone(rt["kernel_pid"])
+    assert [p.pid for p, _, t in procs.owned_processes(str(compute_db)) if t == "k1"
+            and "ipykernel_launcher" in " ".join(p.cmdline())] == [rt["kernel_pid"]]
+
+
+@pytest.mark.fault
 async def test_20_concurrent_start_and_stop_calls_end_consistent(api, compute_db):
     code, body = await api("POST", "workspaces/local/targets", {"name": "k1", "kind": "local-kernel"})
     await wait_op(api, body["operation"]["id"])
