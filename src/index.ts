@@ -8,7 +8,7 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette } from '@jupyterlab/apputils';
+import { ICommandPalette, Notification } from '@jupyterlab/apputils';
 import { ILauncher } from '@jupyterlab/launcher';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
@@ -19,7 +19,7 @@ import { TargetPickerExtension } from './components/TargetPicker';
 import { ComputeController } from './controller';
 import { DetailsTabs } from './detailsTabs';
 import { computeIcon } from './icons';
-import { KernelSpecsFollower } from './kernelspecs';
+import { KernelEndedNotifier, KernelSpecsFollower } from './kernelspecs';
 import { ComputeLauncherItems, addNewNotebookCommand } from './launcher';
 import { ComputeModel } from './model';
 import { openPageTab } from './pageTab';
@@ -135,6 +135,12 @@ const kernels: JupyterFrontEndPlugin<void> = {
     new KernelSpecsFollower({
       events: events.stream,
       refresh: () => kernelspecs.refreshSpecs()
+    });
+    new KernelEndedNotifier({
+      events: events.stream,
+      isOurs: id =>
+        Array.from(app.serviceManager.kernels.running()).some(k => k.id === id),
+      notify: message => Notification.warning(message, { autoClose: false })
     });
     if (launcher) {
       addNewNotebookCommand(app.commands, kernelspecs, computeIcon);

@@ -12,6 +12,9 @@ import { EVENT_PREFIX, IEventEmission, TARGET_EVENT } from './connection';
 /** Sent by the server after it wrote or removed kernelspecs of targets. */
 export const KERNELSPECS_EVENT = `${EVENT_PREFIX}kernelspecs/v1`;
 
+/** Sent by the server when a notebook's kernel on a target ended for a reason of its own. */
+export const KERNEL_EVENT = `${EVENT_PREFIX}kernel/v1`;
+
 /** The key of a target's kernelspec metadata that says which target it runs on. */
 export const SPEC_METADATA_KEY = 'jupyter_compute';
 
@@ -230,5 +233,66 @@ export namespace KernelSpecsFollower {
     /** JupyterLab's event stream (`serviceManager.events.stream`). */
     events?: ISignal<unknown, IEventEmission>;
     fallbackDelayMs?: number;
+  }
+}
+
+/**
+ * Tells the person why a kernel of theirs on a target ended without being asked to (its target
+ * stopped, its memory limit, the out-of-memory killer): JupyterLab itself only says that the
+ * kernel died. Kernels of other JupyterLab windows and servers are left to those.
+ */
+export class KernelEndedNotifier implements IDisposable {
+  constructor(options: KernelEndedNotifier.IOptions) {
+    this._isOurs = options.isOurs;
+    this._notify = options.notify;
+    this._events = options.events;
+    this._events.connect(this._onEvent, this);
+  }
+
+  get isDisposed(): boolean {
+    return this._isDisposed;
+  }
+
+  handleEvent(event: IEventEmission): void {
+    if (
+      this._isDisposed ||
+      event?.schema_id !== KERNEL_EVENT ||
+      typeof event.kernel_id !== 'string' ||
+      typeof event.reason !== 'string' ||
+      !event.reason ||
+      !this._isOurs(event.kernel_id)
+    ) {
+      return;
+    }
+    const reason = event.reason;
+    this._notify(reason.charAt(0).toUpperCase() + reason.slice(1));
+  }
+
+  dispose(): void {
+    if (this._isDisposed) {
+      return;
+    }
+    this._isDisposed = true;
+    this._events.disconnect(this._onEvent, this);
+  }
+
+  private _onEvent(_: unknown, event: IEventEmission): void {
+    this.handleEvent(event);
+  }
+
+  private _isOurs: (kernelId: string) => boolean;
+  private _notify: (message: string) => void;
+  private _events: ISignal<unknown, IEventEmission>;
+  private _isDisposed = false;
+}
+
+export namespace KernelEndedNotifier {
+  export interface IOptions {
+    /** JupyterLab's event stream (`serviceManager.events.stream`). */
+    events: ISignal<unknown, IEventEmission>;
+    /** Whether a kernel id is one this JupyterLab has open. */
+    isOurs: (kernelId: string) => boolean;
+    /** Shows the message (JupyterLab's `Notification.warning`). */
+    notify: (message: string) => void;
   }
 }

@@ -152,6 +152,18 @@ def owned_processes(store_path: str) -> list[tuple[psutil.Process, str, str]]:
     return found
 
 
+def exit_words(code: int) -> str:
+    """How a process ended, from its return code, in words: 'killed by SIGKILL (signal 9)', 'exit code 1'."""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+    hint = " - often the out-of-memory killer" if name == "SIGKILL" else ""
+    return f"killed by {name} (signal {-code}){hint}"
+
+
 def unaccounted(procs: list[psutil.Process], named: list[str | None], min_age: float) -> list[psutil.Process]:
     """Those of ``procs`` older than ``min_age`` seconds of which neither the process nor any of its
     parents is one of the ``named`` identities (dead identities name nothing: a pid may be reused)."""

@@ -7,6 +7,8 @@ import { activityText, optionNote, planChoice, IChoice } from '../choice';
 import { IEventEmission, OPERATION_EVENT, TARGET_EVENT } from '../connection';
 import {
   KERNELSPECS_EVENT,
+  KERNEL_EVENT,
+  KernelEndedNotifier,
   KernelSpecsFollower,
   computeKernelOf,
   computeKernels,
@@ -390,5 +392,60 @@ describe('the picker decides between the kernel and a route', () => {
     expect(activityText({ activity: 'routing', startingTarget: null })).toBe(
       'routing…'
     );
+  });
+});
+
+describe('KernelEndedNotifier', () => {
+  class Bus {
+    readonly stream = new Signal<this, IEventEmission>(this);
+  }
+
+  function setup(open: string[]) {
+    const bus = new Bus();
+    const notify = jest.fn();
+    const notifier = new KernelEndedNotifier({
+      events: bus.stream,
+      isOurs: id => open.includes(id),
+      notify
+    });
+    return { bus, notify, notifier };
+  }
+
+  function ended(kernelId: string, reason: unknown): IEventEmission {
+    return {
+      schema_id: KERNEL_EVENT,
+      kernel_id: kernelId,
+      workspace: 'local',
+      target: 'k1',
+      reason
+    } as unknown as IEventEmission;
+  }
+
+  it("says why one of this window's kernels ended, as a sentence", () => {
+    const { bus, notify } = setup(['abc']);
+    bus.stream.emit(
+      ended(
+        'abc',
+        "the kernel on 'k1' died: killed by SIGKILL (signal 9) - often the out-of-memory killer"
+      )
+    );
+    expect(notify).toHaveBeenCalledWith(
+      "The kernel on 'k1' died: killed by SIGKILL (signal 9) - often the out-of-memory killer"
+    );
+  });
+
+  it('leaves the kernels of other windows, other events and empty reasons alone', () => {
+    const { bus, notify, notifier } = setup(['abc']);
+    bus.stream.emit(ended('other', 'the target was stopped'));
+    bus.stream.emit(ended('abc', ''));
+    bus.stream.emit(ended('abc', 42));
+    bus.stream.emit({
+      ...ended('abc', 'the target was stopped'),
+      schema_id: 'https://events.jupyter.org/jupyter_compute/target/v1'
+    } as IEventEmission);
+    expect(notify).not.toHaveBeenCalled();
+    notifier.dispose();
+    bus.stream.emit(ended('abc', 'the target was stopped'));
+    expect(notify).not.toHaveBeenCalled();
   });
 });

@@ -358,3 +358,77 @@ async def test_the_browser_is_told_why_a_kernel_ended(k1, jp_fetch, jp_ws_fetch,
         jp_serverapp.kernel_manager.remove_kernel(kernel["id"])
     finally:
         ws.close()
+
+
+def _execute(code: str, session: str) -> tuple[str, str]:
+    """An execute_request as JupyterLab sends it over the kernel's websocket."""
+    import uuid
+
+    msg_id = uuid.uuid4().hex
+    return msg_id, json.dumps({
+        "header": {"msg_id": msg_id, "username": "", "session": session, "msg_type": "execute_request",
+                   "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                    "allow_stdin": False, "stop_on_error": True}})
+
+
+@pytest.mark.fault
+async def test_a_notebooks_kernel_killed_mid_cell_says_how_and_comes_back(k1, jp_fetch, jp_ws_fetch, compute_db):
+    """A notebook's kernel on the target SIGKILLed while a cell runs, as JupyterLab meets it: the
+    notebook is told at once that the kernel is restarting, the reason names the signal (an event the
+    sidebar shows, and the kernel's record), the target itself goes on running, and the restarted
+    kernel runs the next cell."""
+    async def listed():
+        return "compute-k1" in json.loads((await jp_fetch("api", "kernelspecs")).body)["kernelspecs"]
+    await await_for(listed, timeout=10, interval=0.1, message="compute-k1 in the server's kernelspecs")
+    kernel = json.loads((await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "compute-k1"}))).body)
+    events = await jp_ws_fetch("api", "events", "subscribe")
+    channels = await jp_ws_fetch("api", "kernels", kernel["id"], "channels")
+
+    async def next_message(ws, until: float) -> dict:
+        return json.loads(await asyncio.wait_for(ws.read_message(), max(0.1, until - time.monotonic())))
+
+    try:
+        msg_id, request = _execute("import time\nprint('working', flush=True)\ntime.sleep(120)", "s1")
+        await channels.write_message(request)
+        deadline = time.monotonic() + 60
+        while True:  # the cell runs
+            m = await next_message(channels, deadline)
+            if m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == msg_id:
+                break
+        pid = kernel_rows(compute_db)[0]["runtime"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:  # the notebook hears of it: JupyterLab ends the running cell on this
+            m = await next_message(channels, deadline)
+            if m["msg_type"] == "status" and m["content"]["execution_state"] in ("restarting", "dead"):
+                break
+        assert m["content"]["execution_state"] == "restarting"
+        while True:
+            event = await next_message(events, deadline)
+            if event["schema_id"].endswith("/kernel/v1"):
+                break
+        assert (event["kernel_id"], event["target"]) == (kernel["id"], "k1")
+        assert event["reason"] == ("the kernel on 'k1' died: killed by SIGKILL (signal 9) - often the "
+                                   "out-of-memory killer"), event
+        assert json.loads(cli("show", "k1", "--output", "json").stdout)["state"] == "running"
+        # The server's automatic restart brings a fresh kernel on the same target, which runs cells.
+        def restarted():
+            rows = kernel_rows(compute_db)
+            return rows and rows[0]["runtime"]["pid"] != pid and psutil.pid_exists(rows[0]["runtime"]["pid"])
+        await asyncio.to_thread(wait_for, restarted, timeout=30, message="the restarted kernel")
+        deadline = time.monotonic() + 60
+        while True:
+            msg_id, request = _execute("print(40 + 2)", "s1")
+            await channels.write_message(request)
+            m = await next_message(channels, deadline)
+            while m["parent_header"].get("msg_id") != msg_id or m["msg_type"] not in ("stream", "execute_reply"):
+                m = await next_message(channels, deadline)
+            if m["msg_type"] == "stream":
+                break
+        assert m["content"]["text"] == "42\n"
+    finally:
+        channels.close()
+        events.close()
+        await jp_fetch("api", "kernels", kernel["id"], method="DELETE")

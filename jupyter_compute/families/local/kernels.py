@@ -51,6 +51,8 @@ class LocalTargetKernel(TargetKernel):
         self.conn_file = ""
         self.log_file = ""
         self._watchdog: asyncio.Task | None = None
+        #: Whether it was asked to end (a stop, a restart, a shutdown): any other exit is a death.
+        self._ending = False
 
     async def start(self, kernel_id: str, env: dict[str, str], connection: dict | None = None) -> dict[str, Any]:
         try:
@@ -144,9 +146,15 @@ class LocalTargetKernel(TargetKernel):
         if code is not None and self.reason is None:
             row = await self.store.get_kernel(self.kernel_id)
             self.reason = ((row or {}).get("runtime") or {}).get("reason")
+            if self.reason is None and not self._ending:
+                # Killed from outside (the out-of-memory killer, a person), or it crashed.
+                self.reason = f"the kernel on '{self.target}' died: {procs.exit_words(code)}"
+                await self.store.update_kernel(self.kernel_id, reason=self.reason)
         return code
 
     async def send_signal(self, signum: int) -> None:
+        if signum in (signal.SIGTERM, signal.SIGKILL):
+            self._ending = True
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signum)

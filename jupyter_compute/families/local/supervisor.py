@@ -184,7 +184,7 @@ class Supervisor:
                     return 0
             code = self.kernel.poll()
             if code is not None:
-                how = _exit_words(code)
+                how = procs.exit_words(code)
                 self.store.update_target(
                     self.ws, self.name, expect_state=("running",), expect_runtime={"supervisor": self.ident},
                     state="failed", runtime={},
@@ -263,18 +263,6 @@ class Supervisor:
                 self.kernel.wait(timeout=wait)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-
-
-def _exit_words(code: int) -> str:
-    """How a process ended, in words: 'killed by SIGKILL (signal 9)', 'exit code 1'."""
-    if code >= 0:
-        return f"exit code {code}"
-    try:
-        name = signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
-    hint = " - often the out-of-memory killer" if name == "SIGKILL" else ""
-    return f"killed by {name} (signal {-code}){hint}"
 
 
 def main(argv: list[str] | None = None) -> int:
