@@ -174,20 +174,21 @@ class Store:
         name = getattr(e, "sqlite_errorname", "") or ""
         text = str(e).lower()
         if name.startswith("SQLITE_FULL") or "disk is full" in text:
-            why = "the disk it is on is full"
+            why, fix = "the disk it is on is full", "free some space"
         elif name.startswith("SQLITE_READONLY") or "readonly" in text:
-            why = "it is read-only"
+            why, fix = "it is read-only", "make it writable, or name another with JUPYTER_COMPUTE_DB"
         elif name.startswith("SQLITE_IOERR") or "i/o error" in text:
             why = "the disk refused the write (out of space, a file size limit, or a failing disk)"
+            fix = "free some space or raise the limit"
         elif name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
-            why = "it cannot be opened"
+            why, fix = "it cannot be opened", "check that its folder exists and is yours"
         elif name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
             return Unavailable(f"jupyter_compute's store ({self.path}) stayed locked by another process for "
                                f"{BUSY_TIMEOUT_MS // 1000} s; nothing was changed. Try again.", reason="store_busy")
         else:
             return e
         return Unavailable(f"jupyter_compute's store ({self.path}) cannot be written: {why}. Nothing was changed; "
-                           "free some space or make the file writable, then try again.", reason="store_unwritable")
+                           f"{fix}, then try again.", reason="store_unwritable")
 
     def _migrate(self) -> None:
         with self.write() as c:

@@ -1,5 +1,5 @@
 """The REST API driven statefully, with a valid token, through its success paths: hypothesis's rule
-machine creates, starts, stops, restarts, updates and deletes local-kernel targets on a live Jupyter
+machine creates, starts, stops, restarts, updates and deletes local-kernel and dask-cluster targets on a live Jupyter
 server, with specs valid and hostile, and after every step checks what the server says against a
 model of what it accepted. The negative-mode authentication run is separate: every request without
 the token is refused, whatever else it holds."""
@@ -17,7 +17,9 @@ from tests.conftest import stop_all_targets
 from tests.loadclient import TRANSITIONAL, delete_all
 from tests.servers import ServerProcess
 
+#: Local kernels are made under these names, a Dask cluster under "d1"; every action takes any of them.
 NAMES = st.sampled_from(["a1", "b2", "c3"])
+ANY_NAME = st.sampled_from(["a1", "b2", "c3", "d1"])
 #: What the API answers a well-formed request with: an operation began, a read, a bad field, busy or
 #: taken, or unknown. Anything else (a 5xx above all) is a defect.
 DOCUMENTED = {200, 202, 400, 404, 409}
@@ -44,6 +46,17 @@ hostile_spec = st.fixed_dictionaries({}, optional={
     "tags": st.dictionaries(st.text(max_size=8), hostile_text, max_size=2),
     "bogus_field": st.integers(),
 })
+valid_dask = st.fixed_dictionaries({}, optional={
+    "min_nodes": st.integers(0, 1), "max_nodes": st.integers(1, 2), "threads_per_node": st.integers(1, 2),
+    "idle_seconds_before_scaledown": st.integers(0, 300),
+    "description": st.text(alphabet=string.ascii_letters + " .-", max_size=30),
+})
+hostile_dask = st.fixed_dictionaries({}, optional={
+    "min_nodes": st.integers(-1, 300), "max_nodes": st.integers(0, 300) | st.just("two"),
+    "threads_per_node": st.integers(0, 300), "memory_limit_mb": st.integers(-5, 5_000_000),
+    "idle_seconds_before_scaledown": st.integers(-1, 700_000), "env": st.just({"A": "b"}),
+})
+dask_spec = st.integers(0, 3).flatmap(lambda i: hostile_dask if i == 0 else valid_dask)
 #: Specs that are wrong whatever the state: each is refused, never a target.
 certainly_bad = st.sampled_from([
     {"memory_limit_mb": "lots"}, {"memory_limit_mb": -5}, {"env": {"OK": 5}},
@@ -79,8 +92,8 @@ class Api(RuleBasedStateMachine):
     # Which rule runs, and on which name, never depends on what the server answered: hypothesis
     # replays choices, and a live server may answer the same request differently (busy or not).
     @rule(name=NAMES, fields=spec)
-    def create(self, name, fields):
-        code, out = self.send("POST", "targets", {"name": name, "kind": "local-kernel", **fields})
+    def create(self, name, fields, kind="local-kernel"):
+        code, out = self.send("POST", "targets", {"name": name, "kind": kind, **fields})
         if code == 202:
             assert name not in self.present
             self.present.add(name)
@@ -89,7 +102,7 @@ class Api(RuleBasedStateMachine):
         elif code == 409:
             assert name in self.present or name in self.leaving, out
 
-    # Creating is three rules of nine (a fourth is always refused), so that most runs hold targets to act on.
+    # Creating is four rules of ten (and one more is always refused), so that most runs hold targets to act on.
     @rule(name=NAMES, fields=valid_spec)
     def create_plain(self, name, fields):
         self.create(name, fields)
@@ -97,6 +110,10 @@ class Api(RuleBasedStateMachine):
     @rule(name=NAMES)
     def create_bare(self, name):
         self.create(name, {})
+
+    @rule(fields=dask_spec)
+    def create_dask(self, fields):
+        self.create("d1", fields, kind="dask-cluster")
 
     @rule(fields=certainly_bad)
     def create_refused(self, fields):
@@ -127,22 +144,22 @@ class Api(RuleBasedStateMachine):
         else:
             assert code == 409, (code, out)  # busy: an operation runs on it
 
-    @rule(name=NAMES, action=st.sampled_from(["start", "stop", "restart"]))
+    @rule(name=ANY_NAME, action=st.sampled_from(["start", "stop", "restart"]))
     def act(self, name, action):
         self._act(name, action)
 
-    @rule(name=NAMES, action=st.sampled_from(["start", "stop"]))
+    @rule(name=ANY_NAME, action=st.sampled_from(["start", "stop"]))
     def act_again(self, name, action):
         self._act(name, action)
 
-    @rule(name=NAMES, fields=spec.filter(bool))
+    @rule(name=ANY_NAME, fields=st.one_of(spec, dask_spec).filter(bool))
     def update(self, name, fields):
         code, out = self.send("PATCH", f"targets/{name}", fields)
         assert code in (200, 400, 404, 409), (code, out)
         if code == 404:
             assert name not in self.present, out
 
-    @rule(name=NAMES)
+    @rule(name=ANY_NAME)
     def delete(self, name):
         code, out = self.send("DELETE", f"targets/{name}")
         if code == 202:
@@ -170,7 +187,7 @@ class Api(RuleBasedStateMachine):
     def the_list_is_what_was_accepted(self):
         code, out = self.server.request("GET", "workspaces/local/targets")
         assert code == 200
-        listed = {t["name"]: t for t in out["targets"] if t["kind"] == "local-kernel"}
+        listed = {t["name"]: t for t in out["targets"] if t["kind"] in ("local-kernel", "dask-cluster")}
         assert self.present <= set(listed) <= self.present | self.leaving, (self.present, self.leaving, listed)
         self.leaving &= set(listed)
         now = time.monotonic()
