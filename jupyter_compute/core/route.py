@@ -127,6 +127,35 @@ class ExecutionResult:
             raise ExecutionError("the target aborted the execution (an earlier request failed)")
 
 
+#: How the notebook names the cell it is running ("In[7]"): tracebacks formatted here name it so.
+CELL_LABEL: contextvars.ContextVar[str | None] = contextvars.ContextVar("jupyter_compute_cell_label", default=None)
+
+_RED, _CYAN, _GREEN, _LIGHT_GREEN, _DARK_CYAN, _END = "\x1b[91m", "\x1b[96m", "\x1b[32m", "\x1b[92m", "\x1b[36m", "\x1b[39m"
+
+
+def ipython_traceback(ename: str, evalue: str, frames: list[dict]) -> list[str]:
+    """A traceback in IPython's own form (its colours, "Cell In[7], line 2" and the numbered lines
+    around each frame's, with the arrow) from the frames a route brought back: each a dict of
+    ``file``, ``line``, ``name`` and ``context`` ([number, text] pairs). A file named ``<cell…>``
+    is the routed cell, named as the notebook names it (``CELL_LABEL``) when it says."""
+    header = "Traceback (most recent call last)"
+    out = [f"{_RED}{'-' * 75}{_END}", f"{_RED}{ename}{_END}{' ' * max(1, 75 - len(ename) - len(header))}{header}"]
+    for f in frames:
+        name = f.get("name") or "<module>"
+        where = f", in {_DARK_CYAN}{name}{_END}" if name != "<module>" else ""
+        label = CELL_LABEL.get()
+        if label and str(f.get("file", "")).startswith("<cell"):
+            text = f"{_CYAN}Cell{_END} {_GREEN}{label}, line {f.get('line')}{_END}{where}\n"
+        else:
+            text = f"{_CYAN}File{_END} {_GREEN}{f.get('file')}:{f.get('line')}{_END}{where}\n"
+        for number, line in f.get("context") or []:
+            mark = f"{'-' * max(0, 5 - len(str(number)))}> {number}" if number == f.get("line") else f"{number:>7}"
+            text += f"{_LIGHT_GREEN}{mark}{_END} {line}\n"
+        out.append(text)
+    out.append(f"{_RED}{ename}{_END}: {evalue}")
+    return out
+
+
 class RemoteError(Exception):
     """An exception raised by code on a target, shown with the target's own traceback.
 

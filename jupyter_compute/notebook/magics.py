@@ -37,7 +37,7 @@ from traitlets import Bool, Float
 
 from .. import commands
 from ..core.errors import ComputeError, Conflict
-from ..core.route import RUN_HERE, ExecutionResult, HereRoute, RemoteError, Route, TransferReport
+from ..core.route import CELL_LABEL, RUN_HERE, ExecutionResult, HereRoute, RemoteError, Route, TransferReport
 from .bridge import Bridge, CallerInterrupted, LoopThread, shared_compute
 from .output import CellOutput, NotebookUI, RemoteResult, _pairs_html, _without_widget_views
 from ..transport.transfer import Payload
@@ -520,6 +520,7 @@ class ComputeMagics(Magics):
         RUN_HERE.set(lambda code: bridge.call(self._run_here, code))
 
         phase[0] = "running"
+        CELL_LABEL.set(f"In[{self.shell.execution_count}]")
         result = await route.execute(cell, on_message=relay, stdin=stdin, **options)
         if afresh and result.status == "error" and result.ename == "NameError":
             _suggest_push(result, route.target)

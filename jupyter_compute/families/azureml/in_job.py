@@ -113,7 +113,17 @@ def main():
         sys.stdout.flush()
         sys.stderr.write("".join(lines))
         sys.stderr.flush()
-        write("__error__.json", json.dumps({"ename": type(e).__name__, "evalue": str(e),
+        frames = []
+        for fs in traceback.extract_tb(tb) if tb is not None else []:
+            context = []
+            for n in range(max(1, fs.lineno - 2), fs.lineno + 2):
+                text = linecache.getline(fs.filename, n)
+                if not text:
+                    break
+                if text.strip():
+                    context.append([n, text.rstrip("\n")])
+            frames.append({"file": fs.filename, "line": fs.lineno, "name": fs.name, "context": context})
+        write("__error__.json", json.dumps({"ename": type(e).__name__, "evalue": str(e), "frames": frames,
                                             "traceback": "".join(lines).rstrip("\n").split("\n")}).encode("utf-8"))
         write("__job__.json", json.dumps(report).encode("utf-8"))
         sys.exit(1)

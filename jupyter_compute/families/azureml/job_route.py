@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Hashable
 
 from ...core.errors import ComputeError, InvalidRequest
 from ...core.route import (BatchOutput, Capabilities, ExecutionError, ExecutionResult, ExecutionTimeout, MessageHandler, Route,
-                   StdinHandler, TransferError, TransferReport)
+                   StdinHandler, TransferError, TransferReport, ipython_traceback)
 
 if TYPE_CHECKING:
     from .jobs import AzureJobs
@@ -329,12 +329,16 @@ class AzureMLJobRoute(Route):
         message = azure[1] if azure else f"Azure reports job {run.name} as Failed"
         tail = run.tail.tail(TAIL_LINES) if run.tail else []
         lines = [f"Azure ML job {run.name} on {self.where} failed: {message}", f"Studio: {run.studio}"]
+        ename = (error or {}).get("ename") or "AzureMLJobFailed"
+        evalue = message if not error else f"{error.get('evalue', '')} (Azure: {message})"
+        if error and error.get("frames"):
+            # The cell's own exception, shown as IPython shows one; its output was shown as it came.
+            return ExecutionResult(status="error", ename=ename, evalue=evalue, traceback=[
+                *ipython_traceback(ename, error.get("evalue", ""), error["frames"]), "", *lines])
         if tail:
             lines += [f"--- last {len(tail)} lines of user_logs/std_log.txt ---", *tail]
         elif run.log_problem:
             lines.append(f"(the log could not be read: {run.log_problem})")
-        ename = (error or {}).get("ename") or "AzureMLJobFailed"
-        evalue = message if not error else f"{error.get('evalue', '')} (Azure: {message})"
         return ExecutionResult(status="error", ename=ename, evalue=evalue, traceback=lines)
 
     # -- interrupt ---------------------------------------------------------------------------------

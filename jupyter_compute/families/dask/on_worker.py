@@ -237,6 +237,25 @@ def _w_define(st, base64, threading, _time):
     threading.Thread(target=flusher, name="jupyter-compute-output", daemon=True).start()
 
 
+def _w_frames(tb):
+    """Each frame of a traceback from the cell's on, with the lines around it, for the notebook to
+    show as IPython would (the cell's source is in linecache while it runs)."""
+    import linecache
+    import traceback
+
+    frames = []
+    for fs in traceback.extract_tb(tb) if tb is not None else []:
+        context = []
+        for n in range(max(1, fs.lineno - 2), fs.lineno + 2):
+            text = linecache.getline(fs.filename, n)
+            if not text:
+                break
+            if text.strip():
+                context.append([n, text.rstrip("\n")])
+        frames.append({"file": fs.filename, "line": fs.lineno, "name": fs.name, "context": context})
+    return frames
+
+
 def _w_run(run_id, topic, code, pushed, rank, world_size, keep, forget=()):
     """Run one cell on this worker, its output going to ``topic``; returns its outcome. The
     namespaces of the cells in ``forget`` are dropped first."""
@@ -290,7 +309,7 @@ def _w_run(run_id, topic, code, pushed, rank, world_size, keep, forget=()):
             else:
                 lines = traceback.format_exception(type(e), e, tb)
             out.update(status="error", ename=type(e).__name__, evalue=str(e),
-                       traceback="".join(lines).rstrip("\n").split("\n"))
+                       traceback="".join(lines).rstrip("\n").split("\n"), frames=_w_frames(tb))
     finally:
         st.sinks.pop(me, None)
         sink.flush()

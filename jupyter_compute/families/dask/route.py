@@ -25,7 +25,7 @@ from typing import Any, Hashable, Mapping
 
 from ...core.errors import InvalidRequest, Unavailable
 from ...core.route import (BatchOutput, Capabilities, ExecutionError, ExecutionResult, ExecutionTimeout, MessageHandler,
-                   Route, StdinHandler, TransferError, TransferReport)
+                   Route, StdinHandler, TransferError, TransferReport, ipython_traceback)
 
 from .on_worker import FUNCTIONS as _W
 
@@ -486,7 +486,8 @@ class DaskRoute(Route):
         failed = [(r, run.results[r]) for r in sorted(run.results) if run.results[r].get("status") != "ok"]
         if failed:
             rank, res = failed[0]
-            tb = list(res.get("traceback") or [])
+            tb = (ipython_traceback(res.get("ename") or "Error", res.get("evalue") or "", res["frames"])
+                  if res.get("frames") else list(res.get("traceback") or []))
             if run.nodes > 1:
                 where = f" on {res['worker']}" if res.get("worker") else ""
                 tb.insert(0, f"[rank {rank}{where}]")

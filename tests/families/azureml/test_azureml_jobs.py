@@ -9,6 +9,7 @@ client and azure-storage-blob's aio clients run throughout; only loopback is rea
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -309,8 +310,12 @@ async def test_a_failed_job_raises_azures_message_and_the_log_tail(arm, open_rou
                                     "with status code 1.")
     tb = "\n".join(result.traceback)
     assert f"Azure ML job {name} on '{CLUSTER}' failed: Execution failed." in tb
-    assert "Error: ValueError: the input was wrong" in tb
-    assert "--- last" in tb and "working on it" in tb and 'File "<cell>", line 2' in tb
+    # The cell's exception as IPython shows one: header, the cell's line with its arrow, the error.
+    plain_tb = re.sub(r"\x1b\[[0-9;]*m", "", tb)
+    assert "ValueError                                Traceback (most recent call last)" in plain_tb, plain_tb
+    assert "File <cell>:2\n      1 print('working on it')\n----> 2 raise ValueError('the input was wrong')" in plain_tb
+    assert "\nValueError: the input was wrong\n" in plain_tb
+    assert "working on it" in seen.text()  # its output came as it ran
     with pytest.raises(ValueError) as raised:
         result.raise_for_error()
     assert isinstance(raised.value, RemoteError)

@@ -104,7 +104,8 @@ def test_cells_run_as_jobs_and_a_failure_stops_with_azures_message(project, arm)
     tb = "\n".join(plain(line) for line in error.traceback)
     assert f"Azure ML job {arm.job_bodies[1]['name']} on '{CLUSTER}' failed: Execution failed. User process " \
            "'python' exited with status code 1." in tb
-    assert "about to fail" in tb and "ValueError: the job input was bad" in tb
+    assert re.search(r"Cell In\[\d+\], line \d+\n(.*\n)*----> \d+ raise ValueError\('the job input was bad'\)", tb), tb
+    assert "\nValueError: the job input was bad\n" in tb
     assert "about to fail" in text_of(failed, "stdout")
     assert arm.job(arm.job_bodies[1]["name"])["properties"]["status"] == "Failed"
 

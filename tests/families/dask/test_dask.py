@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -348,7 +349,12 @@ async def test_errors_come_back_with_type_message_and_traceback(shared_route):
     stdin = await shared_route.execute("input('name? ')")
 
     assert (one.status, one.ename, one.evalue) == ("error", "KeyError", "'nope'")
-    assert any("raise KeyError('nope')" in line for line in one.traceback)
+    # As IPython shows it: header, each frame with the lines around it and an arrow, then the error.
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(one.traceback))
+    assert shown.startswith("-" * 75 + "\nKeyError" + " " * 34 + "Traceback (most recent call last)\n"), shown
+    assert re.search(r"File <cell \w+>:4\n      2 +raise KeyError\('nope'\)\n      3 print\('before'\)\n----> 4 f\(\)", shown), shown
+    assert re.search(r"File <cell \w+>:2, in f\n      1 def f\(\):\n----> 2     raise KeyError\('nope'\)\n      3 ", shown), shown
+    assert shown.endswith("\nKeyError: 'nope'")
     assert not any("dask.py" in line or "distributed" in line for line in one.traceback)
     with pytest.raises(KeyError):
         one.raise_for_error()
@@ -507,6 +513,9 @@ def test_notebook_pushes_pulls_and_runs_on_two_nodes_of_the_dask_cluster(shared,
     assert error["ename"] == "NameError" and error["evalue"] == (
         "name 'scale' is not defined. Each cell on 'shared' runs afresh, without earlier cells' variables: "
         "send 'scale' from this notebook with --push scale"), error["evalue"]
+    # Its traceback as IPython shows one of this notebook's own cells: named by its execution count.
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error["traceback"]))
+    assert f"Cell In[{c[5].execution_count}], line 1\n----> 1 print(scale)" in shown, shown
 
 
 @pytest.fixture
