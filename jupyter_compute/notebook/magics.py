@@ -520,7 +520,9 @@ class ComputeMagics(Magics):
         RUN_HERE.set(lambda code: bridge.call(self._run_here, code))
 
         phase[0] = "running"
-        CELL_LABEL.set(f"In[{self.shell.execution_count}]")
+        # The number IPython shows for this cell: its input is stored under it before it runs
+        # (``execution_count`` itself is already the next one's on some IPython versions).
+        CELL_LABEL.set(f"In[{len(self.shell.history_manager.input_hist_parsed) - 1}]")
         result = await route.execute(cell, on_message=relay, stdin=stdin, **options)
         if afresh and result.status == "error" and result.ename == "NameError":
             _suggest_push(result, route.target)

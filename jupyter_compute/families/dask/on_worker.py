@@ -400,4 +400,4 @@ def _portable(*fns: types.FunctionType) -> dict[str, types.FunctionType]:
 
 
 #: What the route sends to the workers, by name.
-FUNCTIONS = _portable(_w_state, _w_install, _w_define, _w_run, _w_fetch, _w_forget, _w_interrupt, _w_exit)
+FUNCTIONS = _portable(_w_state, _w_install, _w_define, _w_frames, _w_run, _w_fetch, _w_forget, _w_interrupt, _w_exit)
