@@ -660,6 +660,12 @@ async def _run(args: argparse.Namespace, compute, ui) -> int:
         op = await getattr(ws, cmd)(args.name, confirm=args.yes, **kw)
     elif cmd in ("stop", "restart"):
         await _refuse_self_stop(ws, args)
+        if not args.yes:
+            # The one rule of every face: what would lose a kernel's variables is asked first.
+            target = await ws.get(args.name)
+            if target.state == "running" and ws.kind_spec(target.kind).keeps_variables:
+                ui.confirm(f"{cmd.capitalize()} '{args.name}' ({target.kind})? The variables in its kernel are lost.",
+                           "--yes")
         op = await getattr(ws, cmd)(args.name, confirm=args.yes, **kw)
     else:
         op = await getattr(ws, cmd)(args.name, **kw)

@@ -63,6 +63,8 @@ export interface IKind {
   attach_schema?: JSONSchema7 | null;
   update_fields?: string[];
   examples?: Record<string, unknown>[];
+  /** A running target of this kind holds a kernel's variables, which stop and restart lose. */
+  keeps_variables?: boolean;
 }
 
 export interface ISize {

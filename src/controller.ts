@@ -71,10 +71,15 @@ export class ComputeController implements IDisposable {
     const label = actionLabel(target, action);
     // On the compute instance this server runs on, the server itself names the consequence
     // and asks for it to be accepted (see `_runConfirmed`): asking here too would ask twice.
+    // The rule of every face: a delete, and a stop or restart that loses a kernel's variables.
+    const losesVariables =
+      target.state === 'running' &&
+      this.model.kindOf(target)?.keeps_variables === true;
     const ask =
       target.properties?.this_instance !== true &&
       ((action === 'delete' && this._settings.confirmDelete) ||
         ((action === 'stop' || action === 'restart') &&
+          losesVariables &&
           this._settings.confirmStop));
     if (ask) {
       const result = await showDialog({

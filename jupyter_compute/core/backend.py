@@ -34,6 +34,9 @@ class KindSpec:
     create_model: type[Spec] | None = None
     attach_model: type[Spec] | None = None
     examples: list[dict[str, Any]] = field(default_factory=list)
+    #: Whether a running target of this kind holds a kernel's variables, which a stop or restart
+    #: loses: every face asks before that (the sidebar's dialog, the command line's question, --yes).
+    keeps_variables: bool = False
 
     def model(self) -> type[Spec] | None:
         return self.create_model if self.managed else self.attach_model
@@ -59,7 +62,7 @@ class KindSpec:
             operations=list(self.operations), create_schema=schema(self.create_model),
             attach_schema=schema(self.attach_model),
             update_fields=sorted(model.updatable) if model is not None else [],
-            examples=self.examples)
+            examples=self.examples, keeps_variables=self.keeps_variables)
 
 
 @dataclass

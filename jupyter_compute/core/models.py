@@ -136,6 +136,8 @@ class KindInfo(BaseModel):
     attach_schema: dict[str, Any] | None = None
     update_fields: list[str] = Field(default_factory=list)
     examples: list[dict[str, Any]] = Field(default_factory=list)
+    keeps_variables: bool = Field(False, description="A running target of this kind holds a kernel's variables, "
+                                                     "which stop and restart lose.")
 
 
 # --- Specs -------------------------------------------------------------------------------------

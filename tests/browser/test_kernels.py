@@ -148,7 +148,7 @@ def test_target_kernel_in_launcher_and_kernel_picker_follows_the_target(page, la
 def test_notebook_on_a_target_kernel(page, lab, artifacts, kernels):
     done = lab.cli("create", "k-env", "--kind", "local-kernel", "--env", "GREETING=hello")
     assert done.returncode == 0, done.stderr
-    done = lab.cli("stop", "k-env")
+    done = lab.cli("stop", "k-env", "--yes")
     assert done.returncode == 0, done.stderr
     lab.wait_state("k-env", "stopped")
     ui = LabPage(page, lab).open()

@@ -106,7 +106,7 @@ def test_target_created_by_cli_appears_without_reload(page, lab):
     ui.expect_state("from-cli", "running")
     assert time.monotonic() - started < 90
 
-    done = lab.cli("stop", "from-cli")
+    done = lab.cli("stop", "from-cli", "--yes")
     assert done.returncode == 0, done.stderr
     ui.expect_state("from-cli", "stopped", timeout=5_000)
 

@@ -79,8 +79,15 @@ def test_no_prompt_without_a_terminal():
     assert cli("create", "k1", "--kind", "local-kernel").returncode == 0
     r = cli("delete", "k1")
     assert r.returncode == 2 and "--yes" in r.stderr
-    r = cli("stop", "k1")
-    assert r.returncode == 0  # stopping a local kernel asks nothing
+    # A stop or restart that loses a kernel's variables is asked first, as a delete is.
+    for verb in ("stop", "restart"):
+        r = cli(verb, "k1")
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip().endswith(f"{verb.capitalize()} 'k1' (local-kernel)? The variables in its kernel are "
+                                         "lost. Refusing without a terminal to ask on: add --yes."), r.stderr
+    assert json.loads(cli("show", "k1", "-o", "json").stdout)["state"] == "running"  # nothing changed
+    assert cli("stop", "k1", "--yes").returncode == 0
+    assert cli("stop", "k1").returncode == 0  # a stopped kernel holds nothing: nothing to ask
     assert cli("show", "k1").returncode == 0
     r = cli("delete", "k1", "--yes", "-o", "json")
     assert r.returncode == 0 and json.loads(r.stdout)["status"] == "succeeded"

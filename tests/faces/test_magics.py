@@ -251,7 +251,7 @@ def test_a_kernel_killed_mid_cell_ends_the_cell_with_why_and_a_restart_works(she
                         "(signal 9) - often the out-of-memory killer)"), str(err)
     wait_for(lambda: json.loads(cli("show", "k1", "--output", "json").stdout)["state"] == "failed", timeout=15,
              message="k1 to show failed")
-    assert cli("restart", "k1").returncode == 0
+    assert cli("restart", "k1", "--yes").returncode == 0
     result, err = run_cell(shell, "%%compute k1\n'alive again'")
     assert err is None and repr(result) == "'alive again'"
 

@@ -84,7 +84,7 @@ class AzureMLBackend(Backend):
             INSTANCE, "Compute instances",
             "A managed cloud workstation for one user: Jupyter, JupyterLab, VS Code and RStudio on an Azure VM.",
             managed=True, operations=("create", "start", "stop", "restart", "delete", "nodes"),
-            create_model=ComputeInstanceSpec,
+            create_model=ComputeInstanceSpec, keeps_variables=True,
             examples=[{"name": "alice-dev", "size": "Standard_DS3_v2"},
                       {"name": "gpu-dev", "size": "Standard_NC6s_v3", "idle_shutdown_minutes": 60,
                        "schedules": [{"action": "stop", "cron": "0 19 * * 1-5", "time_zone": "UTC"}]}]),

@@ -152,7 +152,7 @@ class RemoteJupyterBackend(Backend):
             "A Jupyter server you can reach (a JupyterHub, a workstation, a cloud notebook service); "
             "cells run in a kernel it starts for you.",
             managed=False, operations=("attach", "update", "start", "stop", "restart", "detach", "nodes"),
-            attach_model=JupyterServerSpec,
+            attach_model=JupyterServerSpec, keeps_variables=True,
             examples=[{"name": "workstation", "url": "http://127.0.0.1:8888/", "token": "<the server's token>"},
                       {"name": "hub", "url": "https://hub.example.org/user/me/", "token": "<an API token>",
                        "kernel_name": "python3"}]),

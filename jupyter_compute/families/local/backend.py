@@ -146,7 +146,7 @@ class LocalBackend(Backend):
             "local-kernel", "Local kernels",
             "A persistent ipykernel on this machine with its own interpreter, environment and working directory.",
             managed=True, operations=("create", "update", "start", "stop", "restart", "delete", "nodes"),
-            create_model=LocalKernelSpec,
+            create_model=LocalKernelSpec, keeps_variables=True,
             examples=[{"name": "analysis"}, {"name": "big-mem", "memory_limit_mb": 8192, "idle_shutdown_minutes": 60,
                                              "env": {"OMP_NUM_THREADS": "2"}}]),
     }

@@ -501,7 +501,7 @@ class SSHBackend(Backend):
             "A machine you reach over SSH. Cells run in an ipykernel started there, its channels tunnelled "
             "over the one SSH connection; the link is kept alive and re-established after a cut.",
             managed=False, operations=("attach", "update", "start", "stop", "restart", "detach", "nodes"),
-            attach_model=SSHSpec,
+            attach_model=SSHSpec, keeps_variables=True,
             examples=[{"name": "gpu-box", "host": "gpu.example.org", "username": "me",
                        "ssh_private_key": "~/.ssh/id_ed25519"},
                       {"name": "lab", "host": "10.0.0.7", "port": 2222, "username": "me", "password": "…",

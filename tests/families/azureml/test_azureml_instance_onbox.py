@@ -276,7 +276,11 @@ def test_the_cli_refuses_a_self_stop_without_yes(box, arm):
     shown = json.loads(box.cli("show", "alice-ci", "--output", "json").stdout)
     assert shown["properties"]["this_instance"] is True and shown["properties"]["idle_shutdown"]["minutes"] == 60
     assert shown["properties"]["idle_shutdown"]["state"] == "unknown"  # only the instance's Jupyter server sees it
+    # Another instance is asked about as any kernel's machine is: its variables, not this session.
     r = box.cli("stop", "other-ci")
+    assert r.returncode == 2 and "The variables in its kernel are lost" in r.stderr, r.stderr
+    assert "ends this JupyterLab session" not in r.stderr
+    r = box.cli("stop", "other-ci", "--yes")
     assert r.returncode == 0, r.stderr
     r = box.cli("stop", "alice-ci", "--yes", "--output", "json")
     assert r.returncode == 0, r.stderr

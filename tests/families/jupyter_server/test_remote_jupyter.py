@@ -376,10 +376,10 @@ def test_start_nodes_restart_stop_and_detach(remote, attached):
     assert nodes[0]["state"] == "running" and nodes[0]["port"] == remote.port and nodes[0]["properties"]["version"]
     assert nodes[1]["id"] == kid and nodes[1]["state"] in ("idle", "busy", "starting")
 
-    r = cli("restart", "remote", "--output", "json")
+    r = cli("restart", "remote", "--yes", "--output", "json")
     assert r.returncode == 0 and json.loads(r.stdout)["properties"]["kernel_id"] == kid  # the REST restart
 
-    assert cli("stop", "remote").returncode == 0
+    assert cli("stop", "remote", "--yes").returncode == 0
     assert show("remote")["state"] == "stopped"
     assert remote.api("GET", f"api/kernels/{kid}")[0] == 404
 

@@ -90,7 +90,7 @@ def test_a_password_alone_logs_in_and_the_kernel_runs_as_that_user(password_sshd
         assert password not in text
     assert [f for f in files_holding(compute_db.parent, password) if "compute.db" in f] == []
 
-    r = cli("stop", "pwvm", "--output", "json")
+    r = cli("stop", "pwvm", "--yes", "--output", "json")
     assert r.returncode == 0, r.stderr
     wait_for(lambda: not kernel.is_running() or kernel.status() == psutil.STATUS_ZOMBIE, timeout=15,
              message="the remote kernel to end")
