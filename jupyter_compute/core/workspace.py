@@ -975,7 +975,7 @@ class Compute:
             raise NotFound(f"no operation with id '{op_id}'", reason="unknown_operation")
         return Operation(**row)
 
-    async def end_orphans(self, quiet: float = None) -> list[int]:
+    async def end_orphans(self, quiet: float | None = None) -> list[int]:
         """End every process a target of this store owns (by the tag in its environment) that the
         store no longer accounts for, and log each one:
 

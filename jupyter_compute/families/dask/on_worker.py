@@ -246,7 +246,7 @@ def _w_frames(tb):
     frames = []
     for fs in traceback.extract_tb(tb) if tb is not None else []:
         context = []
-        for n in range(max(1, fs.lineno - 2), fs.lineno + 2):
+        for n in range(max(1, (fs.lineno or 0) - 2), (fs.lineno or -2) + 2):  # no line number: no context
             text = linecache.getline(fs.filename, n)
             if not text:
                 break
