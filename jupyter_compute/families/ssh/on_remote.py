@@ -139,34 +139,94 @@ def launch(arg):
         with os.fdopen(fd, "w") as f:
             json.dump({"key": arg["key"], "ip": "127.0.0.1", "transport": "tcp", "signature_scheme": "hmac-sha256",
                        "shell_port": 0, "iopub_port": 0, "stdin_port": 0, "control_port": 0, "hb_port": 0}, f)
+    exit_file = exit_file_of(conn_file)
+    try:
+        os.remove(exit_file)  # a restart's: the kernel before this one's
+    except OSError:
+        pass
     log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         # The kernel binds ports of its own choosing and writes them, with a key, to conn_file:
-        # ports chosen here and bound there could be taken in between.
-        proc = subprocess.Popen([sys.executable, "-m", "ipykernel_launcher", "-f", conn_file, "--ip=127.0.0.1"],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                                cwd=os.path.expanduser("~"), close_fds=True, start_new_session=True)
+        # ports chosen here and bound there could be taken in between. A small waiter is its
+        # parent, to write down how it ended: nothing else here outlives this call.
+        # The kernel's command goes in on stdin: only the kernel's own command line names it.
+        waiter = subprocess.Popen([sys.executable, "-c", WAITER, exit_file, log_file, os.path.expanduser("~")],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
+                                  close_fds=True, start_new_session=True)
     finally:
         os.close(log)
+    waiter.stdin.write(json.dumps([sys.executable, "-m", "ipykernel_launcher", "-f", conn_file,
+                                   "--ip=127.0.0.1"]).encode() + b"\n")
+    waiter.stdin.close()
+    first = waiter.stdout.readline()
+    waiter.stdout.close()
+    try:
+        pid = int(first)
+    except ValueError:
+        waiter.wait()
+        emit({"error": "the kernel could not be started with %s" % sys.executable})
+        return 0
     conn = None
     deadline = time.monotonic() + float(arg.get("ready", 60))
-    while time.monotonic() < deadline and proc.poll() is None:
+    while time.monotonic() < deadline and waiter.poll() is None:
         conn = written_connection(conn_file)
         if conn is not None:
             break
         time.sleep(0.02)
     if conn is None:
-        code = proc.poll()
+        code = waiter.poll()
         if code is None:
-            proc.kill()
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        else:
+            code = exit_code(conn_file, 1.0)
         with open(log_file, "rb") as f:
             tail = f.read()[-2000:].decode(errors="replace")
         emit({"error": "the kernel did not start (%s): %s" % (
             "exit code %s" % code if code is not None else "no ports within the time allowed", tail.strip())})
         return 0
-    emit({"pid": proc.pid, "connection": conn, "conn_file": conn_file, "log_file": log_file,
+    emit({"pid": pid, "connection": conn, "conn_file": conn_file, "log_file": log_file,
           "facts": facts()})
     return 0
+
+
+#: The kernel's parent on the remote machine: starts it in a session of its own (so a signal reaches
+#: its whole process group), says its pid, waits for it and writes down its return code.
+WAITER = (
+    "import json, os, subprocess, sys\n"
+    "exit_file, log_file, cwd = sys.argv[1:4]\n"
+    "argv = json.loads(sys.stdin.readline())\n"
+    "log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)\n"
+    "proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=cwd,\n"
+    "                        close_fds=True, start_new_session=True)\n"
+    "os.close(log)\n"
+    "sys.stdout.write('%d\\n' % proc.pid)\n"
+    "sys.stdout.close()\n"
+    "code = proc.wait()\n"
+    "fd = os.open(exit_file + '.part', os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)\n"
+    "os.write(fd, str(code).encode())\n"
+    "os.close(fd)\n"
+    "os.replace(exit_file + '.part', exit_file)\n"
+)
+
+
+def exit_file_of(conn_file):
+    return conn_file[:-len(".json")] + ".exit" if conn_file.endswith(".json") else conn_file + ".exit"
+
+
+def exit_code(conn_file, wait=0.0):
+    """The kernel's return code as its waiter wrote it (negative: the signal), or None."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with open(exit_file_of(conn_file)) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
 
 
 def written_connection(path):
@@ -202,14 +262,17 @@ def watch(arg):
     interval = float(arg.get("interval", 0.5))
     beat = time.monotonic()
     try:
-        emit({"alive": alive(pid, conn_file)})
+        if not alive(pid, conn_file):
+            emit({"alive": False, "code": exit_code(conn_file, 1.0)})
+            return 0
+        emit({"alive": True})
         while alive(pid, conn_file):
             time.sleep(interval)
             if time.monotonic() - beat >= 1.0:
                 # Writing is how this notices that the SSH session behind it is gone.
                 beat = time.monotonic()
                 emit({"beat": True})
-        emit({"exited": True})
+        emit({"exited": True, "code": exit_code(conn_file, 1.0)})
     except (BrokenPipeError, OSError):
         pass
     return 0
@@ -246,7 +309,9 @@ def stop(arg):
                 time.sleep(0.05)
             if not alive(pid, conn_file):
                 break
-    for path in (conn_file, arg.get("log_file")):
+    if was:
+        exit_code(conn_file, 1.0)  # its waiter writes it down as it goes; removed with the rest
+    for path in (conn_file, arg.get("log_file"), exit_file_of(conn_file)):
         if path and os.path.basename(path).startswith(PREFIX):
             try:
                 os.remove(path)

@@ -109,6 +109,8 @@ class Supervisor:
         self.stopping = asyncio.Event()
         self.link_up = asyncio.Event()
         self.kernel_exited = asyncio.Event()
+        #: How the remote kernel ended, when its waiter wrote it down (a negative code is a signal).
+        self.kernel_exit_code: int | None = None
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         row = await self.db(self.store.get_target, self.ws, self.name)
         if row is None:
@@ -404,7 +406,8 @@ class Supervisor:
                             if msg.get("exited") or msg.get("alive") is False:
                                 if not nb.ended:
                                     tail = (await self.remote_call("tail", nb.remote, timeout=15)).get("log", "")
-                                    nb.notify({"event": "exited", "reason": f"the kernel on {self.where} exited. "
+                                    nb.notify({"event": "exited", "reason": f"the kernel on {self.where} "
+                                                                            f"{_ended(msg.get('code'))}. "
                                                                             f"Last output: {tail.strip()[-400:]}"})
                                     nb.ended = True
                                 return
@@ -451,6 +454,7 @@ class Supervisor:
                         msg = json.loads(line)
                         if msg.get("exited") or msg.get("alive") is False:
                             if generation == self.generation:
+                                self.kernel_exit_code = msg.get("code")
                                 self.kernel_exited.set()
                             return
             except Exception as e:
@@ -612,7 +616,8 @@ class Supervisor:
             delay = min(delay * 2, RECONNECT_MAX_DELAY)
 
     async def kernel_died(self) -> None:
-        await self.end_notebook_kernels(f"the target '{self.name}' failed: its kernel on {self.where} exited")
+        how = _ended(self.kernel_exit_code)
+        await self.end_notebook_kernels(f"the target '{self.name}' failed: its kernel on {self.where} {how}")
         tail = (await self.remote_tail()).strip()
         if self.link is not None and self.remote:
             with contextlib.suppress(ComputeError):
@@ -622,7 +627,7 @@ class Supervisor:
         await self.set_target(state="failed", provider_state=None,
                               runtime_merge={"supervisor": None, "remote": None, "connection_file": None,
                                              "control": None, "link": None},
-                              errors=[{"message": f"the remote kernel on {self.where} exited unexpectedly. "
+                              errors=[{"message": f"the remote kernel on {self.where} {how}. "
                                                   f"Last output: {tail[-600:]}",
                                        "code": "kernel_died", "at": utcnow().isoformat()}])
         await self.close()
@@ -812,6 +817,11 @@ def _loop_factory():
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+def _ended(code: int | None) -> str:
+    """How a remote kernel ended, in words, from what its waiter wrote down."""
+    return f"exited unexpectedly ({procs.exit_words(code)})" if code is not None else "exited unexpectedly"
 
 
 def main(argv: list[str] | None = None) -> int:

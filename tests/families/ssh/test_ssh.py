@@ -344,6 +344,26 @@ def test_a_supervisor_no_longer_its_targets_ends_itself(sshd, compute_db, how):
         os.kill(kernel, signal.SIGKILL)
 
 
+@pytest.mark.fault
+def test_a_remote_kernel_killed_from_outside_shows_failed_saying_how(sshd, compute_db):
+    """The remote kernel SIGKILLed there (the out-of-memory killer): the target shows failed and says
+    how it ended, as a local kernel's does (its parent on the remote machine wrote that down); a start
+    brings it back, and a stop leaves nothing running there."""
+    t = start_vm(compute_db, sshd)
+    os.kill(t["properties"]["remote_pid"], signal.SIGKILL)
+    failed = wait_for(lambda: (r := row(compute_db))["state"] == "failed" and r, timeout=20,
+                      message="vm to show failed")
+    error = failed["errors"][-1]
+    assert error["code"] == "kernel_died", error
+    assert error["message"].startswith("the remote kernel on ") and (
+        "exited unexpectedly (killed by SIGKILL (signal 9) - often the out-of-memory killer). Last output: "
+        in error["message"]), error
+    r = cli("start", "vm", "--output", "json")
+    assert r.returncode == 0 and json.loads(r.stdout)["state"] == "running", r.stderr
+    assert cli("stop", "vm", "--yes").returncode == 0
+    wait_for(lambda: not sshd.started_processes(), timeout=15, message="nothing left running on the machine")
+
+
 def test_missing_ipykernel_or_python_is_explained(sshd, compute_db):
     r = cli(*attach_args(sshd, "nopython"), "--python", "/nonexistent/bin/python3")
     assert r.returncode == 2 and "was not found" in r.stderr and "--python" in r.stderr
