@@ -178,3 +178,38 @@ def test_panel_shows_targets_in_every_state(page, lab, artifacts):
     finally:
         for name in ("analysis", "big-mem", "etl-nightly"):
             lab.delete(name)
+
+
+def test_a_cell_on_a_dask_cluster_says_it_runs_afresh_and_its_error_reads_like_ipythons(
+        page, lab, artifacts, kernels):
+    """Cells sent to a Dask cluster, in JupyterLab: the first says once that each cell runs as a new
+    task; a name from an earlier cell fails with a traceback laid out as IPython's own (this cell's
+    number, the arrow on its line) and how to send the name."""
+    code, body = lab.compute("POST", "workspaces/local/targets", {"name": "nb-dask", "kind": "dask-cluster",
+                                                                  "min_nodes": 1, "max_nodes": 1})
+    assert code == 202, body
+    lab.wait_state("nb-dask", "running")
+    try:
+        ui = LabPage(page, lab).open()
+        ui.write_notebook("afresh.ipynb", ["%load_ext jupyter_compute", "x = 21",
+                                           "%%compute nb-dask\nprint('on the cluster')",
+                                           "%%compute nb-dask\nprint(x * 2)"])
+        ui.open_notebook("afresh.ipynb")
+        ui.run_all()
+        first, second = ui.output_of(2), ui.output_of(3)
+        expect(first.filter(has_text="on the cluster")).to_have_count(1, timeout=120_000)
+        expect(first.filter(has_text="jupyter_compute: each cell on 'nb-dask' runs as a new Dask task; "
+                                     "variables move with --push and --pull")).to_have_count(1)
+        error = second.filter(has_text="NameError")
+        expect(error).to_have_count(1, timeout=60_000)
+        text = error.inner_text()
+        assert "NameError                                 Traceback (most recent call last)" in text, text
+        assert "Cell In[4], line 1\n----> 1 print(x * 2)" in text, text
+        assert "NameError: name 'x' is not defined" in text and "send 'x' from this notebook with --push x" in text
+        expect(second.filter(has_text="runs as a new Dask task")).to_have_count(0)  # said once
+        # IPython's colours reach the page: the arrow is painted as IPython paints it.
+        expect(error.locator("span", has_text="----> 1")).not_to_have_count(0)
+        ui.cell(3).screenshot(path=str(artifacts / "remote-traceback.png"))
+        copy_for_readme(artifacts / "remote-traceback.png", "remote-traceback.png")
+    finally:
+        lab.delete("nb-dask")

@@ -599,10 +599,11 @@ class Supervisor:
                     self.start_watcher()
                     self.link_up.set()
                     now = utcnow().isoformat()
-                    await self.set_target(expect_state="unknown", state="running", errors=[],
-                                          provider_state=f"connected (re-established {self.reconnects}x)")
+                    # The link's record first: whoever sees "running" sees the link that brought it back.
                     await self.set_target(runtime_merge={"link": "up", "link_since": now,
                                                          "reconnects": self.reconnects, "facts": self.facts})
+                    await self.set_target(expect_state="unknown", state="running", errors=[],
+                                          provider_state=f"connected (re-established {self.reconnects}x)")
                     await self.broadcast(self.link_event())
                     log.info("link to %s re-established after %d attempt(s)", self.where, attempt)
                     return
