@@ -15,12 +15,30 @@ SECTIONS = ["bench.control", "bench.routing", "bench.kernels", "bench.streaming"
             "bench.sidebar", "bench.load"]
 
 
+def chosen_sections(only: str | None) -> list[str]:
+    """The sections ``BENCH_ONLY`` names ("routing,data"), in the bench's order; all when unset."""
+    if not only:
+        return list(SECTIONS)
+    wanted = {w.strip().removeprefix("bench.") for w in only.split(",") if w.strip()}
+    known = {name.removeprefix("bench.") for name in SECTIONS}
+    unknown = wanted - known
+    if unknown:
+        raise SystemExit(f"BENCH_ONLY names no section {', '.join(sorted(unknown))}; the sections: "
+                         f"{', '.join(sorted(known))}")
+    return [name for name in SECTIONS if name.removeprefix("bench.") in wanted]
+
+
 def main() -> int:
+    only = os.environ.get("BENCH_ONLY")
+    sections = chosen_sections(only)
+    # A partial run (for profiling) is written beside the full one, never over it.
+    results = RESULTS if not only else RESULTS.with_name(
+        "results-" + "-".join(n.removeprefix("bench.") for n in sections) + ".json")
     rec = Recorder()
     t0 = time.monotonic()
     # Every process the sections start inherits this, so whatever one leaves behind is found and ended.
     token = os.environ[MARKER] = secrets.token_hex(8)
-    for name in SECTIONS:
+    for name in sections:
         print(f"{name}:", flush=True)
         started = time.monotonic()
         for attempt in (1, 2):
@@ -38,8 +56,8 @@ def main() -> int:
             print(f"  ({name} left {len(left)} processes, now ended: {'; '.join(left)})", flush=True)
         print(f"  ({time.monotonic() - started:.0f} s)", flush=True)
     rec.goals = goals.check(rec.figures)
-    rec.write()
-    print(f"\n{rec.table()}\n\n{goals.table(rec.goals)}\n\nwrote {RESULTS} in {time.monotonic() - t0:.0f} s")
+    rec.write(results)
+    print(f"\n{rec.table()}\n\n{goals.table(rec.goals)}\n\nwrote {results} in {time.monotonic() - t0:.0f} s")
     return 1 if rec.failures else 0
 
 
