@@ -116,7 +116,8 @@ def table(goals: dict[str, dict]) -> str:
         v = "-" if g["value"] is None else g["value"]
         lim = "-" if g["limit"] is None else g["limit"]
         rounds = f"{g['rounds_met']}/{g['rounds']}" if "rounds" in g else "-"
-        verdict = ("yes" if g["met"] else "NO ") + ("*" if g.get("within_noise") else " ")
+        verdict = ("-   " if g["value"] is None or g["limit"] is None else  # not measured in this run
+                   ("yes" if g["met"] else "NO ") + ("*" if g.get("within_noise") else " "))
         lines.append(f"{name:<24} {v:>10} {lim:>10}  {verdict} {rounds:>6}  {g['comparison']}")
     if any(g.get("within_noise") for g in goals.values()):
         lines.append("* within noise: the rounds do not all agree with the medians' verdict")

@@ -50,3 +50,9 @@ def test_a_goal_on_a_fixed_limit_or_a_p95_is_checked_too():
     assert g["met"] and (g["rounds_met"], g["within_noise"]) == (4, True)
     assert "rounds" not in goals.check(f)["route_vs_ipp"]  # figures missing: no verdict by rounds
     assert goals.check(f)["route_vs_ipp"]["met"] is False
+
+
+def test_a_goal_whose_figures_were_not_measured_says_so_rather_than_no():
+    table = goals.table(goals.check(_figures(list_1000_ms=[10] * 10)))
+    assert [line.split()[3] for line in table.splitlines() if line.startswith(("list_1000 ", "route_vs_ipp "))] \
+        == ["-", "yes"]
