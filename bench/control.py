@@ -1,4 +1,5 @@
-"""Control-plane figures: listing 1,000 targets, event latency, and kernel start beside a plain one."""
+"""Control-plane figures: listing 1,000 targets, how the list's cost and the server's memory grow
+from 100 to 10,000 targets, event latency, and kernel start beside a plain one."""
 from __future__ import annotations
 
 import asyncio
@@ -20,21 +21,49 @@ from .common import Recorder
 def _populate(db: str, n: int) -> None:
     s = Store(db)
     for i in range(n):
-        s.insert_target("local", f"bench-{i:04d}", "local-kernel", True,
+        s.insert_target("local", f"bench-{i:05d}", "local-kernel", True,
                         {"memory_limit_mb": 1024, "description": f"target {i}"}, "stopped")
     s.close()
 
 
-def list_1000(rec: Recorder, server: ServerProcess) -> None:
+def _list_ms(server: ServerProcess, n: int, calls: int = 60, warmup: int = 10) -> list[float]:
     samples = []
-    for i in range(60):
+    for i in range(warmup + calls):
         t0 = time.perf_counter()
         code, body = server.request("GET", "workspaces/local/targets")
         dt = (time.perf_counter() - t0) * 1000
-        assert code == 200 and len(body["targets"]) >= 1000
-        if i >= 10:  # warm-up
+        assert code == 200 and len(body["targets"]) >= n
+        if i >= warmup:
             samples.append(dt)
-    rec.add("list_1000_ms", samples, "ms")
+    return samples
+
+
+def list_1000(rec: Recorder, server: ServerProcess) -> None:
+    rec.add("list_1000_ms", _list_ms(server, 1000), "ms")
+
+
+#: Store sizes for how the list's cost, and the server's memory, grow.
+GROWTH = (100, 1000, 10_000)
+
+
+def growth(rec: Recorder) -> None:
+    """``list_at_N_ms`` and the server's resident memory after those lists (``server_rss_at_N_mb``)
+    with N targets. Each size needs a store and a server of its own, so the sizes run one after
+    another, smallest first."""
+    import psutil
+
+    for n in GROWTH:
+        with tempfile.TemporaryDirectory() as tmp:
+            db = str(Path(tmp) / "bench.db")
+            _populate(db, n)
+            server = ServerProcess(Path(tmp), env={"JUPYTER_COMPUTE_DB": db,
+                                                   "JUPYTER_DATA_DIR": os.path.join(tmp, "data")}).start()
+            try:
+                rec.add(f"list_at_{n}_ms", _list_ms(server, n, calls=30 if n > 1000 else 60), "ms")
+                rss = psutil.Process(server.proc.pid).memory_info().rss / 2**20
+                rec.add(f"server_rss_at_{n}_mb", [rss], "MB")
+            finally:
+                server.stop()
 
 
 async def _event_latency(server: ServerProcess, n: int) -> list[float]:
@@ -101,6 +130,10 @@ def kernel_start(rec: Recorder, server: ServerProcess, n: int = 8) -> None:
 
 
 def run(rec: Recorder) -> None:
+    try:
+        growth(rec)
+    except Exception as e:  # one broken figure must not hide the others
+        rec.fail("growth", f"{type(e).__name__}: {e}")
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "bench.db")
         _populate(db, 1000)

@@ -98,6 +98,8 @@ def check(figures: dict) -> dict[str, dict]:
                                     lambda g: g("push_pull_mb_s"),
                                     lambda g: _best(g("ipp_push_pull_mb_s"), g("dask_scatter_gather_mb_s")), ge),
         "list_1000": _goal("list_1000_ms <= 20", f, lambda g: g("list_1000_ms"), lambda g: 20, le),
+        "list_growth": _goal("list_at_10000_ms <= 12 * list_at_1000_ms", f, lambda g: g("list_at_10000_ms"),
+                             lambda g: _times(g("list_at_1000_ms"), 12), le),
         "event_latency": _goal("event_latency_ms <= 50", f, lambda g: g("event_latency_ms"), lambda g: 50, le),
         "loop_lag": _goal("loop_lag_ms p95 <= 20", f, lambda g: g("loop_lag_ms", "p95"), lambda g: 20, le),
         "sidebar_1000": _goal("sidebar_1000_ms <= 300", f, lambda g: g("sidebar_1000_ms"), lambda g: 300, le),
