@@ -65,6 +65,7 @@ class LocalTargetKernel(TargetKernel):
 
     async def _start(self, kernel_id: str, env: dict[str, str], connection: dict | None) -> dict[str, Any]:
         self.kernel_id = kernel_id or uuid.uuid4().hex
+        self._ending = False  # a new process: its own death is news again
         os.makedirs(self.runtime_dir, mode=0o700, exist_ok=True)
         stem = f"notebook-{self.workspace}-{self.target}-{self.kernel_id[:12]}"
         self.conn_file = os.path.join(self.runtime_dir, stem + ".json")
