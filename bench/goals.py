@@ -1,4 +1,4 @@
-"""The goals of the issue, each checked against its peer figure from the same run.
+"""The goals, each checked against its peer figure from the same run.
 
 A goal is held by the medians of its figures' rounds. It is then checked round by round as well
 (round i of a figure against round i of its peer, measured in the same stretch of time). When the
@@ -71,11 +71,11 @@ def check(figures: dict) -> dict[str, dict]:
     lt = lambda v, lim: v < lim  # noqa: E731
     load = f.get("load_p99_ms") or {}
     return {
-        "route_vs_ipp": _goal("route_rtt_ms <= ipp_px_rtt_ms", f,
-                              lambda g: g("route_rtt_ms"), lambda g: g("ipp_px_rtt_ms"), le),
-        "hop_cost": _goal("route_rtt_ms - native_rtt_ms <= floor_kernel_rtt_ms + 1", f,
+        "route_vs_ipp": _goal("route_rtt_ms <= 0.9 * ipp_px_rtt_ms", f,
+                              lambda g: g("route_rtt_ms"), lambda g: _times(g("ipp_px_rtt_ms"), 0.9), le),
+        "hop_cost": _goal("route_rtt_ms - native_rtt_ms <= floor_kernel_rtt_ms + 0.5", f,
                           lambda g: _minus(g("route_rtt_ms"), g("native_rtt_ms")),
-                          lambda g: _plus(g("floor_kernel_rtt_ms"), 1), le),
+                          lambda g: _plus(g("floor_kernel_rtt_ms"), 0.5), le),
         "kernel_target_vs_floor": _goal("kernel_target_rtt_ms <= 1.1 * floor_kernel_rtt_ms", f,
                                         lambda g: g("kernel_target_rtt_ms"),
                                         lambda g: _times(g("floor_kernel_rtt_ms"), 1.1), le),
@@ -89,20 +89,22 @@ def check(figures: dict) -> dict[str, dict]:
         "jupyter_kernel_pull": _goal("jupyter_kernel_pull_mb_s >= jupyter_websocket_pull_mb_s / 2", f,
                                      lambda g: g("jupyter_kernel_pull_mb_s"),
                                      lambda g: _times(g("jupyter_websocket_pull_mb_s"), 0.5), ge),
-        "dask_route_vs_submit": _goal("dask_route_rtt_ms <= dask_submit_rtt_ms + 2", f,
-                                      lambda g: g("dask_route_rtt_ms"), lambda g: _plus(g("dask_submit_rtt_ms"), 2), le),
-        "stream_vs_native": _goal("route_stream_mb_s >= native_stream_mb_s / 2", f,
-                                  lambda g: g("route_stream_mb_s"), lambda g: _times(g("native_stream_mb_s"), 0.5), ge),
-        "first_output": _goal("first_output_ms < 10", f, lambda g: g("first_output_ms"), lambda g: 10, lt),
-        "push_pull_vs_peers": _goal("push_pull_mb_s >= max(ipp_push_pull_mb_s, dask_scatter_gather_mb_s)", f,
+        "dask_route_vs_submit": _goal("dask_route_rtt_ms <= dask_submit_rtt_ms + 1", f,
+                                      lambda g: g("dask_route_rtt_ms"), lambda g: _plus(g("dask_submit_rtt_ms"), 1), le),
+        "stream_vs_native": _goal("route_stream_mb_s >= 0.75 * native_stream_mb_s", f,
+                                  lambda g: g("route_stream_mb_s"), lambda g: _times(g("native_stream_mb_s"), 0.75), ge),
+        "first_output": _goal("first_output_ms < 5", f, lambda g: g("first_output_ms"), lambda g: 5, lt),
+        "push_pull_vs_peers": _goal("push_pull_mb_s >= 1.2 * max(ipp_push_pull_mb_s, dask_scatter_gather_mb_s)", f,
                                     lambda g: g("push_pull_mb_s"),
-                                    lambda g: _best(g("ipp_push_pull_mb_s"), g("dask_scatter_gather_mb_s")), ge),
-        "list_1000": _goal("list_1000_ms <= 20", f, lambda g: g("list_1000_ms"), lambda g: 20, le),
+                                    lambda g: _times(_best(g("ipp_push_pull_mb_s"), g("dask_scatter_gather_mb_s")), 1.2),
+                                    ge),
+        "list_1000": _goal("list_1000_ms <= 15", f, lambda g: g("list_1000_ms"), lambda g: 15, le),
         "list_growth": _goal("list_at_10000_ms <= 12 * list_at_1000_ms", f, lambda g: g("list_at_10000_ms"),
                              lambda g: _times(g("list_at_1000_ms"), 12), le),
-        "event_latency": _goal("event_latency_ms <= 50", f, lambda g: g("event_latency_ms"), lambda g: 50, le),
-        "loop_lag": _goal("loop_lag_ms p95 <= 20", f, lambda g: g("loop_lag_ms", "p95"), lambda g: 20, le),
-        "sidebar_1000": _goal("sidebar_1000_ms <= 300", f, lambda g: g("sidebar_1000_ms"), lambda g: 300, le),
+        "event_latency": _goal("event_latency_ms <= 20", f, lambda g: g("event_latency_ms"), lambda g: 20, le),
+        "loop_lag": _goal("loop_lag_ms p95 <= 10", f, lambda g: g("loop_lag_ms", "p95"), lambda g: 10, le),
+        "sidebar_1000": _goal("sidebar_1000_ms <= 150", f, lambda g: g("sidebar_1000_ms"), lambda g: 150, le),
+        "load_p99": _goal("load_p99_ms p99 <= 100", f, lambda g: g("load_p99_ms", "p99"), lambda g: 100, le),
         "load_clean": _goal("load: errors other than 409 == 0 and the final state matches (value: errors, "
                             "limit: 0; a mismatch counts as one more)", f,
                             lambda g: None if not load else load.get("errors", 0) + (
