@@ -565,3 +565,25 @@ def test_push_and_pull_with_another_python_that_lacks_jupyter_compute(shell, oth
         # The refusal happened before the cell ran.
         result, err = run_cell(shell, "%%compute other\n'two' in globals()")
         assert err is None and repr(result) == "False", (err, result)
+
+
+def test_stopping_a_kernel_with_variables_asks_in_the_notebook(notebook_kernel, k1, compute_db):
+    """The one confirmation rule in the notebook's face: '%compute stop' of a running kernel asks in
+    the notebook's input box; 'n' changes nothing, 'y' stops it, and with no way to ask it refuses
+    and names --yes."""
+    from jupyter_compute.core.store import Store
+
+    def state():
+        return Store(str(compute_db)).get_target("local", "k1")["state"]
+
+    reply, seen, _ = notebook_kernel("%compute stop k1", answer="n")
+    prompts = [c["prompt"] for _, kind, c in seen if kind == "input_request"]
+    assert prompts == ["Stop 'k1' (local-kernel)? The variables in its kernel are lost. [y/N] "], seen
+    assert reply["status"] == "error" and "not confirmed; nothing was changed" in reply["evalue"], reply
+    assert state() == "running"
+    reply, seen, _ = notebook_kernel("%compute stop k1")  # no input box: refused, naming --yes
+    assert reply["status"] == "error" and "Refusing without a way to ask: add --yes" in reply["evalue"], reply
+    assert state() == "running"
+    reply, seen, _ = notebook_kernel("%compute stop k1", answer="y")
+    assert reply["status"] == "ok", reply
+    assert state() == "stopped"
