@@ -133,6 +133,27 @@ CELL_LABEL: contextvars.ContextVar[str | None] = contextvars.ContextVar("jupyter
 _RED, _CYAN, _GREEN, _LIGHT_GREEN, _DARK_CYAN, _END = "\x1b[91m", "\x1b[96m", "\x1b[32m", "\x1b[92m", "\x1b[36m", "\x1b[39m"
 
 
+def cell_frames(tb):
+    """Each frame of a cell's traceback, from the cell's own frame on, with the lines around it: the
+    ``frames`` ``ipython_traceback`` lays out. It runs where the cell ran, while the cell's source is
+    still in linecache: families ship it by value or as source to machines that may not have this
+    package. So it uses the standard library only, imported inside, and stays valid on Python 3.8."""
+    import linecache
+    import traceback
+
+    frames = []
+    for fs in traceback.extract_tb(tb) if tb is not None else []:
+        context = []
+        for n in range(max(1, (fs.lineno or 0) - 2), (fs.lineno or -2) + 2):  # no line number: no context
+            text = linecache.getline(fs.filename, n)
+            if not text:
+                break
+            if text.strip():
+                context.append([n, text.rstrip("\n")])
+        frames.append({"file": fs.filename, "line": fs.lineno, "name": fs.name, "context": context})
+    return frames
+
+
 def ipython_traceback(ename: str, evalue: str, frames: list[dict]) -> list[str]:
     """A traceback in IPython's own form (its colours, "Cell In[7], line 2" and the numbered lines
     around each frame's, with the arrow) from the frames a route brought back: each a dict of

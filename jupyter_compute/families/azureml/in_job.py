@@ -3,8 +3,11 @@ write the results --pull asked for.
 
 Its source is sent (inline in the command, or as a file of the code asset) to an environment
 that may have nothing of jupyter_compute, so it uses only the standard library and must stay
-valid on Python 3.8.
+valid on Python 3.8. ``core.route.cell_frames`` is sent ahead of it (``jobs.RUNNER_SOURCE``).
 """
+
+if __package__:  # imported, not run as the job's program
+    from ...core.route import cell_frames
 
 
 def main():
@@ -113,17 +116,7 @@ def main():
         sys.stdout.flush()
         sys.stderr.write("".join(lines))
         sys.stderr.flush()
-        frames = []
-        for fs in traceback.extract_tb(tb) if tb is not None else []:
-            context = []
-            for n in range(max(1, (fs.lineno or 0) - 2), (fs.lineno or -2) + 2):  # no line number: no context
-                text = linecache.getline(fs.filename, n)
-                if not text:
-                    break
-                if text.strip():
-                    context.append([n, text.rstrip("\n")])
-            frames.append({"file": fs.filename, "line": fs.lineno, "name": fs.name, "context": context})
-        write("__error__.json", json.dumps({"ename": type(e).__name__, "evalue": str(e), "frames": frames,
+        write("__error__.json", json.dumps({"ename": type(e).__name__, "evalue": str(e), "frames": cell_frames(tb),
                                             "traceback": "".join(lines).rstrip("\n").split("\n")}).encode("utf-8"))
         write("__job__.json", json.dumps(report).encode("utf-8"))
         sys.exit(1)

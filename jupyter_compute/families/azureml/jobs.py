@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from ...core.errors import ComputeError, InvalidRequest, NotFound, Unavailable
+from ...core.route import cell_frames
 from . import in_job
 from .resources import _when
 
@@ -64,7 +65,7 @@ RESULT_FILE, JOB_FILE, ERROR_FILE = "__result__.json", "__job__.json", "__error_
 _FRAMES_MAGIC = b"JCP1"
 
 
-RUNNER_SOURCE = inspect.getsource(in_job) + "\n\nmain()\n"
+RUNNER_SOURCE = inspect.getsource(cell_frames) + "\n\n" + inspect.getsource(in_job) + "\n\nmain()\n"
 
 
 # == this side =======================================================================================

@@ -9,6 +9,8 @@ import builtins
 import types
 from typing import Any
 
+from ...core.route import cell_frames
+
 # Each function here is copied into a namespace of its own (``_portable``) whose module cannot be
 # imported anywhere, so Dask pickles it by value; they reach each other through that namespace.
 
@@ -237,25 +239,6 @@ def _w_define(st, base64, threading, _time):
     threading.Thread(target=flusher, name="jupyter-compute-output", daemon=True).start()
 
 
-def _w_frames(tb):
-    """Each frame of a traceback from the cell's on, with the lines around it, for the notebook to
-    show as IPython would (the cell's source is in linecache while it runs)."""
-    import linecache
-    import traceback
-
-    frames = []
-    for fs in traceback.extract_tb(tb) if tb is not None else []:
-        context = []
-        for n in range(max(1, (fs.lineno or 0) - 2), (fs.lineno or -2) + 2):  # no line number: no context
-            text = linecache.getline(fs.filename, n)
-            if not text:
-                break
-            if text.strip():
-                context.append([n, text.rstrip("\n")])
-        frames.append({"file": fs.filename, "line": fs.lineno, "name": fs.name, "context": context})
-    return frames
-
-
 def _w_run(run_id, topic, code, pushed, rank, world_size, keep, forget=()):
     """Run one cell on this worker, its output going to ``topic``; returns its outcome. The
     namespaces of the cells in ``forget`` are dropped first."""
@@ -309,7 +292,7 @@ def _w_run(run_id, topic, code, pushed, rank, world_size, keep, forget=()):
             else:
                 lines = traceback.format_exception(type(e), e, tb)
             out.update(status="error", ename=type(e).__name__, evalue=str(e),
-                       traceback="".join(lines).rstrip("\n").split("\n"), frames=_w_frames(tb))
+                       traceback="".join(lines).rstrip("\n").split("\n"), frames=cell_frames(tb))
     finally:
         st.sinks.pop(me, None)
         sink.flush()
@@ -400,4 +383,4 @@ def _portable(*fns: types.FunctionType) -> dict[str, types.FunctionType]:
 
 
 #: What the route sends to the workers, by name.
-FUNCTIONS = _portable(_w_state, _w_install, _w_define, _w_frames, _w_run, _w_fetch, _w_forget, _w_interrupt, _w_exit)
+FUNCTIONS = _portable(_w_state, _w_install, _w_define, cell_frames, _w_run, _w_fetch, _w_forget, _w_interrupt, _w_exit)
