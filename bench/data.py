@@ -1,5 +1,7 @@
 """Moving data: a 100 MB numpy array pushed then pulled (200 MB counted) through ``%%compute
---push/--pull``, ipyparallel's push/pull, Dask's scatter/gather, and a raw loopback TCP copy."""
+--push/--pull``, ipyparallel's push/pull, Dask's scatter/gather, and a raw loopback TCP copy; and a
+plain Python list of a million numbers pushed then pulled through ``%%compute`` on a Dask cluster,
+beside ipyparallel moving the same list."""
 from __future__ import annotations
 
 import socket
@@ -59,13 +61,24 @@ def loopback_copy(nbytes: int) -> float:
     return dt
 
 
+#: The list's length: a million numbers, as the getting-started notebook pushes.
+LIST_LENGTH = 1_000_000
+
+
 def run(rec: Recorder) -> None:
     with Session("data") as s:
         nb = s.notebook()
         s.create("bench-k", "local-kernel")
+        s.create("bench-dl", "dask-cluster", "--min-nodes", "1", "--max-nodes", "1", "--threads-per-node", "1")
         start_ipp(s, nb)
         plain_dask(s, nb)
-        nb.run(f"import numpy as np\na = np.random.default_rng(0).random({SIZE // 8})\n_orig = a.copy()")
+        nb.run(f"import numpy as np\na = np.random.default_rng(0).random({SIZE // 8})\n_orig = a.copy()\n"
+               f"numbers = list(range({LIST_LENGTH}))\n_orig_numbers = list(numbers)")
+        list_cells = {
+            "dask_route_list_push_pull_s": "%%compute bench-dl --push numbers --pull numbers\npass",
+            "ipp_list_push_pull_s": "_ipp.push({'numbers': numbers}, block=True)\n"
+                                    "numbers = _ipp.pull('numbers', block=True)",
+        }
         cells = {
             "push_pull_mb_s": "%%compute bench-k --push a --pull a\npass",
             "ipp_push_pull_mb_s": "_ipp.push({'a': a}, block=True)\na = _ipp.pull('a', block=True)",
@@ -74,15 +87,23 @@ def run(rec: Recorder) -> None:
         }
         rates: dict[str, list[float]] = {k: [] for k in cells}
         rates["loopback_tcp_mb_s"] = []
+        list_seconds: dict[str, list[float]] = {k: [] for k in list_cells}
         for i in range(1 + ROUNDS):
             for key, code in cells.items():
                 seconds = nb.execute(code, timeout=300).seconds
                 if i:
                     rates[key].append(MOVED / MB / seconds)
+            for key, code in list_cells.items():
+                seconds = nb.execute(code, timeout=300).seconds
+                if i:
+                    list_seconds[key].append(seconds)
             seconds = loopback_copy(SIZE)
             if i:
                 rates["loopback_tcp_mb_s"].append(MOVED / MB / seconds)
         # What came back is what went out.
-        nb.run("assert np.array_equal(a, _orig), 'the array changed on the way'")
+        nb.run("assert np.array_equal(a, _orig), 'the array changed on the way'\n"
+               "assert numbers == _orig_numbers, 'the list changed on the way'")
         for key, xs in rates.items():
             rec.add(key, xs, "MB/s")
+        for key, xs in list_seconds.items():
+            rec.add(key, xs, "s")

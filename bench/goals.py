@@ -98,6 +98,11 @@ def check(figures: dict) -> dict[str, dict]:
                                     lambda g: g("push_pull_mb_s"),
                                     lambda g: _times(_best(g("ipp_push_pull_mb_s"), g("dask_scatter_gather_mb_s")), 1.2),
                                     ge),
+        # Plain Python data on the Dask route: each variable is pickled once more than ipyparallel
+        # does, to name the one that cannot travel before anything is sent.
+        "dask_list_vs_ipp": _goal("dask_route_list_push_pull_s <= 2 * ipp_list_push_pull_s", f,
+                                  lambda g: g("dask_route_list_push_pull_s"),
+                                  lambda g: _times(g("ipp_list_push_pull_s"), 2), le),
         "list_1000": _goal("list_1000_ms <= 15", f, lambda g: g("list_1000_ms"), lambda g: 15, le),
         "list_growth": _goal("list_at_10000_ms <= 12 * list_at_1000_ms", f, lambda g: g("list_at_10000_ms"),
                              lambda g: _times(g("list_at_1000_ms"), 12), le),

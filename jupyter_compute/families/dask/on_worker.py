@@ -268,7 +268,8 @@ def _w_run(run_id, topic, code, pushed, rank, world_size, keep, forget=()):
     filename = f"<cell {run_id[:8]}>" if world_size == 1 else f"<cell {run_id[:8]} rank {rank}>"
     ns = {"__name__": "__main__", "__builtins__": _builtins, "rank": rank, "world_size": world_size,
           "display": st.display, "input": st.no_input}
-    ns.update(pushed or {})
+    # Each pushed value travels boxed (see ``box``).
+    ns.update({name: boxed["value"] for name, boxed in (pushed or {}).items()})
     out = {"status": "ok", "worker": worker.address, "result": None, "metadata": {}}
     st.sinks[me] = sink
     try:
@@ -334,7 +335,7 @@ def _w_fetch(run_id, names):
         except Exception as e:
             unpicklable[name] = f"{type(e).__name__}: {e}"
             continue
-        values[name] = ns[name]
+        values[name] = {"value": ns[name]}  # boxed, as pushed values are
     return {"values": values, "missing": missing, "unpicklable": unpicklable}
 
 

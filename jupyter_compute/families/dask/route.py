@@ -619,7 +619,7 @@ class DaskRoute(Route):
                     await self._workers_for(1, lease, lambda text: None)
                 finally:
                     self._spawn(self._reserve(0, lease))  # harmless when none was taken
-            return await client.scatter([values[n] for n in names], hash=False, direct=self._direct)
+            return await client.scatter([box(values[n]) for n in names], hash=False, direct=self._direct)
 
         try:
             futures = await asyncio.wait_for(scatter(), timeout)
@@ -670,7 +670,7 @@ class DaskRoute(Route):
             raise TransferError(f"cannot pull '{name}': the cell did not define it on {self.where}", variable=name)
         for name, why in (reply.get("unpicklable") or {}).items():
             raise TransferError(f"cannot pull '{name}': it cannot be pickled on the worker ({why})", variable=name)
-        values = reply["values"]
+        values = {name: boxed["value"] for name, boxed in reply["values"].items()}
         from dask.sizeof import sizeof
         nbytes = sum(sizeof(v) for v in values.values())
         return values, TransferReport("pull", names, nbytes, time.monotonic() - t0, self.target)
@@ -684,6 +684,14 @@ class DaskRoute(Route):
         last, self._last = self._last, None
         if last is not None:
             await self._forget(client, *last)
+
+
+def box(value: Any) -> dict[str, Any]:
+    """A variable as it travels through Dask, in a one-key dict. Dask's wire format serialises a
+    list, tuple or set at the top of a message one element at a time (a million numbers took 35 s to
+    scatter and 35 s more to reach a second worker); in a dict it is pickled whole (0.04 s), while
+    an array inside still gets Dask's own zero-copy serialisation."""
+    return {"value": value}
 
 
 def _check_picklable(values: Mapping[str, Any]) -> None:

@@ -388,6 +388,22 @@ async def test_push_and_pull_a_50_mb_array_with_dask_serialisation(shared_route)
     assert not_sent.variable == "gen"
 
 
+async def test_plain_python_collections_travel_whole_to_every_rank_and_back(shared_route):
+    """A list of a million numbers, a tuple and a set reach both ranks as they were, and a list comes
+    back; each travels as one pickle (Dask's wire format would otherwise take the list apart element
+    by element, which the bench's ``dask_route_list_push_pull_s`` measures)."""
+    numbers = list(range(1_000_000))
+    pushed = await shared_route.push({"numbers": numbers, "pair": (1, "two"), "seen": {3, 4}})
+    r = await shared_route.execute(
+        "assert numbers == list(range(1_000_000)) and pair == (1, 'two') and seen == {3, 4}\n"
+        "back = numbers[rank::world_size]", nodes=2)
+    values, pulled = await shared_route.pull(["back"])
+
+    assert pushed.names == ["numbers", "pair", "seen"]
+    assert r.status == "ok", r
+    assert values["back"] == numbers[0::2] and pulled.names == ["back"]
+
+
 async def test_interrupt_during_a_long_sleep_ends_the_cell_within_seconds(shared_route):
     seen = Seen()
     task = asyncio.ensure_future(shared_route.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(60)",
