@@ -12,6 +12,7 @@ import pydantic_core
 from tornado import web
 
 from .core.errors import ComputeError, InvalidRequest
+from .core.models import targets_json
 from .core.workspace import Compute
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,8 @@ class TargetsHandler(ComputeHandler):
     @web.authenticated
     @authorized
     async def get(self, ws):
-        self.reply({"targets": await (await self.ws(ws)).list()})
+        self.set_header("Content-Type", "application/json")
+        self.finish(targets_json(await (await self.ws(ws)).list()))
 
     @web.authenticated
     @authorized

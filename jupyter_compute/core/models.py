@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import enum
 import re
+import weakref
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 RESERVED_NAMES = frozenset({"local"})
@@ -83,6 +85,25 @@ class Target(BaseModel):
     idle_shutdown_at: datetime | None = None
     errors: list[ErrorDetail] = Field(default_factory=list)
     properties: dict[str, Any] = Field(default_factory=dict)
+
+
+#: The JSON of each target a backend keeps (``keep``), by the target's id; gone with the target.
+_kept_json: dict[int, bytes] = {}
+
+
+def keep(target: Target) -> Target:
+    """Mark ``target`` as one its backend keeps and hands out again while its row is unchanged, and
+    that nobody changes: its JSON is made now, once, rather than at every list."""
+    key = id(target)
+    _kept_json[key] = pydantic_core.to_json(target)
+    # Run as the target is freed, before its id can be anyone else's.
+    weakref.finalize(target, _kept_json.pop, key, None)
+    return target
+
+
+def targets_json(targets: list[Target]) -> bytes:
+    """``{"targets": [...]}`` as JSON; kept targets cost a copy of their bytes."""
+    return b'{"targets":[' + b",".join([_kept_json.get(id(t)) or pydantic_core.to_json(t) for t in targets]) + b"]}"
 
 
 class Node(BaseModel):

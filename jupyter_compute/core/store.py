@@ -18,7 +18,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .errors import Conflict, NotFound, Unavailable
 from .models import utcnow
@@ -100,6 +100,18 @@ def _ts(dt: datetime | None) -> str | None:
     return dt.isoformat() if dt else None
 
 
+#: The targets table's columns, in the order ``_tuple_target`` reads them.
+_TARGET_COLUMNS = "workspace, name, kind, managed, spec, state, provider_state, errors, runtime, created, modified"
+
+
+def _tuple_target(r: tuple) -> dict[str, Any]:
+    return {
+        "workspace": r[0], "name": r[1], "kind": r[2], "managed": bool(r[3]), "spec": json.loads(r[4]),
+        "state": r[5], "provider_state": r[6], "errors": json.loads(r[7]), "runtime": json.loads(r[8]),
+        "created": r[9], "modified": r[10],
+    }
+
+
 def _row_target(r: sqlite3.Row) -> dict[str, Any]:
     return {
         "workspace": r["workspace"], "name": r["name"], "kind": r["kind"], "managed": bool(r["managed"]),
@@ -127,6 +139,8 @@ class Store:
         self._local = threading.local()
         self._origin = os.getpid()
         self._listeners: list[Callable[[dict], None]] = []
+        #: workspace -> name -> (the row as read, the row parsed): what ``list_targets`` last read.
+        self._listed: dict[str, dict[str, tuple[tuple, dict[str, Any]]]] = {}
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         if not os.path.exists(self.path):
             # Created private before sqlite opens it; sqlite gives -wal/-shm the same mode.
@@ -248,19 +262,42 @@ class Store:
 
     # -- targets ---------------------------------------------------------------------------------
     def list_targets(self, workspace: str) -> list[dict]:
-        rows = self._conn().execute(
-            "SELECT * FROM targets WHERE workspace = ? ORDER BY name", (workspace,)).fetchall()
-        return [_row_target(r) for r in rows]
+        """The workspace's targets, by name. A row unchanged since the last list (every column
+        equal) is not parsed again: its dict is the one returned then, so callers only read them."""
+        cur = self._conn().cursor()
+        cur.row_factory = None  # plain tuples: compared whole with what was read last time
+        rows = cur.execute(f"SELECT {_TARGET_COLUMNS} FROM targets WHERE workspace = ? ORDER BY name",
+                           (workspace,)).fetchall()
+        before = self._listed.get(workspace, {})
+        now: dict[str, tuple[tuple, dict[str, Any]]] = {}
+        for raw in rows:
+            seen = before.get(raw[1])
+            now[raw[1]] = seen if seen is not None and seen[0] == raw else (raw, _tuple_target(raw))
+        self._listed[workspace] = now  # names no longer listed are forgotten
+        return [parsed for _, parsed in now.values()]
 
     def get_target(self, workspace: str, name: str) -> dict | None:
         r = self._conn().execute(
             "SELECT * FROM targets WHERE workspace = ? AND name = ?", (workspace, name)).fetchone()
         return _row_target(r) if r else None
 
-    def find_targets(self, *, kind: str | None = None) -> list[dict]:
-        q, args = "SELECT * FROM targets", ()
+    def find_targets(self, *, kind: str | None = None, workspace: str | None = None,
+                     states: Iterable[str] | None = None) -> list[dict]:
+        """Targets of every workspace, or those of ``kind``, ``workspace`` and in one of ``states``:
+        the checks that run every second read only the targets they look at."""
+        where: list[str] = []
+        args: list[Any] = []
         if kind:
-            q, args = q + " WHERE kind = ?", (kind,)
+            where.append("kind = ?")
+            args.append(kind)
+        if workspace:
+            where.append("workspace = ?")
+            args.append(workspace)
+        if states is not None:
+            states = list(states)
+            where.append(f"state IN ({', '.join('?' * len(states))})")
+            args.extend(states)
+        q = "SELECT * FROM targets" + (" WHERE " + " AND ".join(where) if where else "")
         return [_row_target(r) for r in self._conn().execute(q, args).fetchall()]
 
     def insert_target(self, workspace: str, name: str, kind: str, managed: bool, spec: dict,

@@ -102,3 +102,54 @@ def test_begin_operation_refuses_a_second_but_not_an_abandoned_one(tmp_path):
     assert s.get_operation(first["id"])["status"] == "failed"
     assert "exited before it finished" in s.get_operation(first["id"])["error"]["message"]
     assert second["status"] == "running"
+
+
+def test_the_list_parses_only_rows_that_changed_and_sees_every_change(tmp_path):
+    """A row read unchanged since the last list is the same dict, not parsed again; any write (one
+    in the same microsecond too, whose `modified` is equal) and any other process's write is seen."""
+    s = Store(str(tmp_path / "c.db"))
+    for name in ("a", "b", "c"):
+        s.insert_target("local", name, "local-kernel", True, {"n": 1}, "stopped")
+    first = {r["name"]: r for r in s.list_targets("local")}
+    s.update_target("local", "b", spec={"n": 2})
+    other = sqlite3.connect(s.path)  # another process's write, keeping `modified` as it was
+    other.execute("UPDATE targets SET state = 'running' WHERE name = 'c'")
+    other.commit()
+    other.close()
+    s.delete_target("local", "a")
+    second = {r["name"]: r for r in s.list_targets("local")}
+
+    assert list(second) == ["b", "c"]
+    assert second["b"]["spec"] == {"n": 2} and second["b"] is not first["b"]
+    assert second["c"]["state"] == "running" and second["c"]["modified"] == first["c"]["modified"]
+    s.insert_target("local", "d", "local-kernel", True, {"n": 4}, "stopped")
+    third = {r["name"]: r for r in s.list_targets("local")}
+    assert third["b"] is second["b"] and third["c"] is second["c"]  # unchanged: not parsed again
+    assert third["d"]["spec"] == {"n": 4} and "a" not in third
+    # The checks that run every second read only the rows they look at.
+    s.insert_target("other", "e", "local-kernel", True, {}, "running")
+    assert [r["name"] for r in s.find_targets(kind="local-kernel", workspace="local", states=["running"])] == ["c"]
+    assert sorted(r["name"] for r in s.find_targets(states=["running", "stopped"])) == ["b", "c", "d", "e"]
+    assert s.find_targets(kind="dask-cluster") == [] and len(s.find_targets()) == 4
+
+
+def test_kept_targets_are_serialised_once_as_any_other_target_is_and_forgotten_with_them():
+    import gc
+
+    import pydantic_core
+
+    from jupyter_compute.core import models
+    from jupyter_compute.core.models import State, Target, keep, targets_json, utcnow
+
+    def target(name: str) -> Target:
+        return Target(name=name, workspace="local", kind="local-kernel", managed=True, state=State.stopped,
+                      created=utcnow(), modified=utcnow(), properties={"note": f"a \"quoted\" {name} é"})
+
+    kept, fresh = keep(target("k")), target("f")
+    assert json.loads(targets_json([kept, fresh])) == json.loads(pydantic_core.to_json({"targets": [kept, fresh]}))
+    assert targets_json([]) == b'{"targets":[]}'
+    key = id(kept)
+    assert key in models._kept_json and id(fresh) not in models._kept_json
+    del kept
+    gc.collect()
+    assert key not in models._kept_json

@@ -341,9 +341,9 @@ class DaskBackend(Backend):
 
     async def reconcile(self) -> None:
         """A supervisor killed from outside takes its scheduler with it: record that, and clear up."""
-        for row in await self.store.find_targets(kind=MANAGED):
+        for row in await self.store.find_targets(kind=MANAGED, workspace=self.workspace_id, states=["running"]):
             rt = row["runtime"]
-            if row["workspace"] != self.workspace_id or row["state"] != "running" or not rt.get("supervisor"):
+            if not rt.get("supervisor"):
                 continue
             if procs.alive(rt["supervisor"]):
                 continue

@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 
 from ...core import processes as procs
 from ...core.errors import Conflict
-from ...core.models import Node, Size, Spec, State, Target, Usage, utcnow
+from ...core.models import TRANSITIONAL, Node, Size, Spec, State, Target, Usage, keep, utcnow
 from ...core.backend import Backend, KindSpec, OperationContext, Outcome, stored_target
 from ...core.kernels import KernelSpecInfo, TargetKernel, end_recorded_kernels
 from ...core.route import HereRoute, Route
@@ -192,7 +192,7 @@ class LocalBackend(Backend):
             return cached
         if len(self._built) > 20_000:
             self._built.clear()
-        target = self._built[key] = self._build_kernel_target(row)
+        target = self._built[key] = keep(self._build_kernel_target(row))
         return target
 
     def _build_kernel_target(self, row: dict) -> Target:
@@ -368,7 +368,8 @@ class LocalBackend(Backend):
     async def reconcile(self) -> None:
         """Bring the store in line with the processes: a kernel killed from outside, or a target
         left in a transitional state by an operation whose process died."""
-        rows = [r for r in await self.store.find_targets(kind="local-kernel") if r["workspace"] == self.workspace_id]
+        rows = await self.store.find_targets(kind="local-kernel", workspace=self.workspace_id,
+                                             states=[State.running.value, *(s.value for s in TRANSITIONAL)])
         busy = None
         for row in rows:
             rt, state = row["runtime"], row["state"]

@@ -759,9 +759,8 @@ class SSHBackend(Backend):
 
     async def reconcile(self) -> None:
         """A supervisor killed from outside: record it, since nobody else will."""
-        for row in await self.store.find_targets(kind="ssh"):
-            if row["workspace"] != self.workspace_id:
-                continue
+        for row in await self.store.find_targets(kind="ssh", workspace=self.workspace_id,
+                                                 states=["starting", "running", "unknown"]):
             rt = row["runtime"]
             sup = rt.get("supervisor")
             if row["state"] in ("starting", "running", "unknown") and sup and not procs.alive(sup):
