@@ -661,11 +661,9 @@ async def _run(args: argparse.Namespace, compute, ui) -> int:
     elif cmd in ("stop", "restart"):
         await _refuse_self_stop(ws, args)
         if not args.yes:
-            # The one rule of every face: what would lose a kernel's variables is asked first.
-            target = await ws.get(args.name)
-            if target.state == "running" and ws.kind_spec(target.kind).keeps_variables:
-                ui.confirm(f"{cmd.capitalize()} '{args.name}' ({target.kind})? The variables in its kernel are lost.",
-                           "--yes")
+            question = loses_variables(cmd, await ws.get(args.name), ws)
+            if question:
+                ui.confirm(question, "--yes")
         op = await getattr(ws, cmd)(args.name, confirm=args.yes, **kw)
     else:
         op = await getattr(ws, cmd)(args.name, **kw)
@@ -680,6 +678,14 @@ async def _run(args: argparse.Namespace, compute, ui) -> int:
     else:
         ui.show("target", await ws.get(args.name))
     return 0
+
+
+def loses_variables(action: str, target: Any, ws: Any) -> str | None:
+    """The one rule of every face: a stop or restart that would lose a running kernel's variables
+    is asked first. The question to ask, or None when there is nothing to lose."""
+    if action in ("stop", "restart") and target.state == "running" and ws.kind_spec(target.kind).keeps_variables:
+        return f"{action.capitalize()} '{target.name}' ({target.kind})? The variables in its kernel are lost."
+    return None
 
 
 async def _wait(ws, args: argparse.Namespace, ui) -> int:

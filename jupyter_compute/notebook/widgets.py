@@ -164,15 +164,27 @@ class TargetStatus(_Live, widgets.VBox):
     busy = Bool(False, help="Whether an operation started from this card is running.")
     message = Unicode("", help="Progress of the last operation, or why it failed.")
     operations = List(Unicode(), help="Operations the target's kind supports.")
+    asking = Unicode("", help="The action a button asked to confirm (a stop or restart that loses the "
+                              "kernel's variables), until it is confirmed or cancelled.")
 
     def __init__(self, name: str, workspace: str | None = None, **kw: Any):
         self._card = widgets.HTML()
         self._buttons = {a: widgets.Button(description=a.capitalize(), layout=widgets.Layout(width="auto"))
                          for a in ("start", "stop", "restart")}
         self._note = widgets.HTML()
+        self._question = widgets.HTML()
+        self._confirm = widgets.Button(description="", button_style="danger", layout=widgets.Layout(width="auto"))
+        self._cancel = widgets.Button(description="Cancel", layout=widgets.Layout(width="auto"))
+        self._asking_row = widgets.HBox([self._question, self._confirm, self._cancel],
+                                        layout=widgets.Layout(display="none"))
+        self._target: Any = None
+        #: The last operation a button began (a concurrent Future), for whoever waits on it.
+        self.pending: Any = None
         for action, button in self._buttons.items():
-            button.on_click(lambda _b, a=action: self.act(a))
-        super().__init__([self._card, widgets.HBox(list(self._buttons.values())), self._note], **kw)
+            button.on_click(lambda _b, a=action: self._clicked(a))
+        self._confirm.on_click(lambda _b: self._confirmed())
+        self._cancel.on_click(lambda _b: setattr(self, "asking", ""))
+        super().__init__([self._card, widgets.HBox(list(self._buttons.values())), self._asking_row, self._note], **kw)
         self.name = name
         self.workspace = workspace or ""
         self._load_now()
@@ -184,7 +196,12 @@ class TargetStatus(_Live, widgets.VBox):
             ws = compute.workspace(self.workspace or None)
             t = await ws.get(self.name)
             ops = next((k.operations for k in ws.kinds() if k.name == t.kind), [])
+            self._target = (t, ws)
             self._show(t.model_dump(mode="json"), list(ops))
+            if self.asking:  # changed elsewhere meanwhile: ask only while there is still something to lose
+                from ..commands import loses_variables
+                if not loses_variables(self.asking, t, ws):
+                    self.asking = ""
         except ComputeError as e:
             self._show(None, [], e.message)
 
@@ -212,10 +229,27 @@ class TargetStatus(_Live, widgets.VBox):
             f"<span style='color:{colour}'>● {html.escape(self.state)}</span></div>{rows}")
         self._render_controls()
 
-    @observe("busy", "message")
+    @observe("busy", "message", "asking")
     def _rerender(self, change: dict) -> None:
         if hasattr(self, "_card"):
             self._render_controls()
+
+    def _clicked(self, action: str) -> None:
+        """A button: what would lose the kernel's variables is asked first, as in every face."""
+        from ..commands import loses_variables
+
+        question = loses_variables(action, *self._target) if self._target is not None else None
+        if question:
+            self._question.value = f"<small>{html.escape(question)}</small>"
+            self._confirm.description = action.capitalize()
+            self.asking = action
+        else:
+            self.pending = self.act(action)
+
+    def _confirmed(self) -> None:
+        action, self.asking = self.asking, ""
+        if action:
+            self.pending = self.act(action)
 
     def _render_controls(self) -> None:
         self._note.value = f"<small>{html.escape(self.message)}</small>" if self.message else ""
@@ -226,10 +260,12 @@ class TargetStatus(_Live, widgets.VBox):
                 allowed = allowed and self.state != State.running.value
             elif action == "stop":
                 allowed = allowed and self.state != State.stopped.value
-            button.disabled = not allowed
+            button.disabled = not allowed or bool(self.asking)
+        self._asking_row.layout.display = "flex" if self.asking else "none"
 
     def act(self, action: str):
-        """Start, stop or restart the target in the background; returns a concurrent Future."""
+        """Start, stop or restart the target in the background, without asking (the buttons ask
+        first where the kernel's variables would be lost); returns a concurrent Future."""
         if action not in self._buttons:
             raise ValueError(f"unknown action {action!r}; one of {', '.join(self._buttons)}")
         self.busy = True

@@ -102,6 +102,38 @@ def test_status_card_buttons_drive_the_target(shell):
         card.close()
 
 
+def test_status_card_buttons_ask_before_losing_the_kernels_variables(shell):
+    """The card's face of the one confirmation rule: Stop on a running kernel asks, Cancel changes
+    nothing, confirming stops it; Start on the stopped one does not ask."""
+    from jupyter_compute.notebook.widgets import TargetStatus
+
+    create_target("k2")
+    card = TargetStatus("k2")
+    try:
+        card._buttons["stop"].click()
+        asked, question = card.asking, card._question.value
+        display = card._asking_row.layout.display
+        disabled = all(b.disabled for b in card._buttons.values())
+        card._cancel.click()
+        still = json.loads(cli("show", "k2", "--output", "json").stdout)["state"]
+        cancelled = (card.asking, card._asking_row.layout.display, card.pending)
+
+        card._buttons["stop"].click()
+        card._confirm.click()
+        card.pending.result(timeout=60)
+        stopped = json.loads(cli("show", "k2", "--output", "json").stdout)["state"]
+        card._buttons["start"].click()  # nothing to lose: no question
+        start_asked = card.asking
+        card.pending.result(timeout=60)
+
+        assert asked == "stop" and "variables in its kernel are lost" in question and "k2" in question
+        assert display == "flex" and disabled
+        assert still == "running" and cancelled == ("", "none", None)
+        assert stopped == "stopped" and start_asked == "" and card.state == "running"
+    finally:
+        card.close()
+
+
 def test_this_machine_card_offers_no_lifecycle_buttons(shell):
     from jupyter_compute.notebook.widgets import TargetStatus
 
