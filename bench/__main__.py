@@ -11,8 +11,8 @@ from . import goals
 from .common import RESULTS, Recorder
 from .notebook import MARKER, end_marked
 
-SECTIONS = ["bench.control", "bench.routing", "bench.kernels", "bench.streaming", "bench.data", "bench.azure_lag",
-            "bench.sidebar", "bench.load"]
+SECTIONS = ["bench.control", "bench.routing", "bench.notebooks", "bench.kernels", "bench.streaming", "bench.data",
+            "bench.azure_lag", "bench.sidebar", "bench.load"]
 
 
 def chosen_sections(only: str | None) -> list[str]:
