@@ -169,6 +169,8 @@ class _Server(ThreadingHTTPServer):
             return
         try:
             self.RequestHandlerClass(tls, client_address, self)
+        except (ssl.SSLError, ConnectionError):
+            pass  # the client went away mid-answer (a cancelled or timed-out request): nothing to report
         finally:
             try:
                 tls.close()
