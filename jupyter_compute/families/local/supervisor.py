@@ -84,8 +84,12 @@ class Supervisor:
         log = open(log_file, "ab", buffering=0)
         os.chmod(log_file, 0o600)
         try:
+            # Its history (In, Out, %history) is kept in memory only: the notebook's own kernel already
+            # records each %%compute cell, and every kernel writing every cell to one sqlite history
+            # file cost each routed cell about 0.5 ms, more with many notebooks at once.
             self.kernel = subprocess.Popen(
-                [python, "-m", "ipykernel_launcher", "-f", conn_file, "--ip=127.0.0.1"],
+                [python, "-m", "ipykernel_launcher", "-f", conn_file, "--ip=127.0.0.1",
+                 "--HistoryManager.hist_file=:memory:"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 cwd=spec.get("cwd") or os.path.expanduser("~"), close_fds=True)
         except OSError as e:

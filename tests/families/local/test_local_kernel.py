@@ -318,3 +318,20 @@ async def test_deleting_a_target_removes_its_kernels_logs_and_no_other(local, co
     assert os.path.exists(logs["a-b"])  # a target whose name begins the same keeps its own
     await local.delete("a-b", wait=True)
     assert not os.path.exists(logs["a-b"])
+
+
+async def test_a_targets_kernel_keeps_its_history_in_memory(local, compute_db, tmp_path, monkeypatch):
+    """In, Out and %history work on the target's kernel, and its cells are not written to the user's
+    history file (the notebook's own kernel records each %%compute cell)."""
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    await local.create("hist", "local-kernel", wait=True)
+    route = await local.open_route("hist")
+    try:
+        await route.execute("x = 41")
+        r = await route.execute("h = get_ipython().history_manager\n"
+                                "(str(h.hist_file), In[-2], len(list(h.get_range(raw=True))) >= 2)")
+    finally:
+        await route.close()
+    assert r.status == "ok", r
+    assert r.result["text/plain"] == "(':memory:', 'x = 41', True)"
+    assert not list((tmp_path / "ipython").rglob("history.sqlite"))
