@@ -112,6 +112,7 @@ def check(figures: dict) -> dict[str, dict]:
         "event_latency": _goal("event_latency_ms <= 20", f, lambda g: g("event_latency_ms"), lambda g: 20, le),
         "loop_lag": _goal("loop_lag_ms p95 <= 10", f, lambda g: g("loop_lag_ms", "p95"), lambda g: 10, le),
         "sidebar_1000": _goal("sidebar_1000_ms <= 150", f, lambda g: g("sidebar_1000_ms"), lambda g: 150, le),
+        "sidebar_10000": _goal("sidebar_at_10000_ms < 400", f, lambda g: g("sidebar_at_10000_ms"), lambda g: 400, lt),
         "load_p99": _goal("load_p99_ms p99 <= 100", f, lambda g: g("load_p99_ms", "p99"), lambda g: 100, le),
         "load_clean": _goal("load: errors other than 409 == 0 and the final state matches (value: errors, "
                             "limit: 0; a mismatch counts as one more)", f,
