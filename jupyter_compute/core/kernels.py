@@ -229,6 +229,10 @@ class TargetKernel(abc.ABC):
         """Restart the kernel in place (for ``keeps_across_restart``); its connection info."""
         raise NotImplementedError
 
+    def expect_end(self) -> None:
+        """The kernel was asked to shut down (a shutdown request its client sent): its exit is not
+        a death to report."""
+
     def info(self) -> dict[str, Any]:
         """What another process needs to find this kernel again (``restore``)."""
         return {}

@@ -191,6 +191,12 @@ class ComputeProvisioner(KernelProvisionerBase):
             await asyncio.sleep(0.1)
 
     @_on_own_loop
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        # The kernel ends itself on a shutdown request (exit code 0): a polite end, not a death.
+        if self._kernel is not None and not self._kept(restart):
+            self._kernel.expect_end()
+
+    @_on_own_loop
     async def send_signal(self, signum: int) -> None:
         if self._kernel is not None:
             await self._kernel.send_signal(signum)

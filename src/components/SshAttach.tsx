@@ -172,18 +172,25 @@ export function HostKeyStep(props: {
 }): JSX.Element {
   const { challenge, busy } = props;
   const ref = React.useRef<HTMLDivElement>(null);
-  // The step takes the place of the form: focus moves to it, not to the accept button. Once
-  // more after the browser's next frame: the Attach button, disabled while the request ran, may
-  // have its focus moved to the page's body only then.
+  // The step takes the place of the form: focus moves to it, not to the accept button. The Attach
+  // button, disabled while the request ran and then gone, may drop its focus to the page's body a
+  // moment later (later still on a busy machine): for a second, focus that lands nowhere comes back
+  // to the step. Focus the person moved to another control is left there.
   React.useEffect(() => {
     const node = ref.current;
-    node?.focus();
-    const again = requestAnimationFrame(() => {
-      if (node && !node.contains(document.activeElement)) {
-        node.focus();
-      }
-    });
-    return () => cancelAnimationFrame(again);
+    if (!node) {
+      return;
+    }
+    node.focus();
+    const timers = [0, 50, 150, 400, 1000].map(ms =>
+      window.setTimeout(() => {
+        const active = document.activeElement;
+        if (node.isConnected && (!active || active === document.body)) {
+          node.focus();
+        }
+      }, ms)
+    );
+    return () => timers.forEach(t => window.clearTimeout(t));
   }, [challenge.fingerprint]);
   const where =
     challenge.port && challenge.port !== 22

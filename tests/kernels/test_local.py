@@ -191,6 +191,28 @@ async def test_full_fidelity_completion_inspection_input_widgets_interrupt_debug
     assert json.loads(cli("show", "k1", "--output", "json").stdout)["state"] == "running"
 
 
+async def test_a_kernel_shut_down_politely_is_not_reported_dead(k1, compute_db):
+    """A shutdown request (what JupyterLab sends when a notebook's kernel is shut down) lets the
+    kernel end itself with exit code 0: nothing says it died, in the log, the record or an event."""
+    from jupyter_compute.kernels import provisioner
+
+    told: list[tuple] = []
+    provisioner.ended_listeners.append(lambda *a: told.append(a))
+    try:
+        km, kc = await started("compute-k1")
+        try:
+            await run(kc, "x = 1")
+            pid = kernel_rows(compute_db)[0]["runtime"]["pid"]
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel()  # not now=True: the polite way, through the shutdown request
+    finally:
+        provisioner.ended_listeners.pop()
+    assert told == [], told
+    assert kernel_rows(compute_db) == []
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
 async def test_a_restart_gives_a_fresh_namespace_on_the_same_target(k1, compute_db):
     km, kc = await started("compute-k1")
     try:

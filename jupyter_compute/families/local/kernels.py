@@ -153,6 +153,9 @@ class LocalTargetKernel(TargetKernel):
                 await self.store.update_kernel(self.kernel_id, reason=self.reason)
         return code
 
+    def expect_end(self) -> None:
+        self._ending = True
+
     async def send_signal(self, signum: int) -> None:
         if signum in (signal.SIGTERM, signal.SIGKILL):
             self._ending = True
