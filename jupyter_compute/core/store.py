@@ -100,24 +100,16 @@ def _ts(dt: datetime | None) -> str | None:
     return dt.isoformat() if dt else None
 
 
-#: The targets table's columns, in the order ``_tuple_target`` reads them.
+#: The targets table's columns, in the order ``_row_target`` reads them.
 _TARGET_COLUMNS = "workspace, name, kind, managed, spec, state, provider_state, errors, runtime, created, modified"
 
 
-def _tuple_target(r: tuple) -> dict[str, Any]:
+def _row_target(r: tuple | sqlite3.Row) -> dict[str, Any]:
+    """A target's row, read as ``SELECT {_TARGET_COLUMNS}`` (a plain tuple or a ``sqlite3.Row``)."""
     return {
         "workspace": r[0], "name": r[1], "kind": r[2], "managed": bool(r[3]), "spec": json.loads(r[4]),
         "state": r[5], "provider_state": r[6], "errors": json.loads(r[7]), "runtime": json.loads(r[8]),
         "created": r[9], "modified": r[10],
-    }
-
-
-def _row_target(r: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "workspace": r["workspace"], "name": r["name"], "kind": r["kind"], "managed": bool(r["managed"]),
-        "spec": json.loads(r["spec"]), "state": r["state"], "provider_state": r["provider_state"],
-        "errors": json.loads(r["errors"]), "runtime": json.loads(r["runtime"]),
-        "created": r["created"], "modified": r["modified"],
     }
 
 
@@ -272,13 +264,13 @@ class Store:
         now: dict[str, tuple[tuple, dict[str, Any]]] = {}
         for raw in rows:
             seen = before.get(raw[1])
-            now[raw[1]] = seen if seen is not None and seen[0] == raw else (raw, _tuple_target(raw))
+            now[raw[1]] = seen if seen is not None and seen[0] == raw else (raw, _row_target(raw))
         self._listed[workspace] = now  # names no longer listed are forgotten
         return [parsed for _, parsed in now.values()]
 
     def get_target(self, workspace: str, name: str) -> dict | None:
         r = self._conn().execute(
-            "SELECT * FROM targets WHERE workspace = ? AND name = ?", (workspace, name)).fetchone()
+            f"SELECT {_TARGET_COLUMNS} FROM targets WHERE workspace = ? AND name = ?", (workspace, name)).fetchone()
         return _row_target(r) if r else None
 
     def find_targets(self, *, kind: str | None = None, workspace: str | None = None,
@@ -297,7 +289,7 @@ class Store:
             states = list(states)
             where.append(f"state IN ({', '.join('?' * len(states))})")
             args.extend(states)
-        q = "SELECT * FROM targets" + (" WHERE " + " AND ".join(where) if where else "")
+        q = f"SELECT {_TARGET_COLUMNS} FROM targets" + (" WHERE " + " AND ".join(where) if where else "")
         return [_row_target(r) for r in self._conn().execute(q, args).fetchall()]
 
     def insert_target(self, workspace: str, name: str, kind: str, managed: bool, spec: dict,

@@ -15,6 +15,7 @@ from typing import Any
 import ipywidgets as widgets
 from traitlets import Bool, Dict, List, Unicode, observe
 
+from ..commands import loses_variables
 from ..core.errors import ComputeError
 from .bridge import LoopThread, current_compute, shared_compute
 from ..core.models import TRANSITIONAL, State
@@ -198,10 +199,8 @@ class TargetStatus(_Live, widgets.VBox):
             ops = next((k.operations for k in ws.kinds() if k.name == t.kind), [])
             self._target = (t, ws)
             self._show(t.model_dump(mode="json"), list(ops))
-            if self.asking:  # changed elsewhere meanwhile: ask only while there is still something to lose
-                from ..commands import loses_variables
-                if not loses_variables(self.asking, t, ws):
-                    self.asking = ""
+            if self.asking and not loses_variables(self.asking, t, ws):  # moot after a change elsewhere
+                self.asking = ""
         except ComputeError as e:
             self._show(None, [], e.message)
 
@@ -236,8 +235,6 @@ class TargetStatus(_Live, widgets.VBox):
 
     def _clicked(self, action: str) -> None:
         """A button: what would lose the kernel's variables is asked first, as in every face."""
-        from ..commands import loses_variables
-
         question = loses_variables(action, *self._target) if self._target is not None else None
         if question:
             self._question.value = f"<small>{html.escape(question)}</small>"
