@@ -16,34 +16,47 @@ class ServerProcess:
 
     def __init__(self, root: Path, env: dict | None = None, token: str = "compute-test-token"):
         import secrets
-        import socket
         self.root = root
         self.token = token or secrets.token_hex(16)
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self._take_port()
+
+    def _take_port(self) -> None:
+        import socket
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **(env or {})}
-        self.proc: subprocess.Popen | None = None
-        self.log = root / f"server-{self.port}.log"
+        self.log = self.root / f"server-{self.port}.log"
 
     def start(self, timeout: float = 60, extra_args: tuple = ()) -> "ServerProcess":
-        import urllib.request
-        argv = [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={self.port}", "--ip=127.0.0.1",
-                f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.root}",
-                "--ServerApp.jpserver_extensions={'jupyter_compute': True}", "--ComputeConfig.monitor_interval=0.2", *extra_args]
-        if os.geteuid() == 0:
-            argv.append("--allow-root")
-        self.proc = subprocess.Popen(argv, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=self.env)
+        """Start the server on its port; if another process took the port between choosing it and
+        the server binding it, choose another and start again (the server never moves on its own)."""
+        import http.client
+        for attempt in range(3):
+            argv = [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={self.port}",
+                    "--ServerApp.port_retries=0", "--ip=127.0.0.1",
+                    f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.root}",
+                    "--ServerApp.jpserver_extensions={'jupyter_compute': True}", "--ComputeConfig.monitor_interval=0.2",
+                    *extra_args]
+            if os.geteuid() == 0:
+                argv.append("--allow-root")
+            self.proc = subprocess.Popen(argv, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=self.env)
 
-        def up():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {self.log.read_text()[-2000:]}")
-            try:
-                return self.request("GET", "workspaces")[0] == 200
-            except OSError:
-                return False
-        wait_for(up, timeout=timeout, interval=0.2, message="jupyter server to answer")
+            def up():
+                if self.proc.poll() is not None:
+                    return "exited"
+                try:
+                    return self.request("GET", "workspaces")[0] == 200
+                except (OSError, http.client.HTTPException):  # not answering yet, or not our server
+                    return False
+            if wait_for(up, timeout=timeout, interval=0.2, message="jupyter server to answer") is True:
+                return self
+            log = self.log.read_text()
+            if not ("not available" in log or "already in use" in log) or attempt == 2:
+                raise AssertionError(f"server exited: {log[-2000:]}")
+            self._take_port()
         return self
 
     def request(self, method: str, path: str, body=None):
