@@ -51,8 +51,12 @@ class ServerProcess:
                     return self.request("GET", "workspaces")[0] == 200
                 except (OSError, http.client.HTTPException):  # not answering yet, or not our server
                     return False
-            if wait_for(up, timeout=timeout, interval=0.2, message="jupyter server to answer") is True:
-                return self
+            try:
+                if wait_for(up, timeout=timeout, interval=0.2, message="jupyter server to answer") is True:
+                    return self
+            except BaseException:
+                self.stop()  # a server that never answered is not left behind
+                raise
             log = self.log.read_text()
             if not ("not available" in log or "already in use" in log) or attempt == 2:
                 raise AssertionError(f"server exited: {log[-2000:]}")
