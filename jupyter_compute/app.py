@@ -12,7 +12,6 @@ from tornado.ioloop import IOLoop
 from .handlers import HANDLERS
 from .core.errors import InvalidConfig
 from .core.models import Operation
-from .core.kernels import sync_kernelspecs
 from .core.workspace import Compute
 from .kernels.provisioner import ComputeProvisioner, ended_listeners, use_compute
 
@@ -45,7 +44,6 @@ class ComputeApp(ExtensionApp):
         for schema in ("target.yaml", "operation.yaml", "kernelspecs.yaml", "kernel.yaml"):
             logger.register_event_schema(EVENTS / schema)
         ended_listeners.append(self._kernel_ended)
-        self._targets_changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._emit_queue: asyncio.Queue | None = None
         IOLoop.current().add_callback(self._start_watchers)
@@ -62,8 +60,8 @@ class ComputeApp(ExtensionApp):
         # Changes this process makes are emitted at once; others' are found by tailing the feed.
         self.compute.sync_store.add_listener(lambda change: loop.call_soon_threadsafe(queue.put_nowait, change))
         self._tasks = [asyncio.create_task(self._emitter()), asyncio.create_task(self._tail_feed()),
-                       asyncio.create_task(self._monitor()), asyncio.create_task(self._kernelspecs()),
-                       asyncio.create_task(self._orphans())]
+                       asyncio.create_task(self._monitor()), asyncio.create_task(self._orphans())]
+        self._keep_kernelspecs()
 
     async def _emitter(self) -> None:
         store = self.compute.store
@@ -79,7 +77,7 @@ class ComputeApp(ExtensionApp):
                             "status": op.status.value, "progress": op.progress,
                             "error": (op.error or {}).get("message")})
                 else:
-                    self._targets_changed.set()
+                    self.compute.kernelspecs_changed()
                     row = await store.get_target(change["workspace"], change["name"])
                     self.serverapp.event_logger.emit(schema_id=TARGET_EVENT, data={
                         "workspace": change["workspace"], "name": change["name"],
@@ -127,25 +125,17 @@ class ComputeApp(ExtensionApp):
         self.serverapp.event_logger.emit(schema_id=KERNEL_EVENT, data={
             "kernel_id": kernel_id, "workspace": workspace, "target": target, "reason": reason})
 
-    async def _kernelspecs(self) -> None:
-        """Keep the kernelspecs of targets in step with them, and tell the browsers when they change."""
-        self._targets_changed.set()
-        first = True
-        while True:
-            await self._targets_changed.wait()
-            if not first:
-                # Changes come in bursts (an operation's steps): one write covers a burst, and
-                # reading every target waits until the burst's own events have gone out.
-                await asyncio.sleep(0.2)
-            first = False
-            self._targets_changed.clear()
-            try:
-                written, removed = await sync_kernelspecs(self.compute)
-                if written or removed:
-                    self.serverapp.event_logger.emit(schema_id=KERNELSPECS_EVENT,
-                                                     data={"written": written, "removed": removed})
-            except Exception:
-                self.log.exception("jupyter_compute: could not write the kernelspecs of targets")
+    def _keep_kernelspecs(self) -> None:
+        """Keep the kernelspecs of targets in step with them, and tell the browsers when they change.
+
+        The core syncs after its own operations; the server also asks after every change the store
+        reports, other processes' included. Changes come in bursts (an operation's steps): the core
+        gathers a burst into one sync, which waits until the burst's own events have gone out."""
+        def synced(written: list[str], removed: list[str]) -> None:
+            self.serverapp.event_logger.emit(schema_id=KERNELSPECS_EVENT, data={"written": written, "removed": removed})
+        self.compute.kernelspec_delay = 0.2
+        self.compute.on_kernelspecs_synced = synced
+        self.compute.kernelspecs_changed(at_once=True)
 
     async def _monitor(self) -> None:
         interval = self.compute.settings.compute.monitor_interval

@@ -96,23 +96,53 @@ def _ours(path: str, db_path: str) -> bool:
     return meta.get("store") == db_path
 
 
-def _write(folder: str, spec: dict) -> bool:
-    """Write ``spec`` as ``folder``/kernel.json unless it is already that; True if it changed."""
-    path = os.path.join(folder, "kernel.json")
+def _signature(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _write(folder: str, spec: dict, known: dict[str, tuple[dict, Any]] | None = None) -> bool:
+    """Write ``spec`` as ``folder``/kernel.json unless it is already that; True if it changed.
+
+    While ``known`` (``KernelspecMemory.files``) holds this spec and the file's signature, the file
+    is neither encoded nor read again: JSON with an indent is encoded in pure Python, which at a
+    thousand targets held the interpreter for tens of ms on every change of any target."""
+    path = folder + os.sep + "kernel.json"  # not os.path.join: thousands of calls per sync
+    if known is not None:
+        seen = known.get(folder)
+        if seen is not None and seen[0] == spec and seen[1] == _signature(path):
+            return False
     text = json.dumps(spec, indent=1, sort_keys=True)
+    changed = True
     try:
         with open(path) as f:
-            if f.read() == text:
-                return False
+            changed = f.read() != text
     except OSError:
         pass
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".kernel-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
-    return True
+    if changed:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".kernel-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+    if known is not None:
+        known[folder] = (spec, _signature(path))
+    return changed
+
+
+class KernelspecMemory:
+    """What one process's kernelspec syncs remember from the last: per target, the stored row its
+    kernels were made from (the store hands back the same row while it is unchanged) and those
+    kernels; per folder, the kernel.json last found or written there and the file's signature then.
+    A sync then does work in proportion to what changed, not to how many targets there are."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], tuple[dict, list[tuple[str, dict]]]] = {}
+        self.files: dict[str, tuple[dict, Any]] = {}
 
 
 async def expected_kernelspecs(compute: Any) -> dict[str, dict]:
@@ -122,20 +152,29 @@ async def expected_kernelspecs(compute: Any) -> dict[str, dict]:
     db_path = os.path.abspath(compute.settings.compute.effective_db_path())
     stored = [(ws, await ws.store.list_targets(ws.id)) for ws in compute.each_workspace()]
     # Thousands of targets make this real work: off the event loop.
-    return await asyncio.to_thread(_expected, stored, db_path)
+    return await asyncio.to_thread(_expected, stored, db_path, compute.kernelspec_memory)
 
 
-def _expected(stored: list, db_path: str) -> dict[str, dict]:
+def _expected(stored: list, db_path: str, memory: KernelspecMemory | None = None) -> dict[str, dict]:
     wanted: dict[str, dict] = {}
+    made = memory.rows if memory is not None else {}
+    now: dict[tuple[str, str], tuple[dict, list[tuple[str, dict]]]] = {}
     for ws, rows in stored:
-        for target, infos in ws.kernel_specs_of(rows):
-            for info in infos:
-                name = spec_name(ws.id, target, info.variant)
+        for row in rows:
+            key = (ws.id, row["name"])
+            seen = made.get(key)
+            if seen is None or seen[0] is not row:
+                seen = (row, [(spec_name(ws.id, target, info.variant), kernel_json(ws.id, target, info, db_path))
+                              for target, infos in ws.kernel_specs_of([row]) for info in infos])
+            now[key] = seen
+            for name, spec in seen[1]:
                 if name in wanted:  # names differ only in case: the first keeps the kernel
                     log.warning("jupyter_compute: two targets would share the kernel name %s; %s has none", name,
-                                target)
+                                row["name"])
                     continue
-                wanted[name] = kernel_json(ws.id, target, info, db_path)
+                wanted[name] = spec
+    if memory is not None:
+        memory.rows = now  # targets no longer stored are forgotten
     return wanted
 
 
@@ -146,24 +185,26 @@ def _written_since(folder: str, when: float) -> bool:
         return False
 
 
-def write_kernelspecs(directory: str, db_path: str, wanted: dict[str, dict],
-                      read_at: float | None = None) -> tuple[list[str], list[str]]:
+def write_kernelspecs(directory: str, db_path: str, wanted: dict[str, dict], read_at: float | None = None,
+                      known: dict[str, tuple[dict, Any]] | None = None) -> tuple[list[str], list[str]]:
     """Make ``directory`` hold exactly ``wanted`` among the folders of this store; (written, removed).
 
     ``wanted`` was read from the store at ``read_at``: a folder written after that (by another
     process that has seen a newer target) is left for the next sync to judge. Blocking: call it
-    off the event loop."""
+    off the event loop. ``known`` is ``KernelspecMemory.files``."""
     written, removed = [], []
     os.makedirs(directory, exist_ok=True)
+    base = os.path.join(directory, "")  # folders are base + name: not os.path.join per target
     for name, spec in wanted.items():
-        if _write(os.path.join(directory, name), spec):
+        if _write(base + name, spec, known):
             written.append(name)
     for entry in os.listdir(directory):
-        folder = os.path.join(directory, entry)
-        if entry.startswith(PREFIX) and entry not in wanted and _ours(folder, db_path):
+        if entry.startswith(PREFIX) and entry not in wanted and _ours(folder := base + entry, db_path):
             if read_at is not None and _written_since(folder, read_at):
                 continue
             shutil.rmtree(folder, ignore_errors=True)
+            if known is not None:
+                known.pop(folder, None)
             removed.append(entry)
     return written, removed
 
@@ -177,7 +218,8 @@ async def sync_kernelspecs(compute: Any) -> tuple[list[str], list[str]]:
     read_at = time.time()
     wanted = await expected_kernelspecs(compute)
     db_path = os.path.abspath(compute.settings.compute.effective_db_path())
-    return await asyncio.to_thread(write_kernelspecs, kernels_dir(compute.settings), db_path, wanted, read_at)
+    return await asyncio.to_thread(write_kernelspecs, kernels_dir(compute.settings), db_path, wanted, read_at,
+                                   compute.kernelspec_memory.files)
 
 
 class KernelGone(Exception):

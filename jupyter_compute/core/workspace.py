@@ -24,7 +24,7 @@ from .backend import Backend, KindSpec, OperationContext, Outcome, SpecChanged, 
 from .config import ComputeConfig, load_config
 from .errors import (BackendRefused, ComputeError, ConfirmationRequired, Conflict, InvalidConfig, InvalidRequest,
                      NotFound)
-from .kernels import TargetKernel, end_local_kernel, orphaned_kernels, sync_kernelspecs
+from .kernels import KernelspecMemory, TargetKernel, end_local_kernel, orphaned_kernels, sync_kernelspecs
 from .registry import Family, WorkspaceProvider, load_families
 from .route import Route
 from .models import KindInfo, Node, Operation, Size, State, Target, Usage, WorkspaceInfo, utcnow
@@ -829,6 +829,11 @@ class Compute:
         self._workspaces[LOCAL_WORKSPACE].on_targets_changed = self.kernelspecs_changed
         self._kernelspec_sync: asyncio.Task | None = None
         self._kernelspec_again = False
+        self.kernelspec_memory = KernelspecMemory()
+        #: Seconds a sync waits for the rest of a burst of changes (the server gathers them).
+        self.kernelspec_delay = 0.0
+        #: Called with (written, removed) after a sync that changed a folder.
+        self.on_kernelspecs_synced: Callable[[list[str], list[str]], Any] | None = None
         for f in self.families:
             if f.workspaces is not None:
                 provider = f.workspaces(self)
@@ -1034,18 +1039,24 @@ class Compute:
                 await w.adopt_orphans()
 
     # -- kernelspecs ---------------------------------------------------------------------------------
-    def kernelspecs_changed(self) -> None:
-        """Targets changed: bring their kernelspecs in step soon (one sync for a burst of changes)."""
+    def kernelspecs_changed(self, *, at_once: bool = False) -> None:
+        """Targets changed: bring their kernelspecs in step soon (one sync for a burst of changes);
+        ``at_once`` skips the wait for the rest of a burst (the server's first sync)."""
         if self._kernelspec_sync is not None and not self._kernelspec_sync.done():
             self._kernelspec_again = True
             return
-        self._kernelspec_sync = asyncio.get_running_loop().create_task(self._sync_kernelspecs())
+        self._kernelspec_sync = asyncio.get_running_loop().create_task(self._sync_kernelspecs(at_once))
 
-    async def _sync_kernelspecs(self) -> None:
+    async def _sync_kernelspecs(self, at_once: bool) -> None:
         while True:
+            if self.kernelspec_delay and not at_once:
+                await asyncio.sleep(self.kernelspec_delay)
+            at_once = False
             self._kernelspec_again = False
             try:
-                await sync_kernelspecs(self)
+                written, removed = await sync_kernelspecs(self)
+                if (written or removed) and self.on_kernelspecs_synced is not None:
+                    self.on_kernelspecs_synced(written, removed)
             except Exception:
                 log.exception("jupyter_compute: could not write the kernelspecs of targets")
             if not self._kernelspec_again:

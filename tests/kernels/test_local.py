@@ -40,18 +40,6 @@ def specs() -> dict:
     return KernelSpecManager().get_all_specs()
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 # -- the kernelspec follows the target ------------------------------------------------------------------
 def test_creating_and_deleting_a_target_adds_and_removes_its_kernel(data_dir, compute_db):
     assert "compute-k1" not in specs()
@@ -136,6 +124,45 @@ def test_kernelspecs_of_another_store_are_left_alone(data_dir, compute_db, tmp_p
     assert "compute-mine" in specs()
     monkeypatch.setenv("JUPYTER_COMPUTE_DB", str(compute_db))
     assert cli("delete", "mine", "--yes").returncode == 0
+
+
+async def test_a_sync_redoes_only_what_changed_and_mends_folders_changed_from_outside(data_dir, compute_db):
+    """The kernelspec sync remembers what it made and wrote: with nothing changed it writes nothing
+    and makes no kernelspec again, yet a folder deleted or rewritten by someone else, and a target
+    whose row changed, are brought back in step."""
+    from jupyter_compute.core import kernels
+    from jupyter_compute.core.workspace import Compute
+
+    compute = Compute.from_config()
+    store, memory = compute.sync_store, compute.kernelspec_memory
+    names = ["compute-a1", "compute-a2", "compute-a3"]
+    try:
+        for name in ("a1", "a2", "a3"):
+            store.insert_target("local", name, "local-kernel", True, {"memory_limit_mb": 512}, "stopped")
+        written, removed = await kernels.sync_kernelspecs(compute)
+        assert sorted(written) == names and removed == []
+        made = dict(memory.rows)
+        assert await kernels.sync_kernelspecs(compute) == ([], [])
+        assert all(memory.rows[key][1] is made[key][1] for key in made)  # not made again
+
+        folder = data_dir / "kernels"
+        (folder / "compute-a1" / "kernel.json").unlink()
+        (folder / "compute-a2" / "kernel.json").write_text('{"argv": ["false"], "display_name": "edited"}')
+        store.update_target("local", "a3", runtime={"python_version": "3.99"})
+        written, removed = await kernels.sync_kernelspecs(compute)
+        assert sorted(written) == names and removed == []
+        shown = specs()
+        assert shown["compute-a2"]["spec"]["display_name"].endswith(" · a2 (local kernel)")
+        assert shown["compute-a3"]["spec"]["display_name"] == "Python 3.99 · a3 (local kernel)"
+        assert memory.rows[("local", "a3")][1] is not made[("local", "a3")][1]  # its row changed
+        assert memory.rows[("local", "a1")][1] is made[("local", "a1")][1]  # only its file was gone
+
+        store.delete_target("local", "a1")
+        assert await kernels.sync_kernelspecs(compute) == ([], ["compute-a1"])
+        assert ("local", "a1") not in memory.rows and not (folder / "compute-a1").exists()
+        assert sorted(os.path.basename(path) for path in memory.files) == names[1:]
+    finally:
+        await compute.close()
 
 
 # -- a kernel of its own, on the target -----------------------------------------------------------------
