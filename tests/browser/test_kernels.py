@@ -350,7 +350,7 @@ def test_a_jupyter_servers_kernels_in_the_launcher_run_a_notebook_there(page, la
         assert server.token not in str(ui.kernelspecs())
 
         # A notebook on that kernel (as the tile makes one) runs in the remote server's kernel.
-        ui.write_notebook("on-remote.ipynb", ["import os\nbeta_remote = 2\nprint(os.getppid())", "beta_"],
+        ui.write_notebook("on-remote.ipynb", ["import os\nbeta_remote = beta_there = 2\nprint(os.getppid())", "beta_"],
                           kernel="compute-remote-python3")
         ui.command("docmanager:open", {"path": "on-remote.ipynb"})
         ui.wait_kernel_idle(timeout=90_000)
@@ -361,7 +361,10 @@ def test_a_jupyter_servers_kernels_in_the_launcher_run_a_notebook_there(page, la
         expect(ui.output_of(0)).to_have_text(re.compile(r"^\s*\d+\s*$"), timeout=60_000)
         assert int(ui.output_of(0).inner_text()) in remote_pids  # the kernel is the remote server's child
 
-        expect(_complete_in(ui, 1)).to_contain_text("beta_remote")
+        # Two names, so the completer shows them (JupyterLab inserts a single match without showing it).
+        completer = _complete_in(ui, 1)
+        expect(completer).to_contain_text("beta_remote")
+        expect(completer).to_contain_text("beta_there")
         page.keyboard.press("Escape")
         _close_current(ui)
         lab.delete("remote")
