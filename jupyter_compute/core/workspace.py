@@ -826,9 +826,10 @@ class Compute:
             LOCAL_WORKSPACE, "local", "This machine: local kernels, clusters and remote machines you attach",
             self.store, settings, local_backends)
         self._sources[LOCAL_WORKSPACE] = "builtin"
-        self._workspaces[LOCAL_WORKSPACE].on_targets_changed = self.kernelspecs_changed
+        self._workspaces[LOCAL_WORKSPACE].on_targets_changed = self._changed_here
         self._kernelspec_sync: asyncio.Task | None = None
-        self._kernelspec_again = False
+        self._kernelspec_again = self._kernelspec_hurry = False
+        self._kernelspec_wait: asyncio.Future | None = None
         self.kernelspec_memory = KernelspecMemory()
         #: Seconds a sync waits for the rest of a burst of changes (the server gathers them).
         self.kernelspec_delay = 0.0
@@ -857,7 +858,7 @@ class Compute:
                     continue
                 alias = provider.alias(cfg, set(self._workspaces))
                 self._workspaces[alias] = provider.make(alias, cfg, source)
-                self._workspaces[alias].on_targets_changed = self.kernelspecs_changed
+                self._workspaces[alias].on_targets_changed = self._changed_here
                 self._sources[alias] = source
                 known[key] = alias
 
@@ -1040,19 +1041,29 @@ class Compute:
 
     # -- kernelspecs ---------------------------------------------------------------------------------
     def kernelspecs_changed(self, *, at_once: bool = False) -> None:
-        """Targets changed: bring their kernelspecs in step soon (one sync for a burst of changes);
-        ``at_once`` skips the wait for the rest of a burst (the server's first sync)."""
+        """Targets changed: bring their kernelspecs in step soon. With a ``kernelspec_delay`` (the
+        server's), a sync waits that long for the rest of a burst of changes, unless ``at_once``:
+        a change this process made itself is in the kernel lists as soon as it is in the store."""
+        self._kernelspec_hurry = self._kernelspec_hurry or at_once
         if self._kernelspec_sync is not None and not self._kernelspec_sync.done():
             self._kernelspec_again = True
+            if at_once and self._kernelspec_wait is not None and not self._kernelspec_wait.done():
+                self._kernelspec_wait.set_result(None)
             return
-        self._kernelspec_sync = asyncio.get_running_loop().create_task(self._sync_kernelspecs(at_once))
+        self._kernelspec_sync = asyncio.get_running_loop().create_task(self._sync_kernelspecs())
 
-    async def _sync_kernelspecs(self, at_once: bool) -> None:
+    def _changed_here(self) -> None:
+        self.kernelspecs_changed(at_once=True)
+
+    async def _sync_kernelspecs(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            if self.kernelspec_delay and not at_once:
-                await asyncio.sleep(self.kernelspec_delay)
-            at_once = False
-            self._kernelspec_again = False
+            if self.kernelspec_delay and not self._kernelspec_hurry:
+                self._kernelspec_wait = wait = loop.create_future()
+                loop.call_later(self.kernelspec_delay, lambda: wait.done() or wait.set_result(None))
+                await wait
+                self._kernelspec_wait = None
+            self._kernelspec_hurry = self._kernelspec_again = False
             try:
                 written, removed = await sync_kernelspecs(self)
                 if (written or removed) and self.on_kernelspecs_synced is not None:

@@ -165,6 +165,28 @@ async def test_a_sync_redoes_only_what_changed_and_mends_folders_changed_from_ou
         await compute.close()
 
 
+async def test_the_servers_sync_gathers_a_burst_but_not_its_own_changes(data_dir, compute_db):
+    """The server waits a moment after a change it learns of from the store, to sync once for a
+    burst; a change it makes itself is in the kernel lists at once."""
+    from jupyter_compute.core.workspace import Compute
+
+    compute = Compute.from_config()
+    compute.kernelspec_delay = 60  # longer than the test: only a change of its own cuts it short
+    synced = []
+    compute.on_kernelspecs_synced = lambda written, removed: synced.append((written, removed))
+    try:
+        # As another process would: into the store, and the server is told of a change.
+        compute.sync_store.insert_target("local", "outside", "local-kernel", True, {}, "stopped")
+        compute.kernelspecs_changed()
+        await asyncio.sleep(0.5)
+        assert synced == [] and "compute-outside" not in specs()
+        await compute.workspace("local").rename("outside", "inside")
+        await asyncio.wait_for(compute.join(), 10)
+        assert synced == [(["compute-inside"], [])] and "compute-inside" in specs()
+    finally:
+        await compute.close()
+
+
 # -- a kernel of its own, on the target -----------------------------------------------------------------
 def test_nbclient_runs_a_notebook_on_the_target_by_kernel_name(k1, compute_db):
     nb = nbformat.v4.new_notebook()
