@@ -39,6 +39,11 @@ export interface IOperationEvent {
 export interface ISyncedModel {
   /** The workspace shown: events of any other are ignored. */
   workspace(): string;
+  /**
+   * An event about target `name` of a workspace not shown: the model notes it when a list of
+   * that workspace fetched before it is still to be shown (see `ComputeModel.prefetch`).
+   */
+  passedBy(workspace: string, name: string): void;
   /** Whether the model shows the server as unreachable. */
   isOffline(): boolean;
   /** Whether the model's lists are loaded. */
@@ -157,6 +162,11 @@ export class ConnectionWatcher implements IDisposable {
       return;
     }
     if (event.workspace !== this._model.workspace()) {
+      const name =
+        event.schema_id === OPERATION_EVENT ? event.target : event.name;
+      if (typeof event.workspace === 'string' && typeof name === 'string') {
+        this._model.passedBy(event.workspace, name);
+      }
       return;
     }
     if (event.schema_id === OPERATION_EVENT) {

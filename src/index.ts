@@ -97,6 +97,9 @@ const sidebar: JupyterFrontEndPlugin<IComputeService> = {
       await model.refresh(defaultWorkspace || undefined);
       model.watchServer();
     };
+    // The targets are asked for now, while JupyterLab restores its layout: the first refresh
+    // uses the answers when the settings keep the server's default workspace.
+    model.prefetch();
     void app.restored.then(start);
 
     return { model, controller };

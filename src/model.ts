@@ -77,6 +77,24 @@ const TRANSITION: Record<TargetAction, TargetState> = {
 /** How many ended operation ids are remembered. */
 const ENDED_KEPT = 200;
 
+/** Answers fetched before the first refresh (`ComputeModel.prefetch`). */
+interface IEarlyAnswers {
+  listing: IWorkspaceListing;
+  workspace: string;
+  kinds: IKind[];
+  targets: ITarget[];
+  /** The model's clock when they were asked for: anything fetched later wins over them. */
+  stamp: number;
+  /** Targets of that workspace that events named after they were asked for. */
+  missed: ReadonlySet<string>;
+}
+
+interface IPrefetched {
+  answers: Promise<Omit<IEarlyAnswers, 'missed'> | null>;
+  /** Targets events named meanwhile, by workspace. */
+  missed: Map<string, Set<string>>;
+}
+
 export class ComputeModel implements IDisposable {
   constructor(options: ComputeModel.IOptions) {
     this.api = options.api;
@@ -89,6 +107,7 @@ export class ComputeModel implements IDisposable {
       resyncDelaysMs: options.resyncDelaysMs,
       model: {
         workspace: () => this._workspace,
+        passedBy: (workspace, name) => this._passedBy(workspace, name),
         isOffline: () => this._status === 'offline',
         isReady: () => this._status === 'ready',
         setOffline: error => this._setStatus('offline', error),
@@ -235,7 +254,8 @@ export class ComputeModel implements IDisposable {
       this._setStatus('loading', null);
     }
     try {
-      const listing = await this.api.listWorkspaces();
+      const early = await this._takePrefetched();
+      const listing = early?.listing ?? (await this.api.listWorkspaces());
       if (generation !== this._generation || this._isDisposed) {
         return;
       }
@@ -249,10 +269,45 @@ export class ComputeModel implements IDisposable {
         const fallback = workspaces.find(w => w.default) ?? workspaces[0];
         this._switchTo(fallback.id);
       }
-      await this._loadWorkspace();
+      await this._loadWorkspace(
+        early?.workspace === this._workspace ? early : undefined
+      );
     } catch (error) {
       this._handleFailure(error);
     }
+  }
+
+  /**
+   * Start fetching the workspaces and the targets of the server's default workspace at once,
+   * before JupyterLab has restored its layout and the settings are read: the first `refresh()`
+   * that shows that workspace uses these answers instead of asking again, and fetches anew each
+   * target an event named meanwhile. On a page busy with its start (thousands of kernelspecs to
+   * read and show) the targets are then in when the panel opens.
+   */
+  prefetch(): void {
+    if (this._prefetched || this._generation > 0) {
+      return;
+    }
+    const stamp = ++this._clock;
+    const early: IPrefetched = {
+      missed: new Map(),
+      answers: (async () => {
+        const listing = await this.api.listWorkspaces();
+        const chosen =
+          listing.workspaces.find(w => w.default) ?? listing.workspaces[0];
+        if (!chosen) {
+          return null;
+        }
+        const [kinds, targets] = await Promise.all([
+          this.api.listKinds(chosen.id),
+          this.api.listTargets(chosen.id)
+        ]);
+        return { listing, workspace: chosen.id, kinds, targets, stamp };
+      })()
+    };
+    // A failure here is met again, and shown, by the refresh that asks anew.
+    early.answers.catch(() => undefined);
+    this._prefetched = early;
   }
 
   /** Show another workspace. */
@@ -523,14 +578,45 @@ export class ComputeModel implements IDisposable {
     this._emit();
   }
 
-  private async _loadWorkspace(): Promise<void> {
+  private _passedBy(workspace: string, name: string): void {
+    const missed = this._prefetched?.missed;
+    if (missed) {
+      missed.set(workspace, (missed.get(workspace) ?? new Set()).add(name));
+    }
+  }
+
+  /** The prefetched answers, once: null if there were none or they failed. */
+  private async _takePrefetched(): Promise<IEarlyAnswers | null> {
+    const early = this._prefetched;
+    if (!early) {
+      return null;
+    }
+    try {
+      const answers = await early.answers;
+      return answers
+        ? {
+            ...answers,
+            missed: early.missed.get(answers.workspace) ?? new Set()
+          }
+        : null;
+    } catch {
+      return null;
+    } finally {
+      // Events of the shown workspace are applied from now on.
+      this._prefetched = null;
+    }
+  }
+
+  private async _loadWorkspace(early?: IEarlyAnswers): Promise<void> {
     const generation = this._generation;
     const workspace = this._workspace;
-    const stamp = ++this._clock;
-    const [kinds, targets] = await Promise.all([
-      this.api.listKinds(workspace),
-      this.api.listTargets(workspace)
-    ]);
+    const stamp = early?.stamp ?? ++this._clock;
+    const [kinds, targets] = early
+      ? [early.kinds, early.targets]
+      : await Promise.all([
+          this.api.listKinds(workspace),
+          this.api.listTargets(workspace)
+        ]);
     if (generation !== this._generation || this._isDisposed) {
       return;
     }
@@ -547,6 +633,9 @@ export class ComputeModel implements IDisposable {
     }
     this._groups = null;
     this._setStatus('ready', null);
+    for (const name of early?.missed ?? []) {
+      void this.refreshTarget(name);
+    }
   }
 
   /** Keep a target unless what we hold was fetched after this copy was asked for. */
@@ -696,6 +785,7 @@ export class ComputeModel implements IDisposable {
   private _busy = new Set<string>();
   private _stamps = new Map<string, number>();
   private _clock = 0;
+  private _prefetched: IPrefetched | null = null;
   private _generation = 0;
   private _fetching = new Map<string, Promise<void>>();
   private _fetchAgain = new Set<string>();

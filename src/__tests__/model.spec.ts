@@ -240,6 +240,88 @@ describe('ComputeModel', () => {
     expect(model.targets.get('k1')!.state).toBe('running');
   });
 
+  it('uses answers asked for early, and fetches anew what events named meanwhile', async () => {
+    const { model, bus, byName, server, targetGets } = setup([
+      target('k1'),
+      target('k2'),
+      target('gone')
+    ]);
+    model.prefetch();
+    await settle();
+    const asked = server.requests.map(r => `${r.method} ${r.path}`);
+    expect(asked).toEqual(
+      expect.arrayContaining([
+        'GET workspaces',
+        'GET workspaces/local/kinds',
+        'GET workspaces/local/targets'
+      ])
+    );
+    // Before the panel's first refresh: k1 starts, k3 is made, `gone` is deleted.
+    byName.set('k1', target('k1', { state: 'running' }));
+    byName.set('k3', target('k3'));
+    byName.delete('gone');
+    for (const name of ['k1', 'k3']) {
+      bus.emit({
+        schema_id: TARGET_EVENT,
+        workspace: 'local',
+        name,
+        change: 'updated'
+      });
+    }
+    bus.emit({
+      schema_id: OPERATION_EVENT,
+      id: 'o',
+      workspace: 'local',
+      target: 'gone',
+      action: 'delete',
+      status: 'succeeded'
+    });
+    await model.refresh();
+    await settle();
+    // The lists were not asked for twice; the targets events named were fetched one by one.
+    expect(server.requests.length - asked.length).toBe(3);
+    expect(targetGets().map(r => r.path.split('/').pop())).toEqual([
+      'k1',
+      'k3',
+      'gone'
+    ]);
+    expect(model.workspace).toBe('local');
+    expect(model.status).toBe('ready');
+    expect(model.targets.get('k1')!.state).toBe('running');
+    expect(Array.from(model.targets.keys()).sort()).toEqual(['k1', 'k2', 'k3']);
+  });
+
+  it('asks again when the early answers failed or were for another workspace', async () => {
+    const { model, server } = setup([target('k1')]);
+    server.on('GET', 'workspaces/local/targets', {
+      status: 503,
+      body: { message: 'busy', reason: 'unavailable', field: null }
+    });
+    model.prefetch();
+    await settle();
+    server.on('GET', 'workspaces/local/targets', {
+      status: 200,
+      body: { targets: [target('k1')] }
+    });
+    await model.refresh();
+    expect(model.status).toBe('ready');
+    expect(Array.from(model.targets.keys())).toEqual(['k1']);
+
+    // The settings chose another workspace: its own lists are fetched.
+    const other = setup([target('k1')]);
+    other.server
+      .on('GET', 'workspaces/azure/kinds', { status: 200, body: { kinds: [] } })
+      .on('GET', 'workspaces/azure/targets', {
+        status: 200,
+        body: { targets: [target('a1', { kind: 'compute-instance' })] }
+      });
+    other.model.prefetch();
+    await settle();
+    await other.model.refresh('azure');
+    expect(other.model.workspace).toBe('azure');
+    expect(Array.from(other.model.targets.keys())).toEqual(['a1']);
+  });
+
   it('shows the progress of operations and reports failures', async () => {
     const { model, bus } = setup([target('k1', { state: 'starting' })]);
     await model.refresh();
