@@ -133,6 +133,8 @@ class Store:
         self._listeners: list[Callable[[dict], None]] = []
         #: workspace -> name -> (the row as read, the row parsed): what ``list_targets`` last read.
         self._listed: dict[str, dict[str, tuple[tuple, dict[str, Any]]]] = {}
+        #: workspace -> (the newest change's number before that list, the list).
+        self._listed_at: dict[str, tuple[int, list[dict[str, Any]]]] = {}
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         if not os.path.exists(self.path):
             # Created private before sqlite opens it; sqlite gives -wal/-shm the same mode.
@@ -255,8 +257,18 @@ class Store:
     # -- targets ---------------------------------------------------------------------------------
     def list_targets(self, workspace: str) -> list[dict]:
         """The workspace's targets, by name. A row unchanged since the last list (every column
-        equal) is not parsed again: its dict is the one returned then, so callers only read them."""
-        cur = self._conn().cursor()
+        equal) is not parsed again: its dict is the one returned then, so callers only read them.
+
+        Every write of a target records a change in the same transaction, under a number that only
+        grows (``changes.seq``). While the newest number is the one read before the last list, no
+        target changed, in this process or another, and that list is the answer without reading
+        the rows again."""
+        conn = self._conn()
+        seq = conn.execute("SELECT MAX(seq) FROM changes").fetchone()[0] or 0
+        last = self._listed_at.get(workspace)
+        if last is not None and last[0] == seq:
+            return list(last[1])
+        cur = conn.cursor()
         cur.row_factory = None  # plain tuples: compared whole with what was read last time
         rows = cur.execute(f"SELECT {_TARGET_COLUMNS} FROM targets WHERE workspace = ? ORDER BY name",
                            (workspace,)).fetchall()
@@ -266,7 +278,10 @@ class Store:
             seen = before.get(raw[1])
             now[raw[1]] = seen if seen is not None and seen[0] == raw else (raw, _row_target(raw))
         self._listed[workspace] = now  # names no longer listed are forgotten
-        return [parsed for _, parsed in now.values()]
+        listed = [parsed for _, parsed in now.values()]
+        # Read before the rows: a write between the two shows as a newer number next time.
+        self._listed_at[workspace] = (seq, listed)
+        return list(listed)
 
     def get_target(self, workspace: str, name: str) -> dict | None:
         r = self._conn().execute(

@@ -133,6 +133,33 @@ def test_the_list_parses_only_rows_that_changed_and_sees_every_change(tmp_path):
     assert s.find_targets(kind="dask-cluster") == [] and len(s.find_targets()) == 4
 
 
+def test_an_unchanged_store_is_listed_without_reading_its_rows_and_any_write_is_seen(tmp_path):
+    """Every write of a target records a change: while none was recorded since the last list, that
+    list is the answer, read with one query; a write by another process's store is seen at once."""
+    s = Store(str(tmp_path / "c.db"))
+    for name in ("a", "b"):
+        s.insert_target("local", name, "local-kernel", True, {}, "stopped")
+    first = s.list_targets("local")
+    statements: list[str] = []
+    s._conn().set_trace_callback(statements.append)  # this thread's connection: the one listing
+    again = s.list_targets("local")
+    assert statements == ["SELECT MAX(seq) FROM changes"]
+    assert [r["name"] for r in again] == ["a", "b"] and all(x is y for x, y in zip(again, first))
+    again.pop()  # the caller's own list: the next answer is whole
+    assert len(s.list_targets("local")) == 2
+
+    other = Store(s.path)  # another process's store
+    other.update_target("local", "b", state="running")
+    other.close()
+    statements.clear()
+    third = s.list_targets("local")
+    assert any("FROM targets" in q for q in statements)
+    assert [r["state"] for r in third] == ["stopped", "running"] and third[0] is first[0]
+    s.delete_target("local", "a")
+    assert [r["name"] for r in s.list_targets("local")] == ["b"]
+    s.close()
+
+
 def test_kept_targets_are_serialised_once_as_any_other_target_is_and_forgotten_with_them():
     import gc
 
