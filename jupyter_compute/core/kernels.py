@@ -104,16 +104,18 @@ def _signature(path: str) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def _write(folder: str, spec: dict, known: dict[str, tuple[dict, Any]] | None = None) -> bool:
+def _write(folder: str, spec: dict, known: dict[str, tuple[dict, Any]] | None = None,
+           check: bool = True) -> bool:
     """Write ``spec`` as ``folder``/kernel.json unless it is already that; True if it changed.
 
-    While ``known`` (``KernelspecMemory.files``) holds this spec and the file's signature, the file
-    is neither encoded nor read again: JSON with an indent is encoded in pure Python, which at a
-    thousand targets held the interpreter for tens of ms on every change of any target."""
+    While ``known`` (``KernelspecMemory.files``) holds this spec and, when ``check``, the file's
+    signature is still the one then, the file is neither encoded nor read again: JSON with an
+    indent is encoded in pure Python, which at a thousand targets held the interpreter for tens of
+    ms on every change of any target."""
     path = folder + os.sep + "kernel.json"  # not os.path.join: thousands of calls per sync
     if known is not None:
         seen = known.get(folder)
-        if seen is not None and seen[0] == spec and seen[1] == _signature(path):
+        if seen is not None and seen[0] == spec and (not check or seen[1] == _signature(path)):
             return False
     text = json.dumps(spec, indent=1, sort_keys=True)
     changed = True
@@ -143,6 +145,24 @@ class KernelspecMemory:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], tuple[dict, list[tuple[str, dict]]]] = {}
         self.files: dict[str, tuple[dict, Any]] = {}
+        #: When the folders are next read back whole (``FILES_CHECKED_EVERY``), monotonic seconds.
+        self.check_files_at = 0.0
+
+    def files_due(self) -> bool:
+        """Whether this sync reads the folders back (and so mends what others changed there)."""
+        import time
+
+        now = time.monotonic()
+        if now < self.check_files_at:
+            return False
+        self.check_files_at = now + FILES_CHECKED_EVERY
+        return True
+
+
+#: Seconds between syncs that read every folder back: one that someone else deleted or rewrote is
+#: mended by the first sync after that. The syncs between write and remove what changed in the
+#: store, from memory, without a system call per target.
+FILES_CHECKED_EVERY = 10.0
 
 
 async def expected_kernelspecs(compute: Any) -> dict[str, dict]:
@@ -186,19 +206,24 @@ def _written_since(folder: str, when: float) -> bool:
 
 
 def write_kernelspecs(directory: str, db_path: str, wanted: dict[str, dict], read_at: float | None = None,
-                      known: dict[str, tuple[dict, Any]] | None = None) -> tuple[list[str], list[str]]:
+                      known: dict[str, tuple[dict, Any]] | None = None,
+                      check_files: bool = True) -> tuple[list[str], list[str]]:
     """Make ``directory`` hold exactly ``wanted`` among the folders of this store; (written, removed).
 
     ``wanted`` was read from the store at ``read_at``: a folder written after that (by another
     process that has seen a newer target) is left for the next sync to judge. Blocking: call it
-    off the event loop. ``known`` is ``KernelspecMemory.files``."""
+    off the event loop. ``known`` is ``KernelspecMemory.files``; without ``check_files`` the
+    folders it holds are taken to be as it says, and only they are candidates for removal."""
     written, removed = [], []
     os.makedirs(directory, exist_ok=True)
     base = os.path.join(directory, "")  # folders are base + name: not os.path.join per target
+    check = check_files or known is None
     for name, spec in wanted.items():
-        if _write(base + name, spec, known):
+        if _write(base + name, spec, known, check):
             written.append(name)
-    for entry in os.listdir(directory):
+    entries = os.listdir(directory) if check else [
+        folder[len(base):] for folder in (known or {}) if folder[len(base):] not in wanted]
+    for entry in entries:
         if entry.startswith(PREFIX) and entry not in wanted and _ours(folder := base + entry, db_path):
             if read_at is not None and _written_since(folder, read_at):
                 continue
@@ -209,17 +234,20 @@ def write_kernelspecs(directory: str, db_path: str, wanted: dict[str, dict], rea
     return written, removed
 
 
-async def sync_kernelspecs(compute: Any) -> tuple[list[str], list[str]]:
-    """Bring the kernelspec folders of this store in step with its targets; (written, removed)."""
+async def sync_kernelspecs(compute: Any, *, check_files: bool | None = None) -> tuple[list[str], list[str]]:
+    """Bring the kernelspec folders of this store in step with its targets; (written, removed).
+    The folders are read back when ``check_files``, or by default every ``FILES_CHECKED_EVERY``."""
     import asyncio
 
     import time
 
+    memory = compute.kernelspec_memory
     read_at = time.time()
     wanted = await expected_kernelspecs(compute)
     db_path = os.path.abspath(compute.settings.compute.effective_db_path())
+    check = memory.files_due() if check_files is None else check_files
     return await asyncio.to_thread(write_kernelspecs, kernels_dir(compute.settings), db_path, wanted, read_at,
-                                   compute.kernelspec_memory.files)
+                                   memory.files, check)
 
 
 class KernelGone(Exception):

@@ -128,8 +128,8 @@ def test_kernelspecs_of_another_store_are_left_alone(data_dir, compute_db, tmp_p
 
 async def test_a_sync_redoes_only_what_changed_and_mends_folders_changed_from_outside(data_dir, compute_db):
     """The kernelspec sync remembers what it made and wrote: with nothing changed it writes nothing
-    and makes no kernelspec again, yet a folder deleted or rewritten by someone else, and a target
-    whose row changed, are brought back in step."""
+    and makes no kernelspec again; a target whose row changed is brought in step at once, and a
+    folder someone else deleted or rewrote by the next sync that reads the folders back."""
     from jupyter_compute.core import kernels
     from jupyter_compute.core.workspace import Compute
 
@@ -139,7 +139,7 @@ async def test_a_sync_redoes_only_what_changed_and_mends_folders_changed_from_ou
     try:
         for name in ("a1", "a2", "a3"):
             store.insert_target("local", name, "local-kernel", True, {"memory_limit_mb": 512}, "stopped")
-        written, removed = await kernels.sync_kernelspecs(compute)
+        written, removed = await kernels.sync_kernelspecs(compute)  # the first reads the folders back
         assert sorted(written) == names and removed == []
         made = dict(memory.rows)
         assert await kernels.sync_kernelspecs(compute) == ([], [])
@@ -149,13 +149,15 @@ async def test_a_sync_redoes_only_what_changed_and_mends_folders_changed_from_ou
         (folder / "compute-a1" / "kernel.json").unlink()
         (folder / "compute-a2" / "kernel.json").write_text('{"argv": ["false"], "display_name": "edited"}')
         store.update_target("local", "a3", runtime={"python_version": "3.99"})
-        written, removed = await kernels.sync_kernelspecs(compute)
-        assert sorted(written) == names and removed == []
-        shown = specs()
-        assert shown["compute-a2"]["spec"]["display_name"].endswith(" · a2 (local kernel)")
-        assert shown["compute-a3"]["spec"]["display_name"] == "Python 3.99 · a3 (local kernel)"
+        # A sync between reads of the folders goes by memory: only the target that changed.
+        assert await kernels.sync_kernelspecs(compute) == (["compute-a3"], [])
         assert memory.rows[("local", "a3")][1] is not made[("local", "a3")][1]  # its row changed
-        assert memory.rows[("local", "a1")][1] is made[("local", "a1")][1]  # only its file was gone
+        assert memory.rows[("local", "a1")][1] is made[("local", "a1")][1]
+        assert specs()["compute-a3"]["spec"]["display_name"] == "Python 3.99 · a3 (local kernel)"
+        written, removed = await kernels.sync_kernelspecs(compute, check_files=True)
+        assert sorted(written) == names[:2] and removed == []
+        assert specs()["compute-a2"]["spec"]["display_name"].endswith(" · a2 (local kernel)")
+        assert (folder / "compute-a1" / "kernel.json").exists()
 
         store.delete_target("local", "a1")
         assert await kernels.sync_kernelspecs(compute) == ([], ["compute-a1"])
