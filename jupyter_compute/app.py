@@ -128,9 +128,10 @@ class ComputeApp(ExtensionApp):
     def _keep_kernelspecs(self) -> None:
         """Keep the kernelspecs of targets in step with them, and tell the browsers when they change.
 
-        The core syncs after its own operations; the server also asks after every change the store
-        reports, other processes' included. Changes come in bursts (an operation's steps): the core
-        gathers a burst into one sync, which waits until the burst's own events have gone out."""
+        The core syncs at once after a change it made itself; the server also asks after every
+        change the store reports, other processes' included. Those come in bursts (an operation's
+        steps): such a sync waits 0.2 s, so that one covers a burst and reads the targets after
+        the burst's own events have gone out."""
         def synced(written: list[str], removed: list[str]) -> None:
             self.serverapp.event_logger.emit(schema_id=KERNELSPECS_EVENT, data={"written": written, "removed": removed})
         self.compute.kernelspec_delay = 0.2

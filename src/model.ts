@@ -80,19 +80,31 @@ const ENDED_KEPT = 200;
 /** Answers fetched before the first refresh (`ComputeModel.prefetch`). */
 interface IEarlyAnswers {
   listing: IWorkspaceListing;
-  workspace: string;
-  kinds: IKind[];
-  targets: ITarget[];
+  /** The server's default workspace's lists, when that is the one to show and they came. */
+  lists: IEarlyLists | null;
   /** The model's clock when they were asked for: anything fetched later wins over them. */
   stamp: number;
   /** Targets of that workspace that events named after they were asked for. */
   missed: ReadonlySet<string>;
 }
 
+interface IEarlyLists {
+  workspace: string;
+  kinds: IKind[];
+  targets: ITarget[];
+}
+
 interface IPrefetched {
-  answers: Promise<Omit<IEarlyAnswers, 'missed'> | null>;
+  listing: Promise<IWorkspaceListing>;
+  lists: Promise<IEarlyLists | null>;
+  stamp: number;
   /** Targets events named meanwhile, by workspace. */
   missed: Map<string, Set<string>>;
+}
+
+/** The workspace the server offers first. */
+function defaultOf(listing: IWorkspaceListing): IWorkspace | undefined {
+  return listing.workspaces.find(w => w.default) ?? listing.workspaces[0];
 }
 
 export class ComputeModel implements IDisposable {
@@ -254,7 +266,7 @@ export class ComputeModel implements IDisposable {
       this._setStatus('loading', null);
     }
     try {
-      const early = await this._takePrefetched();
+      const early = await this._takePrefetched(this._workspace);
       const listing = early?.listing ?? (await this.api.listWorkspaces());
       if (generation !== this._generation || this._isDisposed) {
         return;
@@ -266,11 +278,13 @@ export class ComputeModel implements IDisposable {
         workspaces.length > 0 &&
         !workspaces.some(w => w.id === this._workspace)
       ) {
-        const fallback = workspaces.find(w => w.default) ?? workspaces[0];
-        this._switchTo(fallback.id);
+        this._switchTo(defaultOf(listing)!.id);
       }
+      const lists = early?.lists;
       await this._loadWorkspace(
-        early?.workspace === this._workspace ? early : undefined
+        lists && lists.workspace === this._workspace
+          ? { ...lists, stamp: early.stamp, missed: early.missed }
+          : undefined
       );
     } catch (error) {
       this._handleFailure(error);
@@ -288,26 +302,27 @@ export class ComputeModel implements IDisposable {
     if (this._prefetched || this._generation > 0) {
       return;
     }
-    const stamp = ++this._clock;
-    const early: IPrefetched = {
-      missed: new Map(),
-      answers: (async () => {
-        const listing = await this.api.listWorkspaces();
-        const chosen =
-          listing.workspaces.find(w => w.default) ?? listing.workspaces[0];
-        if (!chosen) {
-          return null;
-        }
-        const [kinds, targets] = await Promise.all([
-          this.api.listKinds(chosen.id),
-          this.api.listTargets(chosen.id)
-        ]);
-        return { listing, workspace: chosen.id, kinds, targets, stamp };
-      })()
-    };
+    const listing = this.api.listWorkspaces();
+    const lists = listing.then(async answer => {
+      const chosen = defaultOf(answer);
+      if (!chosen) {
+        return null;
+      }
+      const [kinds, targets] = await Promise.all([
+        this.api.listKinds(chosen.id),
+        this.api.listTargets(chosen.id)
+      ]);
+      return { workspace: chosen.id, kinds, targets };
+    });
     // A failure here is met again, and shown, by the refresh that asks anew.
-    early.answers.catch(() => undefined);
-    this._prefetched = early;
+    listing.catch(() => undefined);
+    lists.catch(() => undefined);
+    this._prefetched = {
+      listing,
+      lists,
+      stamp: ++this._clock,
+      missed: new Map()
+    };
   }
 
   /** Show another workspace. */
@@ -585,20 +600,29 @@ export class ComputeModel implements IDisposable {
     }
   }
 
-  /** The prefetched answers, once: null if there were none or they failed. */
-  private async _takePrefetched(): Promise<IEarlyAnswers | null> {
+  /**
+   * The prefetched answers, once: null if there were none or they failed. Their lists are
+   * waited for only when `shown` (the workspace about to be shown, or '' for the server's
+   * default) is the workspace they are of.
+   */
+  private async _takePrefetched(shown: string): Promise<IEarlyAnswers | null> {
     const early = this._prefetched;
     if (!early) {
       return null;
     }
     try {
-      const answers = await early.answers;
-      return answers
-        ? {
-            ...answers,
-            missed: early.missed.get(answers.workspace) ?? new Set()
-          }
-        : null;
+      const listing = await early.listing;
+      const chosen = defaultOf(listing)?.id;
+      let lists: IEarlyLists | null = null;
+      if (chosen && (!shown || shown === chosen)) {
+        lists = await early.lists.catch(() => null);
+      }
+      return {
+        listing,
+        lists,
+        stamp: early.stamp,
+        missed: (chosen && early.missed.get(chosen)) || new Set()
+      };
     } catch {
       return null;
     } finally {
@@ -607,7 +631,9 @@ export class ComputeModel implements IDisposable {
     }
   }
 
-  private async _loadWorkspace(early?: IEarlyAnswers): Promise<void> {
+  private async _loadWorkspace(
+    early?: IEarlyLists & { stamp: number; missed: ReadonlySet<string> }
+  ): Promise<void> {
     const generation = this._generation;
     const workspace = this._workspace;
     const stamp = early?.stamp ?? ++this._clock;

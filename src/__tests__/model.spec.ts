@@ -307,9 +307,11 @@ describe('ComputeModel', () => {
     expect(model.status).toBe('ready');
     expect(Array.from(model.targets.keys())).toEqual(['k1']);
 
-    // The settings chose another workspace: its own lists are fetched.
+    // The settings chose another workspace: its own lists are fetched, without waiting for
+    // the default workspace's (here they never come).
     const other = setup([target('k1')]);
     other.server
+      .on('GET', 'workspaces/local/targets', () => new Promise(() => undefined))
       .on('GET', 'workspaces/azure/kinds', { status: 200, body: { kinds: [] } })
       .on('GET', 'workspaces/azure/targets', {
         status: 200,
