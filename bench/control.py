@@ -1,5 +1,6 @@
 """Control-plane figures: listing 1,000 targets, how the list's cost and the server's memory grow
-from 100 to 10,000 targets, event latency, and kernel start beside a plain one."""
+from 100 to 10,000 targets, a kernelspec sync at 1,000 targets, event latency, and kernel start
+beside a plain one."""
 from __future__ import annotations
 
 import asyncio
@@ -129,11 +130,42 @@ def kernel_start(rec: Recorder, server: ServerProcess, n: int = 8) -> None:
     rec.add("floor_kernel_start_s", floor, "s")
 
 
+def kernelspec_sync(rec: Recorder, n: int = 1000, changes: int = 60) -> None:
+    """``kernelspec_sync_ms``: one kernelspec sync after one target of ``n`` changed, in process (the
+    server's loop runs it beside the requests it answers); ``kernelspec_full_sync_ms``: one that also
+    reads every folder back, as every ``FILES_CHECKED_EVERY`` seconds."""
+    from unittest import mock
+
+    from jupyter_compute.core.kernels import sync_kernelspecs
+    from jupyter_compute.core.workspace import Compute
+
+    async def measure(compute: Compute) -> tuple[list[float], list[float]]:
+        store = compute.sync_store
+        await sync_kernelspecs(compute, check_files=True)  # the first writes every folder
+        light, full = [], []
+        for i in range(changes):
+            store.update_target("local", "bench-00005", state="running" if i % 2 else "stopped")
+            t0 = time.perf_counter()
+            await sync_kernelspecs(compute, check_files=i % 4 == 3)
+            (full if i % 4 == 3 else light).append((time.perf_counter() - t0) * 1000)
+        await compute.close()
+        return light, full
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = str(Path(tmp) / "bench.db")
+        _populate(db, n)
+        with mock.patch.dict(os.environ, {"JUPYTER_COMPUTE_DB": db, "JUPYTER_DATA_DIR": os.path.join(tmp, "data")}):
+            light, full = asyncio.run(measure(Compute.from_config()))
+    rec.add("kernelspec_sync_ms", light, "ms")
+    rec.add("kernelspec_full_sync_ms", full, "ms")
+
+
 def run(rec: Recorder) -> None:
-    try:
-        growth(rec)
-    except Exception as e:  # one broken figure must not hide the others
-        rec.fail("growth", f"{type(e).__name__}: {e}")
+    for section in (growth, kernelspec_sync):
+        try:
+            section(rec)
+        except Exception as e:  # one broken figure must not hide the others
+            rec.fail(section.__name__, f"{type(e).__name__}: {e}")
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "bench.db")
         _populate(db, 1000)

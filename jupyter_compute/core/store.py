@@ -131,10 +131,9 @@ class Store:
         self._local = threading.local()
         self._origin = os.getpid()
         self._listeners: list[Callable[[dict], None]] = []
-        #: workspace -> name -> (the row as read, the row parsed): what ``list_targets`` last read.
-        self._listed: dict[str, dict[str, tuple[tuple, dict[str, Any]]]] = {}
-        #: workspace -> (the newest change's number before that list, the list).
-        self._listed_at: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+        #: workspace -> (the newest change's number before ``list_targets`` last read it, and by
+        #: name the rows it read then, as read and parsed).
+        self._listed: dict[str, tuple[int, dict[str, tuple[tuple, dict[str, Any]]]]] = {}
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         if not os.path.exists(self.path):
             # Created private before sqlite opens it; sqlite gives -wal/-shm the same mode.
@@ -265,23 +264,20 @@ class Store:
         the rows again."""
         conn = self._conn()
         seq = conn.execute("SELECT MAX(seq) FROM changes").fetchone()[0] or 0
-        last = self._listed_at.get(workspace)
-        if last is not None and last[0] == seq:
-            return list(last[1])
-        cur = conn.cursor()
-        cur.row_factory = None  # plain tuples: compared whole with what was read last time
-        rows = cur.execute(f"SELECT {_TARGET_COLUMNS} FROM targets WHERE workspace = ? ORDER BY name",
-                           (workspace,)).fetchall()
-        before = self._listed.get(workspace, {})
-        now: dict[str, tuple[tuple, dict[str, Any]]] = {}
-        for raw in rows:
-            seen = before.get(raw[1])
-            now[raw[1]] = seen if seen is not None and seen[0] == raw else (raw, _row_target(raw))
-        self._listed[workspace] = now  # names no longer listed are forgotten
-        listed = [parsed for _, parsed in now.values()]
-        # Read before the rows: a write between the two shows as a newer number next time.
-        self._listed_at[workspace] = (seq, listed)
-        return list(listed)
+        last_seq, before = self._listed.get(workspace, (None, {}))
+        if last_seq != seq:
+            cur = conn.cursor()
+            cur.row_factory = None  # plain tuples: compared whole with what was read last time
+            rows = cur.execute(f"SELECT {_TARGET_COLUMNS} FROM targets WHERE workspace = ? ORDER BY name",
+                               (workspace,)).fetchall()
+            now: dict[str, tuple[tuple, dict[str, Any]]] = {}
+            for raw in rows:
+                seen = before.get(raw[1])
+                now[raw[1]] = seen if seen is not None and seen[0] == raw else (raw, _row_target(raw))
+            # The number was read before the rows: a write between the two shows as a newer one.
+            self._listed[workspace] = (seq, now)  # names no longer listed are forgotten
+            before = now
+        return [parsed for _, parsed in before.values()]
 
     def get_target(self, workspace: str, name: str) -> dict | None:
         r = self._conn().execute(

@@ -828,8 +828,9 @@ class Compute:
         self._sources[LOCAL_WORKSPACE] = "builtin"
         self._workspaces[LOCAL_WORKSPACE].on_targets_changed = self._changed_here
         self._kernelspec_sync: asyncio.Task | None = None
-        self._kernelspec_again = self._kernelspec_hurry = False
-        self._kernelspec_wait: asyncio.Future | None = None
+        self._kernelspec_again = False
+        #: Set by a change that is synced at once: it ends a sync's wait for the rest of a burst.
+        self._kernelspec_now: asyncio.Event | None = None
         self.kernelspec_memory = KernelspecMemory()
         #: Seconds a sync waits for the rest of a burst of changes (the server gathers them).
         self.kernelspec_delay = 0.0
@@ -1044,11 +1045,13 @@ class Compute:
         """Targets changed: bring their kernelspecs in step soon. With a ``kernelspec_delay`` (the
         server's), a sync waits that long for the rest of a burst of changes, unless ``at_once``:
         a change this process made itself is in the kernel lists as soon as it is in the store."""
-        self._kernelspec_hurry = self._kernelspec_hurry or at_once
-        if self._kernelspec_sync is not None and not self._kernelspec_sync.done():
+        running = self._kernelspec_sync is not None and not self._kernelspec_sync.done()
+        if not running:
+            self._kernelspec_now = asyncio.Event()  # of this loop: the sync's task waits on it
+        if at_once:
+            self._kernelspec_now.set()
+        if running:
             self._kernelspec_again = True
-            if at_once and self._kernelspec_wait is not None and not self._kernelspec_wait.done():
-                self._kernelspec_wait.set_result(None)
             return
         self._kernelspec_sync = asyncio.get_running_loop().create_task(self._sync_kernelspecs())
 
@@ -1056,14 +1059,12 @@ class Compute:
         self.kernelspecs_changed(at_once=True)
 
     async def _sync_kernelspecs(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            if self.kernelspec_delay and not self._kernelspec_hurry:
-                self._kernelspec_wait = wait = loop.create_future()
-                loop.call_later(self.kernelspec_delay, lambda: wait.done() or wait.set_result(None))
-                await wait
-                self._kernelspec_wait = None
-            self._kernelspec_hurry = self._kernelspec_again = False
+            if self.kernelspec_delay:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._kernelspec_now.wait(), self.kernelspec_delay)
+            self._kernelspec_now.clear()
+            self._kernelspec_again = False
             try:
                 written, removed = await sync_kernelspecs(self)
                 if (written or removed) and self.on_kernelspecs_synced is not None:
