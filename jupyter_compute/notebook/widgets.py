@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import threading
 import weakref
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import ipywidgets as widgets
 from traitlets import Bool, Dict, List, Unicode, observe
@@ -101,20 +103,41 @@ class TargetPicker(_Live, widgets.Dropdown):
 
     def __init__(self, workspace: str | None = None, **kw: Any):
         from .magics import active_route
-        self._syncing = True  # the initial value is not a choice the person made
+        # The change feed refreshes the list on its own thread while the kernel applies the
+        # person's choices on the shell thread. A refresh holds the lock, so a choice waits for it
+        # rather than being undone by it, and only the values the refreshing thread sets are not
+        # choices: `_quiet_in` names that thread.
+        self._lock = threading.RLock()
+        self._quiet_in: int | None = None
         active = None
         try:
             active = active_route()
         except RuntimeError:
             pass
-        super().__init__(options=[(f"{LOCAL} · this notebook's kernel", LOCAL)], value=LOCAL,
-                         description="Run cells on", style={"description_width": "initial"}, **kw)
-        self.workspace = workspace or ""
-        self._load_now()
+        with self._not_a_choice():  # the initial value is not a choice the person made
+            super().__init__(options=[(f"{LOCAL} · this notebook's kernel", LOCAL)], value=LOCAL,
+                             description="Run cells on", style={"description_width": "initial"}, **kw)
+            self.workspace = workspace or ""
+        self._load_now()  # on the loop thread, which takes the lock
         if active is not None and active[1] in {t["name"] for t in self.targets}:
-            self._set_value(active[1])
-        self._syncing = False
+            with self._not_a_choice():
+                self.value = active[1]
         _feed.listen(self)
+
+    @contextmanager
+    def _not_a_choice(self) -> Iterator[None]:
+        """Values this thread sets meanwhile are the list's own, and route nothing."""
+        with self._lock:
+            was, self._quiet_in = self._quiet_in, threading.get_ident()
+            try:
+                yield
+            finally:
+                self._quiet_in = was
+
+    def set_state(self, sync_data: dict) -> None:
+        """A choice made in the browser; it waits for a refresh under way to finish."""
+        with self._lock:
+            super().set_state(sync_data)
 
     async def _refresh(self) -> None:
         try:
@@ -127,29 +150,18 @@ class TargetPicker(_Live, widgets.Dropdown):
         self._apply(targets, error)
 
     def _apply(self, targets: list[dict], error: str) -> None:
-        value = self.value
-        options = [(f"{LOCAL} · this notebook's kernel", LOCAL)] + [(_label(t), t["name"]) for t in targets]
-        was, self._syncing = self._syncing, True
-        try:
-            with self.hold_trait_notifications():
-                self.options = options
-                names = {v for _, v in options}
-                self.value = value if value in names else LOCAL
-                self.targets = targets
-                self.error = error
-        finally:
-            self._syncing = was
-
-    def _set_value(self, name: str) -> None:
-        was, self._syncing = self._syncing, True
-        try:
-            self.value = name
-        finally:
-            self._syncing = was
+        with self._not_a_choice(), self.hold_sync():
+            value = self.value
+            options = [(f"{LOCAL} · this notebook's kernel", LOCAL)] + [(_label(t), t["name"]) for t in targets]
+            self.options = options
+            names = {v for _, v in options}
+            self.value = value if value in names else LOCAL
+            self.targets = targets
+            self.error = error
 
     @observe("value")
     def _route_cells(self, change: dict) -> None:
-        if getattr(self, "_syncing", True) or change["new"] is None:
+        if getattr(self, "_quiet_in", None) == threading.get_ident() or change["new"] is None:
             return
         from .magics import set_active_route
         set_active_route(change["new"], self.workspace or None)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import threading
 
 import pytest
 
@@ -27,6 +29,9 @@ def test_picker_lists_targets_and_routes_cells(shell):
         assert active_route(shell) is None
         picker.value = "k1"
         assert active_route(shell) == (None, "k1")
+        # A refresh (the change feed's, after any change in the store) keeps the choice shown.
+        picker.refresh()
+        assert (picker.value, picker.label) == ("k1", labels["k1"]) and active_route(shell) == (None, "k1")
         # The next cell goes to k1, as after '%compute use k1'.
         r = shell.run_cell("import os\nos.getpid()")
         pid = json.loads(cli("show", "k1", "--output", "json").stdout)["properties"]["kernel_pid"]
@@ -49,6 +54,40 @@ def test_a_new_picker_shows_the_active_route_without_changing_it(shell):
     finally:
         picker.close()
         shell.run_cell("%compute use local")
+
+
+def test_a_choice_made_while_the_change_feed_refreshes_the_list_still_routes(shell):
+    """The change feed refreshes a picker's list on its own thread while the kernel handles the
+    person's choices on the shell thread: a choice made during a refresh routes the cells, and the
+    refresh keeps the choice."""
+    from jupyter_compute.notebook.magics import active_route, set_active_route
+    from jupyter_compute.notebook.widgets import TargetPicker
+
+    create_target("k1")
+    picker = TargetPicker()
+    stop = threading.Event()
+
+    def refresh_again_and_again() -> None:
+        while not stop.is_set():
+            picker._apply(list(picker.targets), "")
+
+    feed = threading.Thread(target=refresh_again_and_again)
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # hand the interpreter between the two threads as often as it can
+    feed.start()
+    try:
+        index = {value: i for i, (_, value) in enumerate(picker.options)}
+        for choice in ["k1", "local"] * 100:
+            # What ipywidgets does with a choice made in the browser.
+            picker.set_state({"index": index[choice]})
+            assert active_route(shell) == (None if choice == "local" else (None, "k1")), choice
+            assert picker.value == choice
+    finally:
+        stop.set()
+        feed.join()
+        sys.setswitchinterval(switching)
+        picker.close()
+        set_active_route(None, shell=shell)
 
 
 def test_widgets_follow_changes_made_by_the_cli(shell):
