@@ -5,10 +5,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from tests.support import wait_for
+from tests.support import free_port, wait_for
 
 
 class ServerProcess:
@@ -23,10 +22,7 @@ class ServerProcess:
         self._take_port()
 
     def _take_port(self) -> None:
-        import socket
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = self.root / f"server-{self.port}.log"
 

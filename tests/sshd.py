@@ -20,14 +20,10 @@ import asyncssh
 import psutil
 import pytest
 
+from tests.support import free_port
+
 SSHD = shutil.which("sshd", path="/usr/sbin:/usr/local/sbin:/sbin") or "/usr/sbin/sshd"
 MARKER = "JC_TEST_SSHD"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_private_key(key: asyncssh.SSHKey, path: Path, mode: int = 0o600) -> Path:
@@ -42,7 +38,7 @@ class Sshd:
     def __init__(self, root: Path, password_login: bool = False):
         self.dir = root / "sshd"
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         self.marker = secrets.token_hex(8)
         self.host_key_path = self.dir / "ssh_host_ed25519_key"
         self.client_key_path = self.dir / "id_ed25519"

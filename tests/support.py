@@ -6,11 +6,20 @@ import asyncio
 import contextlib
 import io
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
+
+
+def free_port() -> int:
+    """A loopback port no one listens on now (a server started on it may still find it taken, and
+    choose again)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):

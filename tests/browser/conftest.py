@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import wait_for
+from tests.support import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -40,12 +39,6 @@ CHROMIUM_ARGS = [
 
 
 wait_until = wait_for  # the suite's one polling helper, under the name these tests use
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PortTaken(Exception):
@@ -65,7 +58,7 @@ class LabServer:
         for d in (self.root, self.config_dir, self.data_dir, self.runtime_dir, self.db.parent):
             d.mkdir(parents=True, exist_ok=True)
         self.token = secrets.token_hex(24)
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = base / "lab.log"
         self.proc: subprocess.Popen | None = None
@@ -92,7 +85,7 @@ class LabServer:
             try:
                 return self._start(timeout)
             except PortTaken:
-                self.port = _free_port()
+                self.port = free_port()
                 self.url = f"http://127.0.0.1:{self.port}"
         raise AssertionError(f"jupyter lab found no free port:\n{self.log_tail()}")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from tests.support import text_of
+from tests.support import free_port, text_of
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -32,14 +32,6 @@ def test_the_getting_started_notebook_runs_top_to_bottom(tmp_path, compute_db):
     assert "analysis" not in final and "cluster" not in final and "this-machine" in final
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_jupyter_compute_works_in_a_terminal_of_make_lab(tmp_path, compute_db):
     """``make lab`` as a user runs it, from a shell whose PATH does not hold the venv: its last line is
     the address with the token, and a terminal opened in that JupyterLab runs ``jupyter compute``."""
@@ -55,7 +47,7 @@ def test_jupyter_compute_works_in_a_terminal_of_make_lab(tmp_path, compute_db):
     from tornado.websocket import websocket_connect
 
     root = EXAMPLES.parent
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "JUPYTER_TOKEN")}
     env.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=str(tmp_path), JUPYTER_COMPUTE_DB=str(compute_db),
                JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..support import free_port
+
 #: The pinned Azurite release: its engines accept the Node.js the project's machines have (20).
 AZURITE_VERSION = "3.35.0"
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,12 +59,6 @@ def ensure_installed() -> Path:
     return program
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Azurite:
     """One Azurite blob service on loopback, stopped by ``stop``."""
 
@@ -74,7 +70,7 @@ class Azurite:
 
     def start(self) -> "Azurite":
         program = ensure_installed()
-        self.port = _free_port()
+        self.port = free_port()
         with open(self._log, "wb") as log:
             self._proc = subprocess.Popen(
                 [str(program), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location",

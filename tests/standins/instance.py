@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Any
 import psutil
 import pytest
 
+from ..support import free_port
 from .arm import OBJECT_ID, TENANT_ID, VM_SIZES, ArmStandIn, _now
 
 __all__ = ["aad_arm", "instance_jupyter", "InstanceJupyter", "add_instance", "on_instance_env", "OTHER_USER",
@@ -38,12 +38,6 @@ AAD_DIR = Path(__file__).parent / "aad"
 USER_NAME = "Test User"
 #: Someone else in the workspace, whose personal instances the test user may not use.
 OTHER_USER = {"oid": "9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f", "tid": TENANT_ID, "name": "Bob Other"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sign_in_as(arm: ArmStandIn, oid: str = OBJECT_ID, name: str = USER_NAME, tid: str = TENANT_ID) -> None:

@@ -21,7 +21,7 @@ from jupyter_compute.core.errors import BackendRefused, Conflict, InvalidRequest
 from jupyter_compute.core.models import State
 from tests.standins.arm import OBJECT_ID, TENANT_ID, VM_SIZES
 from tests.standins.azure import arm, azure_env, azure_workspace, network_guard, workspace_for  # noqa: F401  (fixtures)
-from tests.support import files_holding
+from tests.support import files_holding, free_port
 
 # Each test is a few requests to a stand-in on loopback: fail rather than hang.
 pytestmark = pytest.mark.timeout(60)
@@ -509,11 +509,7 @@ async def test_server_error_on_an_action_is_retried(arm, azure_workspace):
 
 
 async def test_unreachable_endpoint_is_unavailable(arm, workspace_for, azure_env):
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()  # a port nobody listens on
     azure_env.setenv("JUPYTER_COMPUTE_ARM_ENDPOINT", f"https://127.0.0.1:{closed}")
     arm.check_audience = False
     ws, backend = workspace_for(arm)

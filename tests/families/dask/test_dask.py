@@ -29,16 +29,10 @@ from jupyter_compute.families.dask.route import DaskRoute
 from jupyter_compute.core.store import Store
 
 from tests.conftest import server_config
-from tests.support import await_for, cli, run, wait_for
+from tests.support import await_for, cli, free_port, run, wait_for
 
 # The route tests share one cluster (``shared``), built once per worker: they stay together.
 pytestmark = [pytest.mark.timeout(150), pytest.mark.xdist_group("dask-cluster"), pytest.mark.long]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cluster_processes(runtime: dict) -> list[str]:

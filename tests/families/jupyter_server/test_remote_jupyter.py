@@ -11,7 +11,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -32,16 +31,10 @@ from jupyter_compute.transport.jupyter_client import BearerTokenAuth, Credential
 from jupyter_compute.transport.websocket import WebsocketRoute
 from jupyter_compute.core.workspace import Compute
 
-from tests.support import cli, files_holding, text_of, wait_for, wait_op
+from tests.support import cli, files_holding, free_port, text_of, wait_for, wait_op
 
 # The second Jupyter server is started once for the module: its tests stay on one worker.
 pytestmark = [pytest.mark.xdist_group("remote_jupyter"), pytest.mark.long]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PortTaken(Exception):
