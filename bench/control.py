@@ -27,15 +27,23 @@ def _populate(db: str, n: int) -> None:
     s.close()
 
 
-def _list_ms(server: ServerProcess, n: int, calls: int = 60, warmup: int = 10) -> list[float]:
+def _list_ms(server: ServerProcess, n: int, calls: int = 60, warmup: int = 10, changed_in: str | None = None
+             ) -> list[float]:
+    """Lists of ``n`` targets; with ``changed_in`` (the server's store), each after another process
+    changed one target there, as a supervisor or the CLI does."""
     samples = []
+    other = Store(changed_in) if changed_in else None
     for i in range(warmup + calls):
+        if other is not None:
+            other.update_target("local", f"bench-{i % n:05d}", state="running" if i % 2 else "stopped")
         t0 = time.perf_counter()
         code, body = server.request("GET", "workspaces/local/targets")
         dt = (time.perf_counter() - t0) * 1000
         assert code == 200 and len(body["targets"]) >= n
         if i >= warmup:
             samples.append(dt)
+    if other is not None:
+        other.close()
     return samples
 
 
@@ -49,7 +57,8 @@ GROWTH = (100, 1000, 10_000)
 
 def growth(rec: Recorder) -> None:
     """``list_at_N_ms`` and the server's resident memory after those lists (``server_rss_at_N_mb``)
-    with N targets. Each size needs a store and a server of its own, so the sizes run one after
+    with N targets, and from 1,000 on ``list_after_change_at_N_ms``, each list after one target
+    changed. Each size needs a store and a server of its own, so the sizes run one after
     another, smallest first."""
     import psutil
 
@@ -61,6 +70,9 @@ def growth(rec: Recorder) -> None:
                                                    "JUPYTER_DATA_DIR": os.path.join(tmp, "data")}).start()
             try:
                 rec.add(f"list_at_{n}_ms", _list_ms(server, n, calls=30 if n > 1000 else 60), "ms")
+                if n >= 1000:
+                    rec.add(f"list_after_change_at_{n}_ms",
+                            _list_ms(server, n, calls=30 if n > 1000 else 60, changed_in=db), "ms")
                 rss = psutil.Process(server.proc.pid).memory_info().rss / 2**20
                 rec.add(f"server_rss_at_{n}_mb", [rss], "MB")
             finally:

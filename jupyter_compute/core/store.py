@@ -258,26 +258,57 @@ class Store:
         """The workspace's targets, by name. A row unchanged since the last list (every column
         equal) is not parsed again: its dict is the one returned then, so callers only read them.
 
-        Every write of a target records a change in the same transaction, under a number that only
-        grows (``changes.seq``). While the newest number is the one read before the last list, no
-        target changed, in this process or another, and that list is the answer without reading
-        the rows again."""
+        Every write of a target records a change, naming it, in the same transaction, under a
+        number that only grows (``changes.seq``). While the newest number is the one read before
+        the last list, no target changed, in this process or another, and that list is the answer
+        without reading the rows again. After a few changes, only the rows they name are read."""
         conn = self._conn()
         seq = conn.execute("SELECT MAX(seq) FROM changes").fetchone()[0] or 0
         last_seq, before = self._listed.get(workspace, (None, {}))
         if last_seq != seq:
             cur = conn.cursor()
             cur.row_factory = None  # plain tuples: compared whole with what was read last time
-            rows = cur.execute(f"SELECT {_TARGET_COLUMNS} FROM targets WHERE workspace = ? ORDER BY name",
-                               (workspace,)).fetchall()
-            now: dict[str, tuple[tuple, dict[str, Any]]] = {}
-            for raw in rows:
-                seen = before.get(raw[1])
-                now[raw[1]] = seen if seen is not None and seen[0] == raw else (raw, _row_target(raw))
+            names = None if last_seq is None else self._changed_since(cur, workspace, last_seq, seq)
+            if names is None:
+                rows = cur.execute(f"SELECT {_TARGET_COLUMNS} FROM targets WHERE workspace = ? ORDER BY name",
+                                   (workspace,)).fetchall()
+                now: dict[str, tuple[tuple, dict[str, Any]]] = {}
+                for raw in rows:
+                    seen = before.get(raw[1])
+                    now[raw[1]] = seen if seen is not None and seen[0] == raw else (raw, _row_target(raw))
+            else:
+                rows = cur.execute(f"SELECT {_TARGET_COLUMNS} FROM targets WHERE workspace = ? AND name IN "
+                                   f"({', '.join('?' * len(names))})", (workspace, *names)).fetchall() if names else []
+                found = {raw[1]: raw for raw in rows}
+                now = dict(before)
+                added = False
+                for name in names:
+                    raw, seen = found.get(name), now.get(name)
+                    if raw is None:
+                        now.pop(name, None)
+                    elif seen is None or seen[0] != raw:
+                        added = added or seen is None
+                        now[name] = (raw, _row_target(raw))
+                if added:  # in name order, as the full read's ORDER BY: SQLite compares the names'
+                    now = dict(sorted(now.items()))  # UTF-8 bytes, which order as their code points do
             # The number was read before the rows: a write between the two shows as a newer one.
             self._listed[workspace] = (seq, now)  # names no longer listed are forgotten
             before = now
         return [parsed for _, parsed in before.values()]
+
+    #: Past this many targets named by the changes since the last list, all rows are read again.
+    CHANGED_READ_LIMIT = 200
+
+    def _changed_since(self, cur: sqlite3.Cursor, workspace: str, after: int, upto: int) -> set[str] | None:
+        """The names of ``workspace``'s targets changed after change ``after`` up to ``upto``; None
+        when they cannot all be known (changes trimmed since) or are too many to read one by one."""
+        oldest = cur.execute("SELECT MIN(seq) FROM changes").fetchone()[0]
+        if oldest is None or oldest > after + 1:
+            return None
+        names = {r[0] for r in cur.execute(
+            "SELECT DISTINCT name FROM changes WHERE seq > ? AND seq <= ? AND workspace = ? LIMIT ?",
+            (after, upto, workspace, self.CHANGED_READ_LIMIT + 1))}
+        return None if len(names) > self.CHANGED_READ_LIMIT else names
 
     def get_target(self, workspace: str, name: str) -> dict | None:
         r = self._conn().execute(

@@ -112,8 +112,11 @@ def test_the_list_parses_only_rows_that_changed_and_sees_every_change(tmp_path):
         s.insert_target("local", name, "local-kernel", True, {"n": 1}, "stopped")
     first = {r["name"]: r for r in s.list_targets("local")}
     s.update_target("local", "b", spec={"n": 2})
-    other = sqlite3.connect(s.path)  # another process's write, keeping `modified` as it was
+    # Another process's write in the same microsecond as the last: `modified` is as it was. (Every
+    # write records a change naming its target, as the store's own writes do.)
+    other = sqlite3.connect(s.path)
     other.execute("UPDATE targets SET state = 'running' WHERE name = 'c'")
+    other.execute("INSERT INTO changes (origin, entity, workspace, name) VALUES (0, 'target', 'local', 'c')")
     other.commit()
     other.close()
     s.delete_target("local", "a")
@@ -157,6 +160,61 @@ def test_an_unchanged_store_is_listed_without_reading_its_rows_and_any_write_is_
     assert [r["state"] for r in third] == ["stopped", "running"] and third[0] is first[0]
     s.delete_target("local", "a")
     assert [r["name"] for r in s.list_targets("local")] == ["b"]
+    s.close()
+
+
+def test_after_a_few_changes_only_the_rows_they_name_are_read(tmp_path, monkeypatch):
+    """A list after changes reads the rows the changes name, and stays what a whole read gives: in
+    name order, with renames, new and deleted targets; when changes were trimmed since the last list,
+    or name too many targets, every row is read again."""
+    from jupyter_compute.core import store as store_module
+
+    s = Store(str(tmp_path / "c.db"))
+    for name in ("b", "d", "f", "h"):
+        s.insert_target("local", name, "local-kernel", True, {}, "stopped")
+    s.insert_target("other", "x", "local-kernel", True, {}, "stopped")
+    first = s.list_targets("local")
+    statements: list[str] = []
+    s._conn().set_trace_callback(statements.append)
+
+    def whole() -> list[dict]:
+        fresh = Store(s.path)  # no list before: reads every row
+        try:
+            return fresh.list_targets("local")
+        finally:
+            fresh.close()
+
+    other = Store(s.path)  # another process's store
+    other.update_target("local", "d", state="running")
+    other.insert_target("local", "c", "local-kernel", True, {}, "stopped")
+    other.insert_target("other", "y", "local-kernel", True, {}, "stopped")
+    other.delete_target("local", "h")
+    other.rename_target("local", "f", "a", lambda op: False, states=("stopped",))
+    listed = s.list_targets("local")
+    assert not any("ORDER BY name" in q for q in statements), statements
+    assert any("name IN" in q for q in statements), statements
+    assert listed == whole() and [t["name"] for t in listed] == ["a", "b", "c", "d"]
+    assert listed[1] is first[0] and listed[3]["state"] == "running"  # b was not parsed again
+
+    # Changes trimmed since the last list: which targets they named is not known, so all are read.
+    other.update_target("local", "b", state="running")
+    with other.write() as c:
+        c.execute("DELETE FROM changes")
+    other.update_target("local", "c", state="running")
+    statements.clear()
+    listed = s.list_targets("local")
+    assert any("ORDER BY name" in q for q in statements), statements
+    assert listed == whole() and [t["state"] for t in listed] == ["stopped", "running", "running", "running"]
+
+    # Changes naming more targets than are worth reading one by one: all are read.
+    monkeypatch.setattr(store_module.Store, "CHANGED_READ_LIMIT", 2)
+    for name in ("a", "b", "c"):
+        other.update_target("local", name, spec={"description": f"now {name}"})
+    statements.clear()
+    listed = s.list_targets("local")
+    assert any("ORDER BY name" in q for q in statements), statements
+    assert listed == whole() and [t["spec"].get("description") for t in listed][:3] == ["now a", "now b", "now c"]
+    other.close()
     s.close()
 
 
