@@ -137,7 +137,8 @@ const kernels: JupyterFrontEndPlugin<void> = {
     const { kernelspecs, events } = app.serviceManager;
     new KernelSpecsFollower({
       events: events.stream,
-      refresh: () => kernelspecs.refreshSpecs()
+      refresh: () => kernelspecs.refreshSpecs(),
+      catchUpAfter: app.restored
     });
     new KernelEndedNotifier({
       events: events.stream,

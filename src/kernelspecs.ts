@@ -141,6 +141,13 @@ export class KernelSpecsFollower implements IDisposable {
     this._delay = options.fallbackDelayMs ?? FALLBACK_DELAY_MS;
     this._events = options.events ?? null;
     this._events?.connect(this._onEvent, this);
+    // Changes the server announced before this page was listening (between JupyterLab's first
+    // read of the kernelspecs and its event stream opening) are caught up with once.
+    options.catchUpAfter?.then(() => {
+      if (!this._isDisposed) {
+        void this.refreshNow();
+      }
+    });
   }
 
   get isDisposed(): boolean {
@@ -233,6 +240,8 @@ export namespace KernelSpecsFollower {
     /** JupyterLab's event stream (`serviceManager.events.stream`). */
     events?: ISignal<unknown, IEventEmission>;
     fallbackDelayMs?: number;
+    /** Once this settles (the page restored), the kernelspecs are read once more. */
+    catchUpAfter?: Promise<unknown>;
   }
 }
 

@@ -184,6 +184,24 @@ describe('KernelSpecsFollower', () => {
     expect(refresh).toHaveBeenCalledTimes(2);
   });
 
+  it('reads them once more when the page has restored, for changes told before it listened', async () => {
+    let restored: () => void = () => undefined;
+    const refresh = jest.fn(async () => undefined);
+    const follower = new KernelSpecsFollower({
+      events: new Bus().stream,
+      refresh,
+      catchUpAfter: new Promise<void>(resolve => {
+        restored = resolve;
+      })
+    });
+    await Promise.resolve();
+    expect(refresh).not.toHaveBeenCalled();
+    restored();
+    await new Promise(resolve => setTimeout(resolve, 0));
+    expect(refresh).toHaveBeenCalledTimes(1);
+    follower.dispose();
+  });
+
   it('keeps following after a read fails', async () => {
     const warn = jest.spyOn(console, 'warn').mockImplementation(() => {});
     const refresh = jest

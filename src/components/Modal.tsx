@@ -76,6 +76,30 @@ function ModalFrame(props: {
     first?.focus();
   }, []);
 
+  // Escape closes the dialog even when the control that had focus went away (a button disabled
+  // or re-rendered while a form is checked): focus is then on the page's body, in no dialog.
+  const cancel = React.useRef(props.onCancel);
+  cancel.current = props.onCancel;
+  React.useEffect(() => {
+    const onDocumentKey = (event: KeyboardEvent) => {
+      const active = document.activeElement;
+      if (
+        event.key !== 'Escape' ||
+        event.defaultPrevented ||
+        (active && active !== document.body)
+      ) {
+        return;
+      }
+      const open = document.querySelectorAll('.jp-ComputeModal-content');
+      if (open[open.length - 1] === ref.current) {
+        event.preventDefault();
+        cancel.current();
+      }
+    };
+    document.addEventListener('keydown', onDocumentKey);
+    return () => document.removeEventListener('keydown', onDocumentKey);
+  }, []);
+
   const onKeyDown = (event: React.KeyboardEvent) => {
     if (event.key === 'Escape') {
       event.preventDefault();
