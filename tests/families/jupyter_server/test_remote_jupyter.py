@@ -41,6 +41,10 @@ class PortTaken(Exception):
     """Another process took the server's port before it bound it."""
 
 
+#: The environment variable that marks what a second Jupyter server started.
+MARKER = "JC_TEST_JUPYTER"
+
+
 class JupyterServer:
     """``jupyter server`` without jupyter_compute, on a loopback port, with a token of its own."""
 
@@ -58,7 +62,11 @@ class JupyterServer:
         self.args = list(args)
         # Plain: without jupyter_compute, and apart from the test's store.
         self.env = {k: v for k, v in os.environ.items() if k != "JUPYTER_COMPUTE_DB"}
-        self.env.update(JUPYTER_RUNTIME_DIR=str(root / f".runtime-{self.port}"), **(env or {}))
+        #: Every process the server starts carries it, those that leave its tree too (a kernel's
+        #: debugger adapter outlives the kernel's shutdown on its own session).
+        self.marker = secrets.token_hex(8)
+        self.env.update(JUPYTER_RUNTIME_DIR=str(root / f".runtime-{self.port}"), **{MARKER: self.marker},
+                        **(env or {}))
         self.proc: subprocess.Popen | None = None
         self.started: list[psutil.Process] = []
         self.log = root / f"jupyter-{self.port}.log"
@@ -137,9 +145,17 @@ class JupyterServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
-        for p in procs:  # kernels left behind by a killed or stuck server
+        for p in procs + self._marked():  # kernels, and what they started, left behind
             with _gone():
                 p.kill()
+
+    def _marked(self) -> list[psutil.Process]:
+        found = []
+        for p in psutil.process_iter():
+            with _gone():
+                if p.pid != os.getpid() and p.environ().get(MARKER) == self.marker:
+                    found.append(p)
+        return found
 
     def cleanup(self) -> None:
         """Kill every server process this object started, and their kernels."""
