@@ -20,7 +20,7 @@ import asyncssh
 import psutil
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, processes_marked
 
 SSHD = shutil.which("sshd", path="/usr/sbin:/usr/local/sbin:/sbin") or "/usr/sbin/sshd"
 MARKER = "JC_TEST_SSHD"
@@ -119,14 +119,7 @@ class Sshd:
 
     def started_processes(self) -> list[psutil.Process]:
         """Every process still running that a session of this sshd started (kernels included)."""
-        found = []
-        for p in psutil.process_iter():
-            try:
-                if p.pid != os.getpid() and p.environ().get(MARKER) == self.marker:
-                    found.append(p)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                pass
-        return found
+        return processes_marked(MARKER, self.marker)
 
     def stop_listener(self) -> list[psutil.Process]:
         """Stop accepting connections, leaving the open sessions alone; returns those sessions."""

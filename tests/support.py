@@ -22,6 +22,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def processes_marked(variable: str, value: str) -> list:
+    """Every running process but this one whose environment holds ``variable=value``: what a test
+    server started, those that left its process tree included."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid != os.getpid() and p.environ().get(variable) == value:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return found
+
+
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
     """Poll until ``predicate()`` is truthy; fail (rather than hang) after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

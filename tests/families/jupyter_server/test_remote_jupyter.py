@@ -31,7 +31,7 @@ from jupyter_compute.transport.jupyter_client import BearerTokenAuth, Credential
 from jupyter_compute.transport.websocket import WebsocketRoute
 from jupyter_compute.core.workspace import Compute
 
-from tests.support import cli, files_holding, free_port, text_of, wait_for, wait_op
+from tests.support import cli, files_holding, free_port, processes_marked, text_of, wait_for, wait_op
 
 # The second Jupyter server is started once for the module: its tests stay on one worker.
 pytestmark = [pytest.mark.xdist_group("remote_jupyter"), pytest.mark.long]
@@ -145,17 +145,9 @@ class JupyterServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
-        for p in procs + self._marked():  # kernels, and what they started, left behind
+        for p in procs + processes_marked(MARKER, self.marker):  # kernels, and what they started, left behind
             with _gone():
                 p.kill()
-
-    def _marked(self) -> list[psutil.Process]:
-        found = []
-        for p in psutil.process_iter():
-            with _gone():
-                if p.pid != os.getpid() and p.environ().get(MARKER) == self.marker:
-                    found.append(p)
-        return found
 
     def cleanup(self) -> None:
         """Kill every server process this object started, and their kernels."""
