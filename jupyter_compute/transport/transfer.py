@@ -31,6 +31,8 @@ _HELPER_SOURCE = inspect.getsource(_helper)
 HELPER_DIGEST = hashlib.sha256(_HELPER_SOURCE.encode()).hexdigest()[:16]
 _HELPER_MODULE = f"_jupyter_compute_helper_{HELPER_DIGEST}"
 _CLOUDPICKLE_REF = re.compile(rb"cloudpickle")
+#: After a transfer ends early (refused, failed or cancelled), how long the helper has to end on the target.
+HELPER_END_WAIT = 5.0
 
 
 def _cloudpickle_source() -> str:
@@ -235,6 +237,12 @@ class SocketTransport(Transport):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
             await rv.close()
+            if sock is not None and not run.done():
+                # The helper runs and ends as its stream closes: let the kernel answer before
+                # anything else is sent to it. A request that reaches an ipykernel before 7.4 (the
+                # last for Python 3.10) while it sends a reply can be left unread until another
+                # client connects, and the next cell would wait for it forever.
+                await asyncio.wait({run}, timeout=HELPER_END_WAIT)
             if not run.done():
                 run.cancel()
                 await asyncio.wait({run})

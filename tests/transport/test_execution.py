@@ -22,7 +22,7 @@ from jupyter_compute.core.route import (Capabilities, ExecutionError, ExecutionT
 from jupyter_compute.transport.kernel import KernelRoute
 from jupyter_compute.notebook.bridge import LoopThread
 from jupyter_compute.transport import in_kernel as _helper
-from jupyter_compute.transport.transfer import Payload, Transport, VariableMover, bootstrap_code
+from jupyter_compute.transport.transfer import Payload, SocketTransport, Transport, VariableMover, bootstrap_code
 
 # A kernel that stops answering fails its test in two minutes rather than holding up the run.
 pytestmark = pytest.mark.timeout(120)
@@ -224,6 +224,28 @@ async def test_transfer_errors_name_the_variable(route):
     assert missing.variable == "never_defined_anywhere" and "not defined" in missing.message
     assert unpicklable.variable == "gen" and "generator" in unpicklable.message
     assert r.status == "ok"
+
+
+async def test_a_refused_transfer_ends_once_the_target_has_answered(route):
+    """A request that reaches an ipykernel before 7.4 while it sends a reply can be left unread, and
+    the next cell would wait for ever: a refused transfer lets the helper's own request finish first,
+    so the next request never arrives while the kernel is still answering it."""
+    ended: list[str] = []
+
+    async def run_silent(code: str):
+        try:
+            reply = await route._run_silent(code)
+        except asyncio.CancelledError:
+            ended.append("cancelled")
+            raise
+        ended.append(reply.status)
+        return reply
+
+    mover = VariableMover(run_silent, SocketTransport(), "k")
+    for _ in range(5):
+        with pytest.raises(TransferError, match="not defined"):
+            await mover.pull(["never_defined_anywhere"])
+    assert ended == ["ok"] * 5
 
 
 async def test_push_is_all_or_nothing(route):
