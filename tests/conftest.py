@@ -15,6 +15,16 @@ from tests.servers import ServerProcess
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 
+@pytest.fixture(scope="session")
+def other_python(tmp_path_factory) -> tuple[str, tuple[int, int]]:
+    """A venv with ipykernel and nothing of ours, on another Python minor version where one is installed."""
+    from tests.support import make_other_python
+    try:
+        return make_other_python(tmp_path_factory)
+    except RuntimeError as e:
+        pytest.skip(str(e))
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``long`` (a minute or so of waiting) go first: on parallel workers, one that
     starts last keeps the whole run waiting for it."""

@@ -35,6 +35,10 @@ HEARTBEAT_GRACE = 5.0
 EXPLAIN_WAIT = 2.0
 #: The channels a route reads; the heartbeat is the client's own.
 CHANNELS = ("iopub", "shell", "control", "stdin")
+#: A shell request the kernel has not begun while it sat idle this long may have been left unread.
+UNREAD_CHECK = 1.0
+#: How long a fresh connection waits for the kernel's answer before it is closed.
+WAKE_WAIT = 5.0
 
 
 def check_connection(connection: Any) -> dict:
@@ -77,6 +81,9 @@ class KernelRoute(MessagingRoute):
         self._explaining: asyncio.Task | None = None
         self._pidfd: int | None = None
         self._hb_check: asyncio.Task | None = None
+        self._waking: asyncio.Task | None = None
+        #: How many times a second connection was opened to wake a kernel that sat on a request.
+        self.wakes = 0
 
     # -- transport ---------------------------------------------------------------------------------
     @property
@@ -88,6 +95,44 @@ class KernelRoute(MessagingRoute):
             raise ExecutionError("the route is not open")
         getattr(self._client, f"{channel}_channel").send(msg)
         _rearm(self._client, channel)
+        if channel == "shell":
+            self._loop.call_later(UNREAD_CHECK, self._check_unread, msg["header"]["msg_id"])
+
+    # -- requests an ipykernel 7.0-7.3 left unread ------------------------------------------------
+    def _check_unread(self, msg_id: str) -> None:
+        """If the kernel has sat idle since before it could have read this request, wake it.
+
+        Those ipykernels send their shell replies raw on the socket their stream reads; a request
+        that arrives during such a send is left unread until something new happens on the socket,
+        such as another client connecting (fixed in ipykernel 7.4, which needs Python 3.11). A cell
+        would wait for ever on a kernel that says it is idle.
+        """
+        req = self._requests.get(msg_id)
+        if req is None or req.seen or self._client is None or self.is_dead:
+            return
+        idle = self._idle_since
+        if idle is not None and self._loop.time() - idle >= UNREAD_CHECK and (
+                self._waking is None or self._waking.done()):
+            self._waking = self._loop.create_task(self._wake())
+        self._loop.call_later(UNREAD_CHECK, self._check_unread, msg_id)
+
+    async def _wake(self) -> None:
+        """Ask for kernel_info over a connection of its own: the new connection makes the kernel
+        read what its socket holds, the unread request included."""
+        try:
+            sock = self._client.connect_shell()
+        except Exception as e:  # the route is closing; its own requests fail on their own
+            log.debug("could not open a second shell connection: %s", e)
+            return
+        try:
+            self._session.send(sock, "kernel_info_request", {})
+            self.wakes += 1
+            log.info("the kernel of %s sat idle without beginning a request; a second connection was "
+                     "opened to wake it (ipykernel 7.0-7.3 can leave a request unread; 7.4 fixes it)", self.where)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(sock.recv_multipart(), WAKE_WAIT)
+        finally:
+            sock.close(linger=0)
 
     async def _read(self, channel: str) -> None:
         socket = getattr(self._client, f"{channel}_channel").socket
@@ -162,6 +207,7 @@ class KernelRoute(MessagingRoute):
         self._readers = []
         if self._hb_check is not None:
             self._hb_check.cancel()
+        await cancel_and_wait(self._waking)
         if self._explaining is not None:
             await cancel_and_wait(self._explaining)
         if self._pidfd is not None:

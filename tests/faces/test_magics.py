@@ -3,11 +3,9 @@ driven through jupyter_client (which shows arrival times and answers input)."""
 from __future__ import annotations
 
 import base64
-import glob
 import json
 import os
 import re
-import shutil
 import signal
 import struct
 import subprocess
@@ -482,65 +480,8 @@ def test_interrupting_the_notebook_interrupts_the_target(notebook_kernel, k1):
     assert reply["status"] == "ok" and elapsed < 10
 
 
-# -- a target running another Python that lacks jupyter_compute --------------------------------------
-def _python_candidates() -> list[str]:
-    found = []
-    for minor in range(8, 15):
-        exe = shutil.which(f"python3.{minor}")
-        if exe:
-            found.append(exe)
-    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    found += sorted(glob.glob(os.path.join(root, "versions", "3.*", "bin", "python3")))
-    found += ["/usr/bin/python3", "/usr/local/bin/python3"]
-    return found
-
-
-def _version(exe: str) -> tuple[int, int] | None:
-    try:
-        out = subprocess.run([exe, "-c", "import sys, venv, ensurepip; print(*sys.version_info[:2])"],
-                             capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    try:
-        major, minor = map(int, out.stdout.split())
-    except ValueError:
-        return None
-    return (major, minor) if out.returncode == 0 else None
-
-
-@pytest.fixture(scope="session")
-def other_python(tmp_path_factory) -> tuple[str, tuple[int, int]]:
-    """A venv with ipykernel and nothing of ours, on another Python minor version where one is installed."""
-    ours = sys.version_info[:2]
-    choice = None
-    for exe in _python_candidates():
-        v = _version(exe)
-        if v and v >= (3, 8) and os.path.realpath(exe) != os.path.realpath(sys.executable):
-            if choice is None or (choice[1] == ours and v != ours):
-                choice = (exe, v)
-    if choice is None:
-        choice = (getattr(sys, "_base_executable", sys.executable), ours)
-    venv = tmp_path_factory.mktemp("other-python") / "venv"
-    if choice[1] == ours:
-        # Same minor version: a bare venv that sees our packages' folder as a plain path entry. Its
-        # .pth files (our editable install among them) are not read from there, so ipykernel is
-        # found and jupyter_compute is not, without installing ipykernel again.
-        subprocess.run([choice[0], "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-        ours_site = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
-        theirs = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                capture_output=True, text=True, check=True, timeout=60).stdout.strip()
-        Path(theirs, "shared-packages.pth").write_text(ours_site + "\n")
-        return str(venv), choice[1]
-    # This Python's pip installs into it: no pip of its own to bootstrap, no bytecode to compile.
-    subprocess.run([choice[0], "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    pip = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
-                          "--no-compile", "--disable-pip-version-check", "ipykernel"],
-                         capture_output=True, text=True, timeout=600)
-    if pip.returncode != 0:
-        pytest.skip(f"cannot install ipykernel into a second interpreter: {pip.stderr[-500:]}")
-    return str(venv), choice[1]
-
-
+# -- a target running another Python that lacks jupyter_compute (the other_python fixture: tests/conftest.py)
+@pytest.mark.xdist_group("other_python")  # one worker makes the other Python's venv
 def test_push_and_pull_with_another_python_that_lacks_jupyter_compute(shell, other_python, capsys):
     venv, version = other_python
     create_target("other", "--python", venv)

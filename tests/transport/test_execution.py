@@ -3,17 +3,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
+from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 from jupyter_compute.core.errors import InvalidRequest
@@ -28,7 +33,7 @@ from jupyter_compute.transport.transfer import Payload, SocketTransport, Transpo
 pytestmark = pytest.mark.timeout(120)
 
 
-def start_kernel() -> KernelManager:
+def start_kernel(python: str | None = None) -> KernelManager:
     """A plain ipykernel whose channels are files of its own (ipc), not loopback ports another
     test's process could take between jupyter_client choosing one and the kernel binding it.
 
@@ -36,7 +41,16 @@ def start_kernel() -> KernelManager:
     in the working folder, which every test worker shares, and two kernels would bind the same
     file and read each other's messages."""
     folder = tempfile.mkdtemp(prefix="compute-ipc-")
-    km = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(folder, "kernel"))
+    if python is None:
+        km = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(folder, "kernel"))
+    else:  # that Python's own ipykernel
+        spec = Path(folder, "kernels", "other")
+        spec.mkdir(parents=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "another Python", "language": "python"}))
+        km = KernelManager(kernel_name="other", transport="ipc", ip=os.path.join(folder, "kernel"),
+                           kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)]))
     km.start_kernel()
     kc = km.blocking_client()
     kc.start_channels()
@@ -246,6 +260,52 @@ async def test_a_refused_transfer_ends_once_the_target_has_answered(route):
         with pytest.raises(TransferError, match="not defined"):
             await mover.pull(["never_defined_anywhere"])
     assert ended == ["ok"] * 5
+
+
+@pytest.fixture
+def old_ipykernel(other_python):
+    """A kernel of another Python whose ipykernel (7.0 to 7.3) can leave a shell request unread."""
+    venv, _ = other_python
+    python = os.path.join(venv, "bin", "python")
+    version = subprocess.run([python, "-c", "import ipykernel; print(ipykernel.__version__)"],
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+    major, minor = (int(n) for n in version.split(".")[:2])
+    if not (7, 0) <= (major, minor) < (7, 4):
+        pytest.skip(f"the other Python's ipykernel is {version}, which reads every request")
+    km = start_kernel(python)
+    yield km
+    km.shutdown_kernel(now=True)
+    shutil.rmtree(os.path.dirname(km.ip), ignore_errors=True)
+
+
+@pytest.mark.xdist_group("other_python")  # one worker makes the other Python's venv
+async def test_a_request_an_old_ipykernel_left_unread_is_woken(old_ipykernel, opened):
+    """ipykernel 7.0-7.3 (7.3 is the last for Python 3.10) can leave a request unread when it arrives
+    while the kernel sends a reply: the kernel then sits idle and the cell would wait for ever. Two
+    requests at once, many times over, meet that moment now and then; each cell must still end."""
+    route = await opened(route_of(old_ipykernel))
+    rng = random.Random(0)
+    for i in range(400):
+        first = asyncio.ensure_future(route.execute("pass"))
+        await asyncio.sleep(rng.uniform(0, 0.003))  # the second arrives while the first is answered, or near it
+        second = await asyncio.wait_for(route.execute(f"{i}"), 20)
+        assert (await first).status == "ok" and second.result == {"text/plain": str(i)}
+    print(f"a second connection woke the kernel {route.wakes} times in 400 rounds")
+
+
+async def test_a_request_waiting_behind_another_clients_cell_is_left_to_wait(km, route):
+    """The kernel is busy with someone else's cell, not sitting on ours: nothing is woken."""
+    await route.execute("1")
+    await asyncio.sleep(1.2)  # the kernel has been idle for longer than the route waits before it wakes one
+    other = km.blocking_client()
+    other.start_channels()
+    try:
+        other.execute("import time; time.sleep(2.5)")
+        await asyncio.sleep(0.3)
+        r = await asyncio.wait_for(route.execute("'after'"), 30)
+    finally:
+        other.stop_channels()
+    assert r.result == {"text/plain": "'after'"} and route.wakes == 0
 
 
 async def test_push_is_all_or_nothing(route):
