@@ -78,20 +78,23 @@ def _populate(db: Path, n: int) -> None:
         store.close()
 
 
-def _pages(browser, n: int, pages: int, scrolls: int) -> tuple[list[float], list[float], list[float]]:
+def _pages(browser, n: int, pages: int, scrolls: int) -> tuple[list[float], list[float], list[float], list[float]]:
     """Open the panel on ``pages`` fresh pages of a JupyterLab whose store holds ``n`` targets (one
-    more first, to warm the server and the browser's caches); the open times, scroll times, heaps."""
+    more first, to warm the server and the browser's caches); the open times, scroll times, heaps,
+    and how many times each page read the kernelspecs by the time its panel was open."""
     tmp = Path(tempfile.mkdtemp(prefix=f"jc-bench-sidebar-{n}-"))
     lab = LabServer(tmp)
     _populate(lab.db, n)
     last = f"bench-{n - 1:05d}"
-    opens, scrolls_ms, heaps = [], [], []
+    opens, scrolls_ms, heaps, spec_reads = [], [], [], []
     try:
         lab.start()
         for i in range(1 + pages):
             context = browser.new_context(viewport={"width": 1400, "height": 900})
             try:
                 page = context.new_page()
+                reads = [0]
+                page.on("request", lambda r: reads.__setitem__(0, reads[0] + ("/api/kernelspecs" in r.url)))
                 page.set_default_timeout(120_000)
                 page.goto(f"{lab.url}/lab/workspaces/bench-{i}?token={lab.token}")
                 page.wait_for_function("() => window.jupyterapp && window.jupyterapp.started")
@@ -109,6 +112,7 @@ def _pages(browser, n: int, pages: int, scrolls: int) -> tuple[list[float], list
                     opens.append(opened)
                     scrolls_ms.extend(shown)
                     heaps.append(heap)
+                    spec_reads.append(float(reads[0]))
             finally:
                 context.close()
     finally:
@@ -122,7 +126,7 @@ def _pages(browser, n: int, pages: int, scrolls: int) -> tuple[list[float], list
             store.close()
         lab.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    return opens, scrolls_ms, heaps
+    return opens, scrolls_ms, heaps, spec_reads
 
 
 def run(rec: Recorder) -> None:
@@ -134,15 +138,16 @@ def run(rec: Recorder) -> None:
     browser = None
     try:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        opens, scrolls, heaps = _pages(browser, TARGETS, PAGES, SCROLLS)
+        opens, scrolls, heaps, _ = _pages(browser, TARGETS, PAGES, SCROLLS)
         rec.add("sidebar_1000_ms", opens, "ms")
         rec.add("sidebar_scroll_end_ms", scrolls, "ms")
         rec.add("sidebar_1000_heap_mb", heaps, "MB")
         for n in GROWTH:
             try:
-                opens, _, heaps = _pages(browser, n, GROWTH_PAGES, 0)
+                opens, _, heaps, spec_reads = _pages(browser, n, GROWTH_PAGES, 0)
                 rec.add(f"sidebar_at_{n}_ms", opens, "ms")
                 rec.add(f"sidebar_at_{n}_heap_mb", heaps, "MB")
+                rec.add(f"kernelspec_reads_at_{n}", spec_reads, "reads")
             except Exception as e:  # one size failing must not hide the others
                 rec.fail(f"sidebar_at_{n}", f"{type(e).__name__}: {e}")
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 from jupyter_server.extension.application import ExtensionApp
@@ -83,6 +84,7 @@ class ComputeApp(ExtensionApp):
                         "workspace": change["workspace"], "name": change["name"],
                         "kind": row["kind"] if row else None, "state": row["state"] if row else None,
                         "change": "updated" if row else "removed"})
+                    self.compute.kernelspec_news_at = time.monotonic()
             except Exception:
                 self.log.exception("jupyter_compute: could not emit an event for %s", change)
 
@@ -134,6 +136,7 @@ class ComputeApp(ExtensionApp):
         the burst's own events have gone out."""
         def synced(written: list[str], removed: list[str]) -> None:
             self.serverapp.event_logger.emit(schema_id=KERNELSPECS_EVENT, data={"written": written, "removed": removed})
+            self.compute.kernelspec_news_at = time.monotonic()
         self.compute.kernelspec_delay = 0.2
         self.compute.on_kernelspecs_synced = synced
         self.compute.kernelspecs_changed(at_once=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -295,6 +296,15 @@ class PythonsHandler(ComputeHandler):
         self.reply(await self.compute.workspace("local").field_choices("local-kernel", "python"))
 
 
+class KernelspecNewsHandler(ComputeHandler):
+    @web.authenticated
+    @authorized
+    async def get(self):
+        # A page that opened after this could not have missed the change's event: its own first
+        # read of the kernelspecs came later.
+        self.reply({"seconds_since_change": round(time.monotonic() - self.compute.kernelspec_news_at, 3)})
+
+
 def _p(path: str) -> str:
     return rf"/{PREFIX}{path}"
 
@@ -318,4 +328,5 @@ HANDLERS = [
     (_p("/openapi.json"), OpenAPIHandler),
     (_p("/ssh-keys"), SSHKeysHandler),
     (_p("/pythons"), PythonsHandler),
+    (_p("/kernelspecs/news"), KernelspecNewsHandler),
 ]

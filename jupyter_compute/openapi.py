@@ -127,6 +127,12 @@ def document(compute=None) -> dict[str, Any]:
                 "label": {"type": "string"},
                 "source": {"type": "string", "enum": ["this", "conda", "venv", "kernelspec"]}}}}},
     }
+    schemas["KernelspecNews"] = {
+        "type": "object", "required": ["seconds_since_change"],
+        "properties": {"seconds_since_change": {
+            "type": "number", "minimum": 0,
+            "description": "Seconds since this server last announced a change of a target or of the kernelspecs "
+                           "(or since it started): a page opened earlier may have missed it"}}}
     schemas["SignIn"] = {
         "type": "object", "required": ["workspace", "state"],
         "description": "A device-code sign-in to an Azure ML workspace; the token it gets stays in the server",
@@ -240,6 +246,11 @@ def document(compute=None) -> dict[str, Any]:
             "summary": "Python environments on the server's machine a local kernel can run in: conda environments, "
                        "virtual environments in the usual places and the interpreters of installed kernelspecs",
             "responses": {"200": _json(_ref("PythonList"), "Interpreters, this server's first"), **_errors("403")}}},
+        f"{BASE}/kernelspecs/news": {"get": {
+            "operationId": "getKernelspecNews",
+            "summary": "How long ago the kernelspecs of targets last changed, so that a page can tell whether "
+                       "JupyterLab's first read of them was already up to date",
+            "responses": {"200": _json(_ref("KernelspecNews"), "The age of the last change"), **_errors("403")}}},
     }
     for action in ("start", "stop", "restart"):
         paths[f"{BASE}/workspaces/{{ws}}/targets/{{name}}/{action}"] = {"post": {

@@ -453,6 +453,14 @@ export class ComputeApi {
     return body.pythons;
   }
 
+  /** `GET /kernelspecs/news`: how long ago the server last announced a change of targets or kernelspecs. */
+  getKernelspecNews(): Promise<{ seconds_since_change: number }> {
+    return this._request<{ seconds_since_change: number }>('GET', [
+      'kernelspecs',
+      'news'
+    ]);
+  }
+
   /** `GET /openapi.json` */
   getOpenApi(): Promise<Record<string, unknown>> {
     return this._request<Record<string, unknown>>('GET', ['openapi.json']);

@@ -19,7 +19,11 @@ import { TargetPickerExtension } from './components/TargetPicker';
 import { ComputeController } from './controller';
 import { DetailsTabs } from './detailsTabs';
 import { computeIcon } from './icons';
-import { KernelEndedNotifier, KernelSpecsFollower } from './kernelspecs';
+import {
+  KernelEndedNotifier,
+  KernelSpecsFollower,
+  mayHaveMissedNews
+} from './kernelspecs';
 import { ComputeLauncherItems, addNewNotebookCommand } from './launcher';
 import { ComputeModel } from './model';
 import { openPageTab } from './pageTab';
@@ -134,11 +138,24 @@ const kernels: JupyterFrontEndPlugin<void> = {
   autoStart: true,
   optional: [ILauncher],
   activate: (app: JupyterFrontEnd, launcher: ILauncher | null): void => {
-    const { kernelspecs, events } = app.serviceManager;
+    const { kernelspecs, events, serverSettings } = app.serviceManager;
+    const api = new ComputeApi({ serverSettings });
     new KernelSpecsFollower({
       events: events.stream,
       refresh: () => kernelspecs.refreshSpecs(),
-      catchUpAfter: app.restored
+      // At 10,000 targets a read of the kernelspecs is megabytes and seconds of the server's
+      // time: read again only when the last change may have come after JupyterLab's first read.
+      catchUpIf: app.restored.then(async () => {
+        try {
+          const news = await api.getKernelspecNews();
+          return mayHaveMissedNews(
+            news.seconds_since_change,
+            performance.now()
+          );
+        } catch {
+          return true;
+        }
+      })
     });
     new KernelEndedNotifier({
       events: events.stream,

@@ -127,6 +127,22 @@ export function targetOfKernel(
   return spec ? computeKernelOf({ ...spec, name }) : null;
 }
 
+/** Slack for the request's time and the page's own start before it counted its age. */
+const NEWS_MARGIN_MS = 5000;
+
+/**
+ * Whether a page may have missed the server's last change of targets or kernelspecs: it did
+ * unless that change came well before the page began, when JupyterLab's first read of the
+ * kernelspecs already held it. `secondsSinceChange` is the server's figure (`GET
+ * /kernelspecs/news`), `pageAgeMs` how long the page has been open (`performance.now()`).
+ */
+export function mayHaveMissedNews(
+  secondsSinceChange: number,
+  pageAgeMs: number
+): boolean {
+  return secondsSinceChange * 1000 <= pageAgeMs + NEWS_MARGIN_MS;
+}
+
 /** How long after a target changed the kernelspecs are read again, should their own event not come. */
 const FALLBACK_DELAY_MS = 1000;
 
@@ -141,10 +157,10 @@ export class KernelSpecsFollower implements IDisposable {
     this._delay = options.fallbackDelayMs ?? FALLBACK_DELAY_MS;
     this._events = options.events ?? null;
     this._events?.connect(this._onEvent, this);
-    // Changes the server announced before this page was listening (between JupyterLab's first
-    // read of the kernelspecs and its event stream opening) are caught up with once.
-    options.catchUpAfter?.then(() => {
-      if (!this._isDisposed) {
+    // A change the server announced before this page was listening (between JupyterLab's first
+    // read of the kernelspecs and its event stream opening) is caught up with once.
+    options.catchUpIf?.then(missed => {
+      if (missed && !this._isDisposed) {
         void this.refreshNow();
       }
     });
@@ -240,8 +256,8 @@ export namespace KernelSpecsFollower {
     /** JupyterLab's event stream (`serviceManager.events.stream`). */
     events?: ISignal<unknown, IEventEmission>;
     fallbackDelayMs?: number;
-    /** Once this settles (the page restored), the kernelspecs are read once more. */
-    catchUpAfter?: Promise<unknown>;
+    /** If this resolves true (the page may have missed a change), the kernelspecs are read once more. */
+    catchUpIf?: Promise<boolean>;
   }
 }
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from datetime import datetime
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -836,6 +837,9 @@ class Compute:
         self.kernelspec_delay = 0.0
         #: Called with (written, removed) after a sync that changed a folder.
         self.on_kernelspecs_synced: Callable[[list[str], list[str]], Any] | None = None
+        #: When (``time.monotonic``) the server last told browsers of a change that bears on the
+        #: kernelspecs (a target's, or a sync's); until then, when this object was made.
+        self.kernelspec_news_at = time.monotonic()
         for f in self.families:
             if f.workspaces is not None:
                 provider = f.workspaces(self)

@@ -13,6 +13,7 @@ import {
   computeKernelOf,
   computeKernels,
   kernelSpecFor,
+  mayHaveMissedNews,
   targetOfKernel
 } from '../kernelspecs';
 import {
@@ -184,22 +185,41 @@ describe('KernelSpecsFollower', () => {
     expect(refresh).toHaveBeenCalledTimes(2);
   });
 
-  it('reads them once more when the page has restored, for changes told before it listened', async () => {
-    let restored: () => void = () => undefined;
+  it('reads them once more when the page may have missed a change', async () => {
+    let restored: (missed: boolean) => void = () => undefined;
     const refresh = jest.fn(async () => undefined);
     const follower = new KernelSpecsFollower({
       events: new Bus().stream,
       refresh,
-      catchUpAfter: new Promise<void>(resolve => {
+      catchUpIf: new Promise<boolean>(resolve => {
         restored = resolve;
       })
     });
     await Promise.resolve();
     expect(refresh).not.toHaveBeenCalled();
-    restored();
+    restored(true);
     await new Promise(resolve => setTimeout(resolve, 0));
     expect(refresh).toHaveBeenCalledTimes(1);
     follower.dispose();
+  });
+
+  it('does not read them again when the last change came before the page', async () => {
+    const refresh = jest.fn(async () => undefined);
+    const follower = new KernelSpecsFollower({
+      events: new Bus().stream,
+      refresh,
+      catchUpIf: Promise.resolve(false)
+    });
+    await new Promise(resolve => setTimeout(resolve, 0));
+    expect(refresh).not.toHaveBeenCalled();
+    follower.dispose();
+  });
+
+  it('counts a change as missed unless it came well before the page began', () => {
+    // The page has been open 3 s.
+    expect(mayHaveMissedNews(1, 3000)).toBe(true); // after the page began
+    expect(mayHaveMissedNews(4, 3000)).toBe(true); // just before: within the slack
+    expect(mayHaveMissedNews(60, 3000)).toBe(false); // a minute before
   });
 
   it('keeps following after a read fails', async () => {

@@ -1,10 +1,12 @@
 """Every REST route and error status, through a real Jupyter server (pytest-jupyter)."""
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
 import sys
+import time
 
 import jsonschema
 import psutil
@@ -67,6 +69,22 @@ async def test_sizes_and_usage(api):
     assert code == 200 and body["sizes"][0]["vcpus"] == psutil.cpu_count()
     code, body = await api("GET", "workspaces/local/usage")
     assert code == 200 and {u["name"] for u in body["usage"]} >= {"local kernels running"}
+
+
+async def test_the_kernelspec_news_says_how_long_ago_a_target_last_changed(api):
+    code, first = await api("GET", "kernelspecs/news")
+    assert code == 200, first
+    await asyncio.sleep(0.5)
+    _, quiet = await api("GET", "kernelspecs/news")
+    assert quiet["seconds_since_change"] >= first["seconds_since_change"] + 0.5
+
+    asked = time.monotonic()
+    code, body = await api("POST", "workspaces/local/targets", {"name": "k1", "kind": "local-kernel"})
+    assert code == 202, body
+    assert (await wait_op(api, body["operation"]["id"]))["status"] == "succeeded"
+    _, news = await api("GET", "kernelspecs/news")
+    # The target's change was announced after it was asked for: a page opened before then must read again.
+    assert news["seconds_since_change"] <= time.monotonic() - asked
 
 
 async def test_local_kernel_lifecycle_over_rest(api, compute_db):

@@ -292,7 +292,8 @@ ROUTES = [("GET", "workspaces"), ("GET", "workspaces/local/targets"), ("POST", "
           ("GET", "workspaces/local/targets/a1"), ("PATCH", "workspaces/local/targets/a1"),
           ("DELETE", "workspaces/local/targets/a1"), ("POST", "workspaces/local/targets/a1/start"),
           ("POST", "workspaces/local/targets/a1/stop"), ("GET", "workspaces/local/jobs"), ("GET", "ssh-keys"),
-          ("GET", "operations/x"), ("GET", "openapi.json"), ("GET", "pythons")]
+          ("GET", "operations/x"), ("GET", "openapi.json"), ("GET", "pythons"),
+          ("GET", "kernelspecs/news")]
 
 
 def test_without_the_token_everything_is_refused(tmp_path, compute_db):
