@@ -397,6 +397,11 @@ class ComputeMagics(Magics):
                     pairs.append(("kernel pid", str(pid)))
                 caps = route.capabilities.as_dict()
                 pairs.append(("route", f"{route.name}: " + ", ".join(k for k, v in caps.items() if v)))
+                wakes = getattr(route, "wakes", 0)
+                if wakes:
+                    pairs.append(("woken", f"{wakes} time{'s' if wakes != 1 else ''}: its kernel said it was idle "
+                                           "but had not begun a cell, and a second connection woke it. ipykernel "
+                                           "7.0 to 7.3 can do this; 7.4 (for Python 3.11 and later) fixes it"))
             else:
                 pairs.append(("connected", "no (connects on the first cell)"))
         text = "\n".join(f"{k}: {v}" for k, v in pairs)

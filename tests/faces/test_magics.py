@@ -182,6 +182,26 @@ def test_use_routes_following_cells_until_use_local(shell, k1, capsys):
     assert "this notebook's kernel (local)" in capsys.readouterr().out
 
 
+def test_a_kernel_that_sits_on_a_cell_is_woken_and_status_says_so(shell, k1, capsys):
+    """A kernel that said it was idle and does not begin the cell (ipykernel 7.0 to 7.3 can leave a
+    request unread; here the kernel is frozen for 2.5 s, which looks the same from outside) is woken
+    by a second connection, the cell ends, and '%compute status' tells the person why it was slow."""
+    assert run_cell(shell, "%%compute k1\n1")[1] is None
+    pid = k1["properties"]["kernel_pid"]
+    os.kill(pid, signal.SIGSTOP)
+    thaw = threading.Timer(2.5, os.kill, (pid, signal.SIGCONT))
+    thaw.start()
+    try:
+        result, err = run_cell(shell, "%%compute k1\n'after'")
+    finally:
+        thaw.join()
+    assert err is None and repr(result) == "'after'"
+    capsys.readouterr()
+    run_cell(shell, "%compute status k1")
+    out = capsys.readouterr().out
+    assert "woken: 1 time: its kernel said it was idle but had not begun a cell" in out and "ipykernel" in out
+
+
 def test_stopped_target_says_so_and_start_starts_it(shell, k1, capsys):
     run_cell(shell, "%compute stop k1 --yes")
     capsys.readouterr()
