@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -437,6 +439,33 @@ async def test_input_is_answered_through_the_route(sshd, compute_db, compute):
     r, seen = await execute(compute, "name = input('who? ')\nprint('hello', name)", stdin=lambda p, pw: "ssh")
     assert r.status == "ok"
     assert "hello ssh\n" in [m["content"].get("text") for m in seen if m["msg_type"] == "stream"]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.xdist_group("other_python")  # one worker makes the other Python's venv
+async def test_a_remote_kernel_that_leaves_a_cell_unread_is_woken(sshd, compute_db, compute, other_python):
+    """ipykernel 7.0 to 7.3 (the newest for Python 3.10) can leave a request unread when it arrives
+    while the kernel sends a reply. Over SSH, too, the route's second connection wakes it: two
+    requests at once, many times over, on that Python's kernel, and every cell ends."""
+    venv, minor = other_python
+    python = os.path.join(venv, "bin", "python")
+    version = subprocess.run([python, "-c", "import ipykernel; print(ipykernel.__version__)"],
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+    if not (7, 0) <= tuple(int(n) for n in version.split(".")[:2]) < (7, 4):
+        pytest.skip(f"the other Python's ipykernel is {version}, which reads every request")
+    start_vm(compute_db, sshd, "vm", "--python", python)
+    route = await compute.workspace().open_route("vm", timeout=30)
+    try:
+        assert route.kernel_info["language_info"]["version"].startswith(f"{minor[0]}.{minor[1]}.")
+        rng = random.Random(0)
+        for i in range(200):  # over SSH the kernel is left a request every 45 rounds or so
+            first = asyncio.ensure_future(route.execute("pass"))
+            await asyncio.sleep(rng.uniform(0, 0.003))
+            second = await asyncio.wait_for(route.execute(f"{i}"), 20)
+            assert (await first).status == "ok" and second.result == {"text/plain": str(i)}
+        print(f"a second connection woke the kernel {route.wakes} times in 200 rounds")
+    finally:
+        await route.close()
 
 
 # -- the link ------------------------------------------------------------------------------------------
