@@ -239,9 +239,9 @@ class SocketTransport(Transport):
             await rv.close()
             if sock is not None and not run.done():
                 # The helper runs and ends as its stream closes: let the kernel answer before
-                # anything else is sent to it. A request that reaches an ipykernel before 7.4 (the
-                # last for Python 3.10) while it sends a reply can be left unread until another
-                # client connects, and the next cell would wait for it forever.
+                # anything else is sent to it. A request that reaches ipykernel 7.0 to 7.3 (7.3 is
+                # the newest for Python 3.10) while it sends a reply can be left unread until
+                # something wakes it (``KernelRoute._check_unread``).
                 await asyncio.wait({run}, timeout=HELPER_END_WAIT)
             if not run.done():
                 run.cancel()
