@@ -241,3 +241,20 @@ def make_other_python(tmp_path_factory) -> tuple[str, tuple[int, int]]:
     if pip.returncode != 0:
         raise RuntimeError(f"cannot install ipykernel into a second interpreter: {pip.stderr[-500:]}")
     return str(venv), choice[1]
+
+
+def python_with_unread_fault(venv: str) -> str:
+    """The Python of ``venv`` when its ipykernel is 7.0 to 7.3, which can leave a shell request
+    unread (7.4 fixes it); skips the calling test otherwise."""
+    import pytest
+
+    python = os.path.join(venv, "bin", "python")
+    version = subprocess.run([python, "-c", "import ipykernel; print(ipykernel.__version__)"],
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+    try:
+        faulty = (7, 0) <= tuple(int(n) for n in version.split(".")[:2]) < (7, 4)
+    except ValueError:
+        faulty = False
+    if not faulty:
+        pytest.skip(f"the other Python's ipykernel is {version or 'missing'}, which reads every request")
+    return python

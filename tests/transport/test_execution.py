@@ -8,7 +8,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,6 +27,8 @@ from jupyter_compute.transport.kernel import KernelRoute
 from jupyter_compute.notebook.bridge import LoopThread
 from jupyter_compute.transport import in_kernel as _helper
 from jupyter_compute.transport.transfer import Payload, SocketTransport, Transport, VariableMover, bootstrap_code
+
+from tests.support import python_with_unread_fault
 
 # A kernel that stops answering fails its test in two minutes rather than holding up the run.
 pytestmark = pytest.mark.timeout(120)
@@ -265,14 +266,7 @@ async def test_a_refused_transfer_ends_once_the_target_has_answered(route):
 @pytest.fixture
 def old_ipykernel(other_python):
     """A kernel of another Python whose ipykernel (7.0 to 7.3) can leave a shell request unread."""
-    venv, _ = other_python
-    python = os.path.join(venv, "bin", "python")
-    version = subprocess.run([python, "-c", "import ipykernel; print(ipykernel.__version__)"],
-                             capture_output=True, text=True, timeout=60).stdout.strip()
-    major, minor = (int(n) for n in version.split(".")[:2])
-    if not (7, 0) <= (major, minor) < (7, 4):
-        pytest.skip(f"the other Python's ipykernel is {version}, which reads every request")
-    km = start_kernel(python)
+    km = start_kernel(python_with_unread_fault(other_python[0]))
     yield km
     km.shutdown_kernel(now=True)
     shutil.rmtree(os.path.dirname(km.ip), ignore_errors=True)

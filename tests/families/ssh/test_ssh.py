@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -22,7 +21,7 @@ from nbclient import NotebookClient
 from jupyter_compute.core.secrets import SecretStore
 from jupyter_compute.core.store import Store
 
-from tests.support import await_for, cli, cli_subprocess, files_holding, wait_for, wait_op
+from tests.support import await_for, cli, cli_subprocess, files_holding, python_with_unread_fault, wait_for, wait_op
 from tests.sshd import Sshd, sshd, write_private_key  # noqa: F401  (sshd is a fixture)
 
 PY = sys.executable
@@ -448,11 +447,7 @@ async def test_a_remote_kernel_that_leaves_a_cell_unread_is_woken(sshd, compute_
     while the kernel sends a reply. Over SSH, too, the route's second connection wakes it: two
     requests at once, many times over, on that Python's kernel, and every cell ends."""
     venv, minor = other_python
-    python = os.path.join(venv, "bin", "python")
-    version = subprocess.run([python, "-c", "import ipykernel; print(ipykernel.__version__)"],
-                             capture_output=True, text=True, timeout=60).stdout.strip()
-    if not (7, 0) <= tuple(int(n) for n in version.split(".")[:2]) < (7, 4):
-        pytest.skip(f"the other Python's ipykernel is {version}, which reads every request")
+    python = python_with_unread_fault(venv)
     start_vm(compute_db, sshd, "vm", "--python", python)
     route = await compute.workspace().open_route("vm", timeout=30)
     try:
