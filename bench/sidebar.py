@@ -93,8 +93,8 @@ def _pages(browser, n: int, pages: int, scrolls: int) -> tuple[list[float], list
             context = browser.new_context(viewport={"width": 1400, "height": 900})
             try:
                 page = context.new_page()
-                reads = [0]
-                page.on("request", lambda r: reads.__setitem__(0, reads[0] + ("/api/kernelspecs" in r.url)))
+                reads: list[str] = []
+                page.on("request", lambda r: "/api/kernelspecs" in r.url and reads.append(r.url))
                 page.set_default_timeout(120_000)
                 page.goto(f"{lab.url}/lab/workspaces/bench-{i}?token={lab.token}")
                 page.wait_for_function("() => window.jupyterapp && window.jupyterapp.started")
@@ -112,7 +112,7 @@ def _pages(browser, n: int, pages: int, scrolls: int) -> tuple[list[float], list
                     opens.append(opened)
                     scrolls_ms.extend(shown)
                     heaps.append(heap)
-                    spec_reads.append(float(reads[0]))
+                    spec_reads.append(float(len(reads)))
             finally:
                 context.close()
     finally:

@@ -39,6 +39,9 @@ CHANNELS = ("iopub", "shell", "control", "stdin")
 UNREAD_CHECK = 1.0
 #: How long a fresh connection waits for the kernel's answer before it is closed.
 WAKE_WAIT = 5.0
+#: Requests of the control channel: the status a kernel publishes for them says nothing of its shell.
+CONTROL_ONLY = frozenset({"interrupt_request", "shutdown_request", "debug_request", "usage_request",
+                          "create_subshell_request", "delete_subshell_request", "list_subshell_request"})
 
 
 def check_connection(connection: Any) -> dict:
@@ -82,6 +85,8 @@ class KernelRoute(MessagingRoute):
         self._pidfd: int | None = None
         self._hb_check: asyncio.Task | None = None
         self._waking: asyncio.Task | None = None
+        #: Since when (loop time) the kernel's last status, for whichever client, says idle; None if busy or unknown.
+        self._idle_since: float | None = None
         #: How many times a second connection was opened to wake a kernel that sat on a request.
         self.wakes = 0
 
@@ -99,6 +104,16 @@ class KernelRoute(MessagingRoute):
             self._loop.call_later(UNREAD_CHECK, self._check_unread, msg["header"]["msg_id"])
 
     # -- requests an ipykernel 7.0-7.3 left unread ------------------------------------------------
+    def _dispatch(self, channel: str, msg: dict) -> None:
+        if (channel == "iopub" and msg["msg_type"] == "status"
+                and (msg.get("parent_header") or {}).get("msg_type") not in CONTROL_ONLY):
+            state = msg["content"].get("execution_state")
+            if state == "idle":
+                self._idle_since = self._loop.time()
+            elif state == "busy":
+                self._idle_since = None
+        super()._dispatch(channel, msg)
+
     def _check_unread(self, msg_id: str) -> None:
         """If the kernel has sat idle since before it could have read this request, wake it.
 

@@ -25,9 +25,6 @@ from .transfer import Transport, VariableMover
 IDLE_GRACE = 30.0
 #: After an interrupt, how long the target has to finish the interrupted request.
 SETTLE_TIMEOUT = 15.0
-#: Requests of the control channel: the status a kernel publishes for them says nothing of its shell.
-CONTROL_ONLY = frozenset({"interrupt_request", "shutdown_request", "debug_request", "usage_request",
-                          "create_subshell_request", "delete_subshell_request", "list_subshell_request"})
 
 
 class _Request:
@@ -79,8 +76,6 @@ class MessagingRoute(Route):
         #: Resolves with the ExecutionError that says why the kernel is gone.
         self._dead: asyncio.Future | None = None
         self._requests: dict[str, _Request] = {}
-        #: Since when (loop time) the kernel's last status, for whichever client, says idle; None if busy or unknown.
-        self._idle_since: float | None = None
         self._mover = VariableMover(self._run_silent, transport, target)
 
     # -- what a transport supplies -----------------------------------------------------------------
@@ -139,13 +134,6 @@ class MessagingRoute(Route):
 
     def _dispatch(self, channel: str, msg: dict) -> None:
         """Hand a received message to the request it answers."""
-        if (channel == "iopub" and msg["msg_type"] == "status"
-                and (msg.get("parent_header") or {}).get("msg_type") not in CONTROL_ONLY):
-            state = msg["content"].get("execution_state")
-            if state == "idle":
-                self._idle_since = self._loop.time()
-            elif state == "busy":
-                self._idle_since = None
         req = self._request_for(msg)
         if req is None:
             return  # another client's request, or one we stopped waiting for
