@@ -444,7 +444,17 @@ def test_capabilities_are_declared_by_routes_and_checked_in_one_place():
 
 
 
-def test_loop_thread_interrupt_cancels_and_waits_for_cleanup():
+@pytest.fixture
+def sigint_raises():
+    """Ctrl-C raising KeyboardInterrupt in the main thread, as in a kernel or a terminal: a process
+    started in the background (a CI runner's ``make test &``) inherits SIGINT ignored, and the
+    handler a worker has depends on which tests ran in it before."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_loop_thread_interrupt_cancels_and_waits_for_cleanup(sigint_raises):
     loop = LoopThread.get()
     cleaned = threading.Event()
 
