@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
+import random
 import signal
 import time
 
@@ -18,7 +20,7 @@ from tests.families.ssh.test_ssh import PY, attach_args
 from tests.kernels.helpers import (debugger_answers, input_is_answered, interrupt_ends_a_sleep, kernel_rows, run,
                                    started, text, widget_round_trip)
 from tests.sshd import sshd  # noqa: F401  (a fixture)
-from tests.support import cli, wait_for
+from tests.support import cli, python_with_unread_fault, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -235,3 +237,42 @@ def test_a_killed_client_ends_its_remote_kernel(vm, compute_db, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.xdist_group("other_python")  # one worker makes the other Python's venv
+async def test_a_notebook_kernel_that_leaves_a_cell_unread_is_woken(sshd, data_dir, compute_db,  # noqa: F811
+                                                                    other_python):
+    """ipykernel 7.0 to 7.3 (the newest for Python 3.10) can leave a request unread when it arrives
+    while the kernel sends a reply. A notebook's kernel on the SSH machine is reached through this
+    machine's relay, which wakes it: two cells at once from one client, many times over, on that
+    Python's kernel, and every cell ends."""
+    venv, minor = other_python
+    python = python_with_unread_fault(venv)
+    r = cli(*attach_args(sshd, "vm", "--python", python))
+    assert r.returncode == 0, r.stderr
+    r = cli("start", "vm")
+    assert r.returncode == 0, r.stderr + r.stdout
+    km, kc = await started("compute-vm")
+    try:
+        kc.kernel_info()
+        info = (await kc.get_shell_msg(timeout=30))["content"]
+        assert info["language_info"]["version"].startswith(f"{minor[0]}.{minor[1]}.")
+        rng = random.Random(0)
+        for i in range(100):  # the kernel is left a cell every 10 to 20 rounds
+            first = kc.execute("pass")
+            await asyncio.sleep(rng.uniform(0, 0.003))
+            second = kc.execute(f"{i}")
+            replies = {}
+            while len(replies) < 2:
+                try:
+                    msg = await kc.get_shell_msg(timeout=20)
+                except queue.Empty:
+                    pytest.fail(f"round {i}: a cell had no answer in 20 s ({len(replies)} of 2 answered)")
+                replies[msg["parent_header"]["msg_id"]] = msg["content"]["status"]
+            assert replies == {first: "ok", second: "ok"}, (i, replies)
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+    log = (compute_db.parent / "runtime" / "ssh-local-vm.log").read_text()
+    print(f"the relay woke the kernel {log.count('a second connection was opened to wake it')} times in 100 rounds")

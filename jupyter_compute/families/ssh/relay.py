@@ -12,6 +12,12 @@ whatever a cell answered here sends late is dropped rather than shown twice.
 Messages are passed on from the event loop's readiness callbacks, draining each socket without
 blocking: no future or task per message, which is what a kernel's round trip here pays for.
 
+A kernel that sits idle while a cell it was sent has not begun is woken: ipykernel 7.0 to 7.3 (the
+newest a Python 3.10 can have) can leave a request unread when it arrives while the kernel sends a
+reply, until something new happens on its socket. A second connection asking for ``kernel_info``
+is such a thing; the cell then runs. Whether to wake is judged once a second while cells are under
+way, from the kernel's last message alone: a message passing through pays only for being kept.
+
 Shell and stdin go out with one identity of the relay's own, so the kernel's ``input()`` requests,
 which it addresses to the identity a cell came from, arrive on the relay's stdin socket; the
 client's identity travels inside, as in any ROUTER-DEALER proxy.
@@ -20,12 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import uuid
 from typing import Any, Callable
 
 import zmq
+import zmq.asyncio
 from jupyter_client.session import Session
 
 from ...transport.kernel_bridge import bind_channel
@@ -39,6 +47,13 @@ DELIM = b"<IDS|MSG>"
 MAX_REMEMBERED = 1_000
 #: Seconds between tries to pass on messages a full queue (a peer that reads nothing) held back.
 RETRY = 0.05
+#: A cell the kernel has not begun while it sat idle this long may have been left unread.
+UNREAD_CHECK = 1.0
+#: How long the waking connection waits for the kernel's answer before it is closed.
+WAKE_WAIT = 5.0
+#: Requests of the control channel: the status a kernel publishes for them says nothing of its shell.
+CONTROL_ONLY = frozenset({"interrupt_request", "shutdown_request", "debug_request", "usage_request",
+                          "create_subshell_request", "delete_subshell_request", "list_subshell_request"})
 
 
 class KernelRelay:
@@ -60,6 +75,15 @@ class KernelRelay:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handlers: dict[zmq.Socket, Callable[[list[bytes]], None]] = {}
         self._held: dict[zmq.Socket, collections.deque] = {}
+        self._tunnels: dict[str, int] = {}
+        #: The kernel's last message on iopub, and how many cells were sent; both as the last check saw them.
+        self._last_iopub: list[bytes] | None = None
+        self._cells_sent = 0
+        self._checked: tuple[list[bytes] | None, int] | None = None
+        self._checking: asyncio.TimerHandle | None = None
+        self._waking: asyncio.Task | None = None
+        #: How many times a second connection was opened to wake a kernel that sat on a cell.
+        self.wakes = 0
 
     def open(self, tunnels: dict[str, int], prefer: dict[str, Any] | None = None) -> dict[str, int]:
         """Bind the client side (on ``prefer``'s ports where free) and connect to the kernel's
@@ -76,6 +100,7 @@ class KernelRelay:
                 back.identity = self._identity if ch in ("shell", "stdin") else uuid.uuid4().hex.encode()
             back.connect(f"tcp://127.0.0.1:{tunnels[ch]}")
             self.back[ch] = back
+        self._tunnels = dict(tunnels)
         self._loop = asyncio.get_running_loop()
         for ch in ROUTED:
             self._watch(self.front[ch], lambda frames, ch=ch: self._to_kernel(ch, frames))
@@ -135,6 +160,8 @@ class KernelRelay:
         self._send(self.back[channel], frames)
 
     def _from_kernel(self, channel: str, frames: list[bytes]) -> None:
+        if channel == "iopub":
+            self._last_iopub = frames
         if self.running or self.answered:
             parent = _parent_id(frames)
             if parent in self.answered:
@@ -151,6 +178,43 @@ class KernelRelay:
             return  # not a Jupyter message: the kernel will drop it
         if header.get("msg_type") == "execute_request":
             self.running[header["msg_id"]] = (frames[:i], header)
+            self._cells_sent += 1
+            if self._checking is None:
+                self._checking = self._loop.call_later(UNREAD_CHECK, self._check_unread)
+
+    # -- a cell an ipykernel 7.0-7.3 left unread -------------------------------------------------------
+    def _check_unread(self) -> None:
+        """While cells are under way: wake the kernel if, since the last check a second ago, no cell
+        was sent and the kernel said nothing, and the last thing it said is that it is idle.
+
+        Judged by what came, not when: a message passing through is only kept, not timed."""
+        self._checking = None
+        if not self.running or not self.back:
+            self._checked = None
+            return
+        now = (self._last_iopub, self._cells_sent)
+        if (self._checked is not None and now[0] is self._checked[0] and now[1] == self._checked[1]
+                and _says_idle(now[0]) and (self._waking is None or self._waking.done())):
+            self._waking = self._loop.create_task(self._wake())
+        self._checked = now
+        self._checking = self._loop.call_later(UNREAD_CHECK, self._check_unread)
+
+    async def _wake(self) -> None:
+        """Ask for kernel_info over a connection of its own: the new connection makes the kernel
+        read what its socket holds, the unread cell included."""
+        ctx = zmq.asyncio.Context.shadow(self.ctx.underlying)
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        try:
+            sock.connect(f"tcp://127.0.0.1:{self._tunnels['shell']}")
+            self.session.send(sock, "kernel_info_request", {})
+            self.wakes += 1
+            log.info("the kernel on %s sat idle without beginning a cell; a second connection was opened to "
+                     "wake it (ipykernel 7.0-7.3 can leave a request unread; 7.4 fixes it)", self.where)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(sock.recv_multipart(), WAKE_WAIT)
+        finally:
+            sock.close(linger=0)
 
     # -- a cut link ------------------------------------------------------------------------------------
     def link_lost(self, reason: str) -> None:
@@ -174,6 +238,13 @@ class KernelRelay:
             self._loop.call_soon(self._drain, self.front["shell"])
 
     async def close(self) -> None:
+        if self._checking is not None:
+            self._checking.cancel()
+            self._checking = None
+        if self._waking is not None and not self._waking.done():
+            self._waking.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._waking
         for sock in list(self._handlers):
             self._loop.remove_reader(sock.getsockopt(zmq.FD))
         self._handlers, self._held = {}, {}
@@ -190,3 +261,19 @@ def _parent_id(frames: list[bytes]) -> str | None:
         return json.loads(frames[i + 3]).get("msg_id")
     except (ValueError, IndexError, AttributeError):
         return None
+
+
+def _says_idle(frames: list[bytes] | None) -> bool:
+    """Whether a kernel's iopub message says its shell is idle (not a status for a control request)."""
+    if not frames:
+        return False
+    try:
+        i = frames.index(DELIM)
+        header = json.loads(frames[i + 2])
+        if header.get("msg_type") != "status":
+            return False
+        if json.loads(frames[i + 3]).get("msg_type") in CONTROL_ONLY:
+            return False
+        return json.loads(frames[i + 5]).get("execution_state") == "idle"
+    except (ValueError, IndexError, AttributeError):
+        return False
