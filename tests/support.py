@@ -17,6 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+#: The server extensions a second Jupyter server (a remote one, a compute instance's) runs with: a
+#: plain ``jupyter server``, with neither this project nor the extensions that serve pages rather
+#: than kernels. JupyterLab's alone costs each start 0.7 s of CPU (it runs yarn to read its config).
+PLAIN_SERVER = ("--ServerApp.jpserver_extensions={'jupyter_compute': False, 'jupyterlab': False, "
+                "'jupyter_lsp': False, 'notebook_shim': False, 'ipyparallel': False, 'jupyter_server_proxy': False}")
+
+
 def free_port() -> int:
     """A loopback port no one listens on now (a server started on it may still find it taken, and
     choose again)."""

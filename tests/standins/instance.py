@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 import pytest
 
-from ..support import free_port
+from ..support import PLAIN_SERVER, free_port
 from .arm import OBJECT_ID, TENANT_ID, VM_SIZES, ArmStandIn, _now
 
 __all__ = ["aad_arm", "instance_jupyter", "InstanceJupyter", "add_instance", "on_instance_env", "OTHER_USER",
@@ -81,7 +81,7 @@ class InstanceJupyter:
                 "--ServerApp.port_retries=0", "--ServerApp.token=", f"--ServerApp.root_dir={self.root}",
                 f"--ServerApp.certfile={self.cert}", f"--ServerApp.keyfile={self.key}",
                 "--ServerApp.identity_provider_class=standin_aad.AzureADBearer",
-                "--ServerApp.jpserver_extensions={'jupyter_compute': False}", *self.args]
+                PLAIN_SERVER, *self.args]
         if os.geteuid() == 0:
             argv.append("--allow-root")
         self.proc = subprocess.Popen(argv, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env)

@@ -31,7 +31,7 @@ from jupyter_compute.transport.jupyter_client import BearerTokenAuth, Credential
 from jupyter_compute.transport.websocket import WebsocketRoute
 from jupyter_compute.core.workspace import Compute
 
-from tests.support import cli, files_holding, free_port, processes_marked, text_of, wait_for, wait_op
+from tests.support import PLAIN_SERVER, cli, files_holding, free_port, processes_marked, text_of, wait_for, wait_op
 
 # The second Jupyter server is started once for the module: its tests stay on one worker.
 pytestmark = [pytest.mark.xdist_group("remote_jupyter"), pytest.mark.long]
@@ -46,7 +46,7 @@ MARKER = "JC_TEST_JUPYTER"
 
 
 class JupyterServer:
-    """``jupyter server`` without jupyter_compute, on a loopback port, with a token of its own."""
+    """A plain ``jupyter server`` (``PLAIN_SERVER``), on a loopback port, with a token of its own."""
 
     def __init__(self, root: Path, *, token: str | None = None, port: int | None = None, args: tuple = (),
                  env: dict | None = None, tls: tuple[str, str, str] | None = None):
@@ -91,8 +91,7 @@ class JupyterServer:
     def _start(self, timeout: float) -> "JupyterServer":
         argv = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
                 "--ServerApp.port_retries=0", f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.root}",
-                "--ServerApp.jpserver_extensions={'jupyter_compute': False}",
-                *self.args]
+                PLAIN_SERVER, *self.args]
         if self.tls:
             argv += [f"--ServerApp.certfile={self.tls[1]}", f"--ServerApp.keyfile={self.tls[2]}"]
         if os.geteuid() == 0:
@@ -530,6 +529,9 @@ def test_a_server_stopped_mid_cell_ends_the_cell_and_the_next_cell_says_the_name
             stopper.join(60)
             state_after_stop.append(show("remote"))
             server.start()
+            # The next look at it (reading the target looks, at most once a second) sees it back.
+            wait_for(lambda: show("remote")["state"] == "running", timeout=10, interval=0.1,
+                     message="the target to be seen running again")
 
     client.on_cell_execute = on_cell_execute
     client.execute()
@@ -636,7 +638,12 @@ async def test_a_server_that_goes_away_mid_cell_gives_a_clear_error_and_the_stat
     if how == "freeze":
         await asyncio.to_thread(server.stop, "kill")
     await asyncio.to_thread(server.start)
-    # The next cell: the target is seen running again, and a new kernel replaces the lost one.
+    # The server is back: the next look at it (reading the target looks, at most once a second)
+    # sees the target running again, and the next cell's new kernel replaces the lost one.
+    deadline = time.monotonic() + 10
+    while (await ws.get("remote")).state.value != "running":
+        assert time.monotonic() < deadline, (await ws.get("remote")).model_dump(mode="json")
+        await asyncio.sleep(0.1)
     route = await ws.route("remote")
     await route.open()
     notes = []
