@@ -20,6 +20,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Hashable
 
+from ...core.aio import within
 from ...core.errors import ComputeError, InvalidRequest
 from ...core.route import (BatchOutput, Capabilities, ExecutionError, ExecutionResult, ExecutionTimeout, MessageHandler, Route,
                    StdinHandler, TransferError, TransferReport, ipython_traceback)
@@ -131,7 +132,7 @@ class AzureMLJobRoute(Route):
         if self._open:
             return
         try:
-            await asyncio.wait_for(self.jobs.compute(self.compute), timeout)
+            await within(self.jobs.compute(self.compute), timeout)
         except asyncio.TimeoutError:
             raise ExecutionError(f"Azure did not answer within {timeout:g} s about {self.where}") from None
         self._open = True
@@ -173,7 +174,7 @@ class AzureMLJobRoute(Route):
                 raise TransferError(f"--pull: {name!r} is not a variable name", variable=name)
         cell = _Cell(on_message, nodes)
         try:
-            return await asyncio.wait_for(self._run(code, cell, nodes, environment, pull), timeout)
+            return await within(self._run(code, cell, nodes, environment, pull), timeout)
         except asyncio.TimeoutError:
             raise ExecutionTimeout(f"the cell ran longer than {timeout:g} s; its job on {self.where} was "
                                    "canceled") from None
@@ -244,7 +245,7 @@ class AzureMLJobRoute(Route):
             if run.status in {"Completed", "Failed", "Canceled"}:
                 break
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(run.wake.wait(), self.poll_interval)
+                await within(run.wake.wait(), self.poll_interval)
             run.wake.clear()
             if run.cancelling is not None:
                 await asyncio.shield(run.cancelling)
@@ -276,7 +277,7 @@ class AzureMLJobRoute(Route):
         try:
             if run.tail is None:
                 run.tail = await self.jobs.log_tail(run.job)
-            pieces = await asyncio.wait_for(run.tail.read(), 60.0)
+            pieces = await within(run.tail.read(), 60.0)
         except (ComputeError, asyncio.TimeoutError, OSError) as e:
             run.log_problem = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
             cell.note(f"cannot read the job's log from the artifact store ({run.log_problem}); "
@@ -359,7 +360,7 @@ class AzureMLJobRoute(Route):
 
     async def _cancel_unseen(self, name: str) -> None:
         with contextlib.suppress(ComputeError, asyncio.TimeoutError):
-            await asyncio.wait_for(self.jobs.cancel(name), 30.0)
+            await within(self.jobs.cancel(name), 30.0)
 
     async def _do_cancel(self, run: _Job, cell: _Cell | None) -> None:
         if run.status in {"Completed", "Failed", "Canceled"}:
@@ -416,7 +417,7 @@ class AzureMLJobRoute(Route):
             await self.jobs.upload(staged[0], {f"{staged[1]}/{k}": v for k, v in data.items()}, action="push")
             self._staged = (staged[0], staged[1], list(dict.fromkeys(staged[2] + payload.names)))
         try:
-            await asyncio.wait_for(upload(), timeout)
+            await within(upload(), timeout)
         except asyncio.TimeoutError:
             raise TransferError(f"pushing to {self.where} did not finish within {timeout:g} s") from None
         return TransferReport("push", payload.names, payload.nbytes, time.monotonic() - t0, self.target)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
+from ...core.aio import within
 from ...core.errors import ComputeError, InvalidRequest, NotFound, Unavailable
 from ...core.route import cell_frames
 from . import in_job
@@ -291,7 +292,7 @@ class AzureJobs:
         from azure.core.exceptions import HttpResponseError
 
         try:
-            return await asyncio.wait_for(fn(), timeout)
+            return await within(fn(), timeout)
         except ComputeError:
             raise
         except asyncio.TimeoutError:
