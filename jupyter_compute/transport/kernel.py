@@ -44,6 +44,18 @@ CONTROL_ONLY = frozenset({"interrupt_request", "shutdown_request", "debug_reques
                           "create_subshell_request", "delete_subshell_request", "list_subshell_request"})
 
 
+async def wake_kernel(sock: Any, session: Any) -> None:
+    """Ask for kernel_info on ``sock``, a new asyncio connection to a kernel's shell, wait for the
+    answer (at most ``WAKE_WAIT`` s) and close it. The new connection is what makes a kernel that
+    left a request unread read its socket again, the unread request included."""
+    try:
+        session.send(sock, "kernel_info_request", {})
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(sock.recv_multipart(), WAKE_WAIT)
+    finally:
+        sock.close(linger=0)
+
+
 def check_connection(connection: Any) -> dict:
     if not isinstance(connection, dict):
         raise InvalidRequest("kernel connection info must be a dict (the contents of a connection file)")
@@ -132,22 +144,16 @@ class KernelRoute(MessagingRoute):
         self._loop.call_later(UNREAD_CHECK, self._check_unread, msg_id)
 
     async def _wake(self) -> None:
-        """Ask for kernel_info over a connection of its own: the new connection makes the kernel
-        read what its socket holds, the unread request included."""
+        """Ask for kernel_info over a connection of its own (``wake_kernel``)."""
         try:
             sock = self._client.connect_shell()
         except Exception as e:  # the route is closing; its own requests fail on their own
             log.debug("could not open a second shell connection: %s", e)
             return
-        try:
-            self._session.send(sock, "kernel_info_request", {})
-            self.wakes += 1
-            log.info("the kernel of %s sat idle without beginning a request; a second connection was "
-                     "opened to wake it (ipykernel 7.0-7.3 can leave a request unread; 7.4 fixes it)", self.where)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(sock.recv_multipart(), WAKE_WAIT)
-        finally:
-            sock.close(linger=0)
+        self.wakes += 1
+        log.info("the kernel of %s sat idle without beginning a request; a second connection was "
+                 "opened to wake it (ipykernel 7.0-7.3 can leave a request unread; 7.4 fixes it)", self.where)
+        await wake_kernel(sock, self._session)
 
     async def _read(self, channel: str) -> None:
         socket = getattr(self._client, f"{channel}_channel").socket

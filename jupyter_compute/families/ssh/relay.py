@@ -36,6 +36,7 @@ import zmq
 import zmq.asyncio
 from jupyter_client.session import Session
 
+from ...transport.kernel import CONTROL_ONLY, UNREAD_CHECK, wake_kernel
 from ...transport.kernel_bridge import bind_channel
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,6 @@ DELIM = b"<IDS|MSG>"
 MAX_REMEMBERED = 1_000
 #: Seconds between tries to pass on messages a full queue (a peer that reads nothing) held back.
 RETRY = 0.05
-#: A cell the kernel has not begun while it sat idle this long may have been left unread.
-UNREAD_CHECK = 1.0
-#: How long the waking connection waits for the kernel's answer before it is closed.
-WAKE_WAIT = 5.0
-#: Requests of the control channel: the status a kernel publishes for them says nothing of its shell.
-CONTROL_ONLY = frozenset({"interrupt_request", "shutdown_request", "debug_request", "usage_request",
-                          "create_subshell_request", "delete_subshell_request", "list_subshell_request"})
 
 
 class KernelRelay:
@@ -202,19 +196,18 @@ class KernelRelay:
     async def _wake(self) -> None:
         """Ask for kernel_info over a connection of its own: the new connection makes the kernel
         read what its socket holds, the unread cell included."""
-        ctx = zmq.asyncio.Context.shadow(self.ctx.underlying)
-        sock = ctx.socket(zmq.DEALER)
+        sock = zmq.asyncio.Context.shadow(self.ctx.underlying).socket(zmq.DEALER)
         sock.linger = 0
         try:
             sock.connect(f"tcp://127.0.0.1:{self._tunnels['shell']}")
-            self.session.send(sock, "kernel_info_request", {})
-            self.wakes += 1
-            log.info("the kernel on %s sat idle without beginning a cell; a second connection was opened to "
-                     "wake it (ipykernel 7.0-7.3 can leave a request unread; 7.4 fixes it)", self.where)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(sock.recv_multipart(), WAKE_WAIT)
-        finally:
+        except zmq.ZMQError as e:  # the relay is closing
             sock.close(linger=0)
+            log.debug("could not open a second shell connection on %s: %s", self.where, e)
+            return
+        self.wakes += 1
+        log.info("the kernel on %s sat idle without beginning a cell; a second connection was opened to "
+                 "wake it (ipykernel 7.0-7.3 can leave a request unread; 7.4 fixes it)", self.where)
+        await wake_kernel(sock, self.session)
 
     # -- a cut link ------------------------------------------------------------------------------------
     def link_lost(self, reason: str) -> None:
