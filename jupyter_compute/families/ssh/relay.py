@@ -48,6 +48,8 @@ DELIM = b"<IDS|MSG>"
 MAX_REMEMBERED = 1_000
 #: Seconds between tries to pass on messages a full queue (a peer that reads nothing) held back.
 RETRY = 0.05
+#: Wakes in a row that brought no cell's answer: after these, the cells left are not the fault's.
+MAX_FRUITLESS_WAKES = 3
 
 
 class KernelRelay:
@@ -78,6 +80,7 @@ class KernelRelay:
         self._waking: asyncio.Task | None = None
         #: How many times a second connection was opened to wake a kernel that sat on a cell.
         self.wakes = 0
+        self._fruitless_wakes = 0
 
     def open(self, tunnels: dict[str, int], prefer: dict[str, Any] | None = None) -> dict[str, int]:
         """Bind the client side (on ``prefer``'s ports where free) and connect to the kernel's
@@ -162,6 +165,7 @@ class KernelRelay:
                 return  # answered here when the link was cut: not shown twice
             if channel == "shell" and parent in self.running:
                 self.running.pop(parent, None)
+                self._fruitless_wakes = 0
         self._send(self.front[channel], frames)
 
     def _note_request(self, frames: list[bytes]) -> None:
@@ -189,7 +193,9 @@ class KernelRelay:
         now = (self._last_iopub, self._cells_sent)
         if (self._checked is not None and now[0] is self._checked[0] and now[1] == self._checked[1]
                 and _says_idle(now[0]) and (self._waking is None or self._waking.done())):
-            self._waking = self._loop.create_task(self._wake())
+            if self._fruitless_wakes < MAX_FRUITLESS_WAKES:
+                self._fruitless_wakes += 1
+                self._waking = self._loop.create_task(self._wake())
         self._checked = now
         self._checking = self._loop.call_later(UNREAD_CHECK, self._check_unread)
 
