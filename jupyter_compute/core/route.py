@@ -280,6 +280,8 @@ class Route(abc.ABC):
     #: What each cell becomes where nothing is kept between cells ("a new job"), for the note
     #: the notebook shows at the first cell.
     each_cell_runs_as: str = "a new task"
+    #: How many times the route had to wake a kernel that sat idle on a request (routes that can).
+    wakes: int = 0
 
     @property
     def key(self) -> Hashable:

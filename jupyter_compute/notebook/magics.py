@@ -397,7 +397,7 @@ class ComputeMagics(Magics):
                     pairs.append(("kernel pid", str(pid)))
                 caps = route.capabilities.as_dict()
                 pairs.append(("route", f"{route.name}: " + ", ".join(k for k, v in caps.items() if v)))
-                wakes = getattr(route, "wakes", 0)
+                wakes = route.wakes
                 if wakes:
                     pairs.append(("woken", f"{wakes} time{'s' if wakes != 1 else ''}: its kernel said it was idle "
                                            "but had not begun a cell, and a second connection woke it. ipykernel "

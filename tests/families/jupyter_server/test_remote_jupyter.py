@@ -31,7 +31,7 @@ from jupyter_compute.transport.jupyter_client import BearerTokenAuth, Credential
 from jupyter_compute.transport.websocket import WebsocketRoute
 from jupyter_compute.core.workspace import Compute
 
-from tests.support import PLAIN_SERVER, cli, files_holding, free_port, processes_marked, text_of, wait_for, wait_op
+from tests.support import PLAIN_SERVER, await_for, cli, files_holding, free_port, processes_marked, text_of, wait_for, wait_op
 
 # The second Jupyter server is started once for the module: its tests stay on one worker.
 pytestmark = [pytest.mark.xdist_group("remote_jupyter"), pytest.mark.long]
@@ -640,10 +640,10 @@ async def test_a_server_that_goes_away_mid_cell_gives_a_clear_error_and_the_stat
     await asyncio.to_thread(server.start)
     # The server is back: the next look at it (reading the target looks, at most once a second)
     # sees the target running again, and the next cell's new kernel replaces the lost one.
-    deadline = time.monotonic() + 10
-    while (await ws.get("remote")).state.value != "running":
-        assert time.monotonic() < deadline, (await ws.get("remote")).model_dump(mode="json")
-        await asyncio.sleep(0.1)
+    async def running() -> bool:
+        return (await ws.get("remote")).state.value == "running"
+
+    await await_for(running, timeout=10, interval=0.1, message="the target to be seen running again")
     route = await ws.route("remote")
     await route.open()
     notes = []
