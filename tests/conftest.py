@@ -47,14 +47,19 @@ def stop_all_targets(db: Path) -> None:
                 _terminate(row["runtime"], grace=2)
         store.close()
     marker = str(db.parent)
-    strays = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if marker in cmd and ("jupyter_compute.families." in cmd or "ipykernel_launcher" in cmd):
-            strays.append(p)
-    for p in strays:
-        p.kill()
-    psutil.wait_procs(strays, timeout=5)
+    # Again after a kill: a supervisor killed just after the scan may have started its kernel
+    # between the two (a `--no-wait` start the test did not wait for).
+    for _ in range(3):
+        strays = []
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if marker in cmd and ("jupyter_compute.families." in cmd or "ipykernel_launcher" in cmd):
+                strays.append(p)
+        if not strays:
+            break
+        for p in strays:
+            p.kill()
+        psutil.wait_procs(strays, timeout=5)
 
 
 @pytest.fixture(autouse=True)
