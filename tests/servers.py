@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import free_port, wait_for
+from tests.support import COMPUTE_SERVER, free_port, wait_for
 
 
 class ServerProcess:
@@ -34,7 +34,7 @@ class ServerProcess:
             argv = [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={self.port}",
                     "--ServerApp.port_retries=0", "--ip=127.0.0.1",
                     f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.root}",
-                    "--ServerApp.jpserver_extensions={'jupyter_compute': True}", "--ComputeConfig.monitor_interval=0.2",
+                    COMPUTE_SERVER, "--ComputeConfig.monitor_interval=0.2",
                     *extra_args]
             if os.geteuid() == 0:
                 argv.append("--allow-root")
@@ -45,7 +45,9 @@ class ServerProcess:
                     return "exited"
                 try:
                     return self.request("GET", "workspaces")[0] == 200
-                except (OSError, http.client.HTTPException):  # not answering yet, or not our server
+                except (OSError, http.client.HTTPException, ValueError):
+                    # Not answering yet, or not our server: another test's server that took the
+                    # port first answers with a page of its own (this one then exits, port taken).
                     return False
             try:
                 if wait_for(up, timeout=timeout, interval=0.2, message="jupyter server to answer") is True:

@@ -22,6 +22,11 @@ from pathlib import Path
 #: than kernels. JupyterLab's alone costs each start 0.7 s of CPU (it runs yarn to read its config).
 PLAIN_SERVER = ("--ServerApp.jpserver_extensions={'jupyter_compute': False, 'jupyterlab': False, "
                 "'jupyter_lsp': False, 'notebook_shim': False, 'ipyparallel': False, 'jupyter_server_proxy': False}")
+#: The server extensions of the tests' own server with this project (``tests.servers.ServerProcess``):
+#: this project and what it works beside (jupyter-server-proxy for Dask dashboards, terminals), not
+#: the extensions that serve pages. The browser tests run the whole JupyterLab.
+COMPUTE_SERVER = ("--ServerApp.jpserver_extensions={'jupyter_compute': True, 'jupyterlab': False, "
+                  "'jupyter_lsp': False, 'notebook_shim': False, 'ipyparallel': False}")
 
 
 def free_port() -> int:
