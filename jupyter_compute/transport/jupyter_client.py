@@ -13,13 +13,14 @@ import ipaddress
 import json
 import ssl
 import time
-from typing import Any, Awaitable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Protocol
 from urllib.parse import quote, urlsplit
-
-import aiohttp
 
 from ..core.errors import BackendRefused, Unavailable
 from ..core.route import ExecutionError
+
+if TYPE_CHECKING:
+    import aiohttp  # imported where it is used: a process that reaches no Jupyter server never loads it
 
 HTTP_TIMEOUT = 15.0
 #: The kernel websocket protocol with binary frames (jupyter_server 2); the JSON one otherwise.
@@ -189,6 +190,8 @@ class JupyterClient:
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None or self._session.closed:
             ctx = _ssl_context() if self.url.startswith("https:") else None
             # No cookie jar: every request carries the credentials, so a refused or expired one is
@@ -215,6 +218,8 @@ class JupyterClient:
     async def request(self, method: str, path: str, body: Any = None, *,
                       timeout: float | None = None) -> tuple[int, Any]:
         """(status, parsed JSON or None); connection failures raise ``Unavailable``."""
+        import aiohttp
+
         url = self.url + path
         timeout = timeout or self.timeout
         for attempt in (0, 1):
@@ -247,6 +252,8 @@ class JupyterClient:
 
     def unreachable(self, e: Exception, verb: str, what: str, timeout: float | None) -> Unavailable:
         """How a timeout or connection failure while trying to ``verb`` (broken off: ``what``) is told."""
+        import aiohttp
+
         if isinstance(e, asyncio.TimeoutError):
             why = f"did not {verb} within {timeout:g} s"
         elif isinstance(e, aiohttp.ClientConnectorCertificateError):
@@ -336,6 +343,8 @@ class JupyterClient:
                             timeout: float | None) -> aiohttp.ClientWebSocketResponse:
         """The kernel's channels websocket, offering the v1 protocol; a refused credential is said
         as such (after one refresh of a token that can be refreshed), a gone kernel as ``KernelGone``."""
+        import aiohttp
+
         url = self.channels_url(kernel_id, session_id)
         for attempt in (0, 1):
             headers = await self.headers(refresh=attempt == 1)

@@ -20,9 +20,8 @@ import secrets
 import signal
 import time
 import uuid
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import aiohttp
 import zmq
 import zmq.asyncio
 from jupyter_client.session import Session
@@ -32,6 +31,9 @@ from ..core.kernels import MARKER, TargetKernel
 from .jupyter_client import V1_PROTOCOL, CredentialsRefused, JupyterClient, KernelGone
 from .messaging import cancel_all
 from .websocket import HEARTBEAT, decode_legacy, decode_v1, encode_legacy, encode_v1
+
+if TYPE_CHECKING:
+    import aiohttp  # imported where it is used: a process that reaches no Jupyter server never loads it
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +161,8 @@ class KernelBridge:
 
     async def _from_kernel(self) -> None:
         """Everything the kernel sends, re-signed with our key, to this machine's clients."""
+        import aiohttp
+
         while True:
             ws = self._ws
             why = "the server closed the connection"

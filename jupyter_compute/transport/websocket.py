@@ -19,9 +19,8 @@ import logging
 import secrets
 import struct
 import uuid
-from typing import Any, AsyncIterator, Hashable, Protocol
+from typing import TYPE_CHECKING, Any, AsyncIterator, Hashable, Protocol
 
-import aiohttp
 from jupyter_client.jsonutil import json_default
 from jupyter_client.session import Session
 
@@ -31,6 +30,9 @@ from ..core.route import ExecutionError, ExecutionResult, MessageHandler, StdinH
 from .jupyter_client import V1_PROTOCOL, Authorizer, JupyterClient, KernelGone
 from .messaging import MessagingRoute, cancel_and_wait
 from .transfer import RunSilent, Transport, helper_failed
+
+if TYPE_CHECKING:
+    import aiohttp  # imported where it is used: a process that reaches no Jupyter server never loads it
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +226,8 @@ class WebsocketRoute(MessagingRoute):
         return self._ws is not None
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        import aiohttp
+
         why = "the server closed the connection"
         try:
             async for m in ws:
@@ -284,6 +288,8 @@ class WebsocketRoute(MessagingRoute):
         super()._dispatch(channel, msg)
 
     async def _send(self, channel: str, msg: dict, buffers: list | None = None) -> None:
+        import aiohttp
+
         self._ensure_open()
         buffers = buffers or []
         data = (encode_v1 if self._v1 else encode_legacy)(channel, msg, buffers)

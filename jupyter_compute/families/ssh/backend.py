@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import getpass
 import inspect
 import ipaddress
@@ -22,9 +23,8 @@ import signal
 import stat
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-import asyncssh
 from pydantic import Field, SecretStr, field_validator
 
 from ...core import processes as procs
@@ -35,6 +35,9 @@ from . import on_remote
 from ...core.backend import Backend, KindSpec, OperationContext, Outcome, stored_target
 from ...core.kernels import KernelSpecInfo, TargetKernel
 from ...core.route import Route
+
+if TYPE_CHECKING:
+    import asyncssh
 
 #: Seconds to reach and log in to a host.
 CONNECT_TIMEOUT = 15.0
@@ -228,6 +231,8 @@ class _HostKeys:
         self.newly_trusted: asyncssh.SSHKey | None = None
 
     def match(self, host: str, addr: str, port: int | None):
+        import asyncssh
+
         known = asyncssh.import_known_hosts("")
         for path in self.files:
             try:
@@ -242,17 +247,26 @@ class _HostKeys:
         return result
 
 
-class _Client(asyncssh.SSHClient):
-    def __init__(self, keys: _HostKeys):
-        self.keys = keys
+@functools.cache
+def _client_class() -> type:
+    """The SSH client that checks an unknown host key against those the user accepted: made on
+    first use, so that only a process that opens a connection imports asyncssh (a tenth of a
+    second of every CLI call and server start otherwise)."""
+    import asyncssh
 
-    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
-        # Called only for a key known_hosts does not hold; trusted only if the user named it.
-        self.keys.offered = key
-        if key.get_fingerprint("sha256") in self.keys.accepted:
-            self.keys.newly_trusted = key
-            return True
-        return False
+    class _Client(asyncssh.SSHClient):
+        def __init__(self, keys: _HostKeys):
+            self.keys = keys
+
+        def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+            # Called only for a key known_hosts does not hold; trusted only if the user named it.
+            self.keys.offered = key
+            if key.get_fingerprint("sha256") in self.keys.accepted:
+                self.keys.newly_trusted = key
+                return True
+            return False
+
+    return _Client
 
 
 @dataclass
@@ -300,6 +314,8 @@ def endpoints(spec: dict) -> tuple[Endpoint, Endpoint | None]:
 async def load_client_key(path: str | None):
     if not path:
         return None
+    import asyncssh
+
     try:
         return await asyncio.to_thread(asyncssh.read_private_key, path)
     except asyncssh.KeyImportError as e:
@@ -347,6 +363,8 @@ def key_candidates(directory: str) -> list[dict[str, Any]]:
 async def connect(spec: dict, password: str | None, *, known_hosts: str, accept: Iterable[str] = (),
                   keepalive: bool = False, timeout: float = CONNECT_TIMEOUT) -> Link:
     """Log in to the target of ``spec`` (through its jump host), checking every host key."""
+    import asyncssh
+
     target, jump = endpoints(spec)
     files = [known_hosts, os.path.expanduser("~/.ssh/known_hosts")]
     accept = list(accept or ())
@@ -369,7 +387,7 @@ async def connect(spec: dict, password: str | None, *, known_hosts: str, accept:
         try:
             conn = await asyncio.wait_for(asyncssh.connect(
                 ep.host, ep.port, username=ep.username, known_hosts=keys.match, tunnel=tunnel,
-                client_factory=lambda: _Client(keys), **common), timeout + 5)
+                client_factory=lambda: _client_class()(keys), **common), timeout + 5)
         except asyncssh.HostKeyNotVerifiable:
             raise _host_key_error(ep, keys, known_hosts) from None
         except asyncssh.PermissionDenied:
@@ -458,6 +476,8 @@ def remote_command(python: str, command: str, arg: dict | None = None) -> str:
 async def run_remote(link: Link, python: str, command: str, arg: dict | None = None, *,
                      timeout: float = REMOTE_COMMAND_TIMEOUT) -> dict:
     """Run one command of the remote helper and return its (last) JSON answer."""
+    import asyncssh
+
     where = link.endpoint.host if link.endpoint else "the host"
     try:
         result = await asyncio.wait_for(
