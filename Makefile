@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 # Jupyter refuses to run as root without --allow-root; containers and CI often are root.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 PORT ?= 8888
+comma := ,
 
 .PHONY: lab test bench setup system-deps frontend clean
 
@@ -16,37 +17,50 @@ setup: $(STAMP)
 # `make lab` installs the package alone; `make test` and `make bench` add their extras
 # (ipyparallel among them, whose Lab tab a user of the extension has no use for).
 LAB_STAMP := $(VENV)/.installed-lab
-WITH_EXTRAS := .[test,bench]
+# The venv with the pinned build tools and JupyterLab (whose jlpm builds the frontend).
+BASE_STAMP := $(VENV)/.base
+VENV_PATH := PATH=$(CURDIR)/$(VENV)/bin:$$PATH
+
+$(BASE_STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q hatchling==1.27.0 hatch-jupyter-builder==0.10.0 editables==0.5 jupyterlab==4.6.6
+	touch $@
+
+# The frontend builds (`make frontend`, its log in .venv/frontend.log) while pip installs the
+# project's requirements (.ci/requirements.py reads them from pyproject.toml); then the project
+# itself goes in without them, its build hook finding the extension built.
 # rfc3987-syntax (an extra of jupyter-events' jsonschema) builds some 35 parsers when jsonschema
 # imports it: a second of CPU in every Jupyter server's start, JupyterLab's included, for a format
 # (`iri`) no Jupyter schema uses. Without it jsonschema leaves that one format unchecked
 # (python-jsonschema/jsonschema#1428).
 define install
-	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q hatchling==1.27.0 hatch-jupyter-builder==0.10.0 editables==0.5 jupyterlab==4.6.6
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PIP) install -q --no-build-isolation -e "$(1)"
+	@echo "installing the Python requirements$(if $(2), (extras: $(2)),) while the frontend builds"
+	@$(MAKE) --no-print-directory frontend > $(VENV)/frontend.log 2>&1 & fe=$$!; \
+	  $(PY) .ci/requirements.py $(2) > $(VENV)/requirements.txt && $(PIP) install -q -r $(VENV)/requirements.txt; py=$$?; \
+	  wait $$fe; fe=$$?; [ $$fe -eq 0 ] || { cat $(VENV)/frontend.log; echo "the frontend build failed"; }; \
+	  test $$py -eq 0 -a $$fe -eq 0
+	$(VENV_PATH) $(PIP) install -q --no-build-isolation --no-deps -e "$(1)"
 	$(PIP) uninstall -y -q rfc3987-syntax
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
+	$(VENV_PATH) $(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
 endef
 
-$(STAMP): pyproject.toml package.json
-	$(call install,$(WITH_EXTRAS))
+$(STAMP): pyproject.toml package.json | $(BASE_STAMP)
+	$(call install,.[test$(comma)bench],test bench)
 	touch $(LAB_STAMP) $(STAMP)
 
-$(LAB_STAMP): pyproject.toml package.json
+$(LAB_STAMP): pyproject.toml package.json | $(BASE_STAMP)
 	$(call install,.)
 	touch $(LAB_STAMP)
 
 # The lock file is the truth: install exactly it (fails if package.json and yarn.lock disagree).
-# The built extension is remade only when a source is newer; a fresh clone's editable install
-# (setup) has just built it.
+# The built extension is remade only when a source is newer; setup builds it on a fresh clone.
 LABEXT := jupyter_compute/labextension/package.json
 FRONTEND_SOURCES := $(shell find src style schema -type f 2>/dev/null) package.json yarn.lock tsconfig.json
 
 frontend: $(LABEXT)
 
-$(LABEXT): $(FRONTEND_SOURCES) | $(LAB_STAMP)
+$(LABEXT): $(FRONTEND_SOURCES) | $(BASE_STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm install --immutable
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jlpm build
 	touch $@
