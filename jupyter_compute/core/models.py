@@ -8,18 +8,18 @@ from __future__ import annotations
 import enum
 import re
 import weakref
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, ClassVar
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .clock import utcnow  # noqa: F401 (where the rest of the package takes it from)
+
 RESERVED_NAMES = frozenset({"local"})
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class State(str, enum.Enum):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .errors import InvalidRequest
@@ -110,6 +109,8 @@ def _as_family(obj: Any, where: str) -> Family:
 def load_families(settings: Any) -> list[Family]:
     """The families to load, installed ones first, in a stable order; one that cannot be imported
     (its optional dependencies missing) is left out with a log line rather than failing the rest."""
+    from importlib.metadata import entry_points
+
     found: dict[str, Family] = {}
     sources: list[tuple[str, Callable[[], Any]]] = []
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import Conflict, NotFound, Unavailable
-from .models import utcnow
+from .clock import utcnow
 
 # Each entry moves the schema from version i to i+1. Never edit a released entry: append.
 MIGRATIONS: list[str] = [

@@ -16,12 +16,14 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...core import processes as procs
 from ...core.errors import BackendRefused
 from ...core.kernels import TargetKernel
-from ...core.models import Target
+
+if TYPE_CHECKING:
+    from ...core.models import Target
 
 #: How long a new kernel has to bind its ports and write them down.
 READY_TIMEOUT = 60.0

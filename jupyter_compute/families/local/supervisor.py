@@ -19,7 +19,7 @@ import uuid
 
 from ...core import processes as procs
 from ...core.kernels import end_recorded_kernels
-from ...core.models import utcnow
+from ...core.clock import utcnow
 from ...core.store import Store
 from .kernels import memory_reason
 
