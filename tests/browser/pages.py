@@ -252,6 +252,34 @@ class LabPage:
         """The list of key files in the attach dialog's key picker."""
         return self.create_dialog.locator(".jp-ComputeKeyPicker-list")
 
+    def record_focus(self) -> None:
+        """Keep, in the page, each element keyboard focus moves to (a test that expects focus
+        somewhere says where it went instead)."""
+        self.page.evaluate("""() => {
+          window.__focusSeen = [];
+          const name = el => !el ? 'nothing' : el === document.body ? 'body' :
+            `${el.tagName.toLowerCase()}${el.id ? '#' + el.id : ''}.${[...el.classList].join('.')}` +
+            `${el.textContent ? ' "' + el.textContent.trim().slice(0, 30) + '"' : ''}`;
+          document.addEventListener('focusin', e => window.__focusSeen.push(
+            `${Math.round(performance.now())} ms: ${name(e.target)}`), true);
+          document.addEventListener('focusout', e => window.__focusSeen.push(
+            `${Math.round(performance.now())} ms: left ${name(e.target)} for ${name(e.relatedTarget)}`), true);
+        }""")
+
+    def expect_focus_on(self, selector_class: str, timeout: float = 5_000) -> None:
+        """Keyboard focus on the element with this class, asked of the document itself: `:focus`
+        also needs the window focused, which two pages side by side in one headless browser do not
+        always have."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+        try:
+            self.page.wait_for_function(
+                "(c) => document.activeElement?.classList.contains(c)", arg=selector_class, timeout=timeout)
+        except PlaywrightTimeout:
+            seen = self.page.evaluate("() => window.__focusSeen || []")
+            where = self.page.evaluate(
+                "() => { const a = document.activeElement; return a === document.body ? 'body' : a ? a.outerHTML.slice(0, 200) : 'nothing'; }")
+            raise AssertionError(f"keyboard focus is not on .{selector_class} but on {where}; it moved: {seen}") from None
+
     @property
     def host_key_step(self) -> Locator:
         return self.create_dialog.locator(".jp-ComputeHostKey")
