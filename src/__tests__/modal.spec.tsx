@@ -56,9 +56,12 @@ describe('showModal', () => {
     expect(document.querySelector('.jp-ComputeModal')).toBeNull();
   });
 
-  it('leaves Escape alone while focus is on something else of the page', async () => {
+  it('leaves Escape alone while focus is on a menu over it', async () => {
+    const menu = document.createElement('div');
+    menu.className = 'lm-Menu';
     const outside = document.createElement('input');
-    document.body.appendChild(outside);
+    menu.appendChild(outside);
+    document.body.appendChild(menu);
     let result: string | null | undefined = undefined;
     void showModal<string>({
       title: 'Open',
@@ -72,6 +75,7 @@ describe('showModal', () => {
     });
     await rendered();
     outside.focus();
+    expect(document.activeElement).toBe(outside);
     await act(async () => escape(outside));
     expect(document.querySelector('.jp-ComputeModal')).not.toBeNull();
     expect(result).toBeUndefined();
@@ -83,5 +87,37 @@ describe('showModal', () => {
         .click()
     );
     expect(result).toBe('done');
+  });
+
+  it('keeps focus: what moves it to the page brings it back to where it was inside', async () => {
+    const page = document.createElement('div');
+    page.tabIndex = -1;
+    document.body.appendChild(page);
+    const other = document.createElement('div');
+    other.className = 'jp-Dialog';
+    const otherButton = document.createElement('button');
+    other.appendChild(otherButton);
+    document.body.appendChild(other);
+    void showModal<string>({
+      title: 'Keeps focus',
+      body: () => (
+        <div>
+          <input aria-label="first" />
+          <div className="step" tabIndex={-1} />
+        </div>
+      )
+    });
+    await rendered();
+    const step = document.querySelector<HTMLElement>('.jp-ComputeModal .step')!;
+    step.focus();
+    expect(document.activeElement).toBe(step);
+
+    // A widget of the page takes focus (as JupyterLab's Launcher does once its layout is restored).
+    page.focus();
+    expect(document.activeElement).toBe(step);
+
+    // Another dialog, opened over this one, keeps the focus it takes.
+    otherButton.focus();
+    expect(document.activeElement).toBe(otherButton);
   });
 });

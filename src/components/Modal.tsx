@@ -76,6 +76,43 @@ function ModalFrame(props: {
     first?.focus();
   }, []);
 
+  // A modal keeps keyboard focus: focus moved outside it, and not to another dialog or a menu,
+  // goes back to where it was inside. JupyterLab may activate a widget of its own while the dialog
+  // is open (the Launcher it opens once its layout is restored, later on a busy machine), and
+  // what the person then typed would go there.
+  React.useEffect(() => {
+    const node = ref.current;
+    if (!node) {
+      return;
+    }
+    let last: HTMLElement | null = null;
+    const onFocusIn = (event: FocusEvent) => {
+      const target = event.target as HTMLElement | null;
+      if (!target || !(target instanceof Element)) {
+        return;
+      }
+      if (node.contains(target)) {
+        last = target;
+        return;
+      }
+      const open = document.querySelectorAll('.jp-ComputeModal-content');
+      if (
+        open[open.length - 1] !== node ||
+        target.closest('.jp-Dialog, .lm-Menu')
+      ) {
+        return;
+      }
+      const back =
+        last && last.isConnected && node.contains(last)
+          ? last
+          : (node.querySelector<HTMLElement>('[data-autofocus]') ??
+            node.querySelector<HTMLElement>(FOCUSABLE));
+      back?.focus();
+    };
+    document.addEventListener('focusin', onFocusIn, true);
+    return () => document.removeEventListener('focusin', onFocusIn, true);
+  }, []);
+
   // Escape closes the dialog even when the control that had focus went away (a button disabled
   // or re-rendered while a form is checked): focus is then on the page's body, in no dialog.
   const cancel = React.useRef(props.onCancel);
