@@ -17,19 +17,23 @@ setup: $(STAMP)
 # `make lab` installs the package alone; `make test` and `make bench` add their extras
 # (ipyparallel among them, whose Lab tab a user of the extension has no use for).
 LAB_STAMP := $(VENV)/.installed-lab
-# The venv with the pinned build tools and JupyterLab (whose jlpm builds the frontend).
+# The venv with jlpm (JupyterLab's yarn, from jupyter_builder, which JupyterLab 4.6.6 installs at
+# this version), all the frontend's build needs of Python, and hatchling, which reads the
+# project's requirements.
 BASE_STAMP := $(VENV)/.base
 VENV_PATH := PATH=$(CURDIR)/$(VENV)/bin:$$PATH
+BUILD_TOOLS := hatchling==1.27.0 hatch-jupyter-builder==0.10.0 editables==0.5 jupyterlab==4.6.6
 
-$(BASE_STAMP): pyproject.toml
+$(BASE_STAMP):
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q hatchling==1.27.0 hatch-jupyter-builder==0.10.0 editables==0.5 jupyterlab==4.6.6
+	$(PIP) install -q jupyter_builder==1.3.1 hatchling==1.27.0
 	touch $@
 
 # The frontend builds (`make frontend`, its log in .venv/frontend.log) while pip installs the
-# project's requirements (.ci/requirements.py reads them from pyproject.toml); then the project
-# itself goes in without them, its build hook finding the extension built.
+# build tools, JupyterLab and the project's requirements (.ci/requirements.py reads them from
+# pyproject.toml, through hatchling); then the project itself goes in without them, its build hook
+# finding the extension built.
 # rfc3987-syntax (an extra of jupyter-events' jsonschema) builds some 35 parsers when jsonschema
 # imports it: a second of CPU in every Jupyter server's start, JupyterLab's included, for a format
 # (`iri`) no Jupyter schema uses. Without it jsonschema leaves that one format unchecked
@@ -37,7 +41,8 @@ $(BASE_STAMP): pyproject.toml
 define install
 	@echo "installing the Python requirements$(if $(2), (extras: $(2)),) while the frontend builds"
 	@$(MAKE) --no-print-directory frontend > $(VENV)/frontend.log 2>&1 & fe=$$!; \
-	  $(PY) .ci/requirements.py $(2) > $(VENV)/requirements.txt && $(PIP) install -q -r $(VENV)/requirements.txt; py=$$?; \
+	  $(PY) .ci/requirements.py $(2) > $(VENV)/requirements.txt && \
+	  $(PIP) install -q $(BUILD_TOOLS) -r $(VENV)/requirements.txt; py=$$?; \
 	  wait $$fe; fe=$$?; [ $$fe -eq 0 ] || { cat $(VENV)/frontend.log; echo "the frontend build failed"; }; \
 	  test $$py -eq 0 -a $$fe -eq 0
 	$(VENV_PATH) $(PIP) install -q --no-build-isolation --no-deps -e "$(1)"
