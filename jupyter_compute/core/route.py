@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Hashable, Iterable, Union
 
+from .aio import within
 from .errors import ComputeError, InvalidRequest
 
 #: Called with each iopub message dict (header, parent_header, msg_type, content, ...) as it arrives.
@@ -408,8 +409,8 @@ class HereRoute(Route):
                       stdin: StdinHandler | None = None, timeout: float | None = None) -> ExecutionResult:
         runner = RUN_HERE.get()
         if runner is not None:
-            return await asyncio.wait_for(runner(code), timeout)
-        return await asyncio.wait_for(asyncio.to_thread(self._exec, code), timeout)
+            return await within(runner(code), timeout)
+        return await within(asyncio.to_thread(self._exec, code), timeout)
 
     def _exec(self, code: str) -> ExecutionResult:
         import traceback

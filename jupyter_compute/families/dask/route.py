@@ -23,6 +23,7 @@ import time
 import uuid
 from typing import Any, Hashable, Mapping
 
+from ...core.aio import within
 from ...core.errors import InvalidRequest, Unavailable
 from ...core.route import (BatchOutput, Capabilities, ExecutionError, ExecutionResult, ExecutionTimeout, MessageHandler,
                    Route, StdinHandler, TransferError, TransferReport, ipython_traceback)
@@ -182,10 +183,10 @@ class DaskRoute(Route):
         client = Client(self.address, security=security_of(self.security_files), asynchronous=True,
                         set_as_default=False, name="jupyter-compute", timeout=timeout)
         try:
-            await asyncio.wait_for(client, timeout)
+            await within(client, timeout)
         except BaseException as e:
             with contextlib.suppress(BaseException):
-                await asyncio.wait_for(client.close(), 5)
+                await within(client.close(), 5)
             if isinstance(e, asyncio.CancelledError):
                 raise
             raise Unavailable(f"cannot connect to the Dask scheduler of {self.where} at {self.address}: "
@@ -211,7 +212,7 @@ class DaskRoute(Route):
         if self._background:
             await asyncio.wait(list(self._background), timeout=RESTART_WAIT)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._forget_last(client), CONTROL_TIMEOUT)
+            await within(self._forget_last(client), CONTROL_TIMEOUT)
         self._client = None
         for t in self._background:
             t.cancel()
@@ -229,7 +230,7 @@ class DaskRoute(Route):
         self._followed.clear()
         self._listening.clear()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.close(), CONTROL_TIMEOUT)
+            await within(client.close(), CONTROL_TIMEOUT)
 
     def _close_at_exit(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._client is not None and loop.is_running():
@@ -320,7 +321,7 @@ class DaskRoute(Route):
         if not self.managed:
             return
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._client.scheduler.jupyter_compute_reserve(
+            await within(self._client.scheduler.jupyter_compute_reserve(
                 n=n, seconds=WORKERS_TIMEOUT + 60, lease=lease), CONTROL_TIMEOUT)
 
     def check_options(self, *, nodes: int = 1, **options: Any) -> None:
@@ -372,7 +373,7 @@ class DaskRoute(Route):
         run = _Run(self, nodes, on_message)
         self._runs[run.id] = run
         try:
-            return await asyncio.wait_for(self._execute(run, code), timeout)
+            return await within(self._execute(run, code), timeout)
         except asyncio.TimeoutError:
             raise ExecutionTimeout(f"the cell ran longer than {timeout:g} s; it was stopped on {self.where}") from None
         finally:
@@ -538,7 +539,7 @@ class DaskRoute(Route):
         if client is None:
             return
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.cancel(run.futures, force=True), CONTROL_TIMEOUT)
+            await within(client.cancel(run.futures, force=True), CONTROL_TIMEOUT)
         await self._reap(run, run.unfinished(), note=True)
 
     async def _reap(self, run: _Run, busy: dict[int, tuple[str, int]], *, note: bool) -> None:
@@ -548,7 +549,7 @@ class DaskRoute(Route):
             return
         with contextlib.suppress(Exception):
             # A worker that has already left takes its threads with it; asking it would wait for a timeout.
-            known = (await asyncio.wait_for(client.scheduler.identity(n_workers=-1), CONTROL_TIMEOUT))["workers"]
+            known = (await within(client.scheduler.identity(n_workers=-1), CONTROL_TIMEOUT))["workers"]
             busy = {r: wt for r, wt in busy.items() if wt[0] in known}
         if not busy:
             return
@@ -556,7 +557,7 @@ class DaskRoute(Route):
         for worker, thread in busy.values():
             by_worker.setdefault(worker, []).append(thread)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(*(
+            await within(asyncio.gather(*(
                 client.run(_W["_w_interrupt"], run.id, threads, workers=[w], on_error="return")
                 for w, threads in by_worker.items())), CONTROL_TIMEOUT)
         ranks = list(busy)
@@ -622,7 +623,7 @@ class DaskRoute(Route):
             return await client.scatter([box(values[n]) for n in names], hash=False, direct=self._direct)
 
         try:
-            futures = await asyncio.wait_for(scatter(), timeout)
+            futures = await within(scatter(), timeout)
         except asyncio.TimeoutError:
             raise TransferError(f"pushing to {self.where} did not finish within {timeout:g} s") from None
         self._staged.update(zip(names, futures))
@@ -677,7 +678,7 @@ class DaskRoute(Route):
 
     async def _forget(self, client, run_id: str, worker: str) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.run(_W["_w_forget"], [run_id], workers=[worker], on_error="ignore"),
+            await within(client.run(_W["_w_forget"], [run_id], workers=[worker], on_error="ignore"),
                                    CONTROL_TIMEOUT)
 
     async def _forget_last(self, client) -> None:
