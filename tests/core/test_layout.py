@@ -135,3 +135,31 @@ def test_no_module_passes_routes_as_dicts():
         text = path.read_text()
         for word in ("route_info", "route_for(", '"route":', "'route':"):
             assert word not in text, f"{path.relative_to(PACKAGE.parent)} still has {word!r}"
+
+
+def _loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has loaded after running ``code``."""
+    import json
+    import subprocess
+    import sys
+
+    probe = f"import json, sys\n{code}\nprint(json.dumps([m for m in {list(modules)!r} if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_what_every_cli_call_and_server_start_loads_leaves_out_the_connection_libraries():
+    """The families load with every CLI call and server start; asyncssh and aiohttp come in only
+    where an SSH connection or a Jupyter server is reached (a quarter of a second of a CLI call)."""
+    code = ("from jupyter_compute.core.workspace import Compute\n"
+            "c = Compute.from_config()\n"
+            "kinds = [k for f in c.families for b in f.backends for k in b.kinds]\n"
+            "assert 'ssh' in kinds and 'jupyter' in kinds, kinds")
+    assert _loaded_after(code, ("asyncssh", "aiohttp")) == []
+
+
+def test_a_local_kernel_supervisor_leaves_out_the_models():
+    """A supervisor starts with every local-kernel target: it keeps the store up to date and needs
+    neither pydantic nor the entry-point machinery."""
+    assert _loaded_after("import jupyter_compute.families.local.supervisor",
+                         ("pydantic", "importlib.metadata", "jupyter_compute.core.models")) == []
