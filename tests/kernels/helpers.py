@@ -90,12 +90,13 @@ async def interrupt_ends_a_sleep(km, kc) -> None:
             break
     t0 = time.monotonic()
     await km.interrupt_kernel()
+    # The reply may take a while on a loaded machine (once the debugger is on, it traces the
+    # kernel's lines); the bound catches a lost interrupt, and is the sleep's half.
     while True:
-        reply = await kc.get_shell_msg(timeout=10)
+        reply = await kc.get_shell_msg(timeout=max(0.1, 30 - (time.monotonic() - t0)))
         if reply["parent_header"].get("msg_id") == msg_id:
             break
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
-    assert time.monotonic() - t0 < 30
 
 
 async def debugger_answers(kc) -> None:
