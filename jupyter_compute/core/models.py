@@ -20,8 +20,6 @@ RESERVED_NAMES = frozenset({"local"})
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 
 
-
-
 class State(str, enum.Enum):
     creating = "creating"
     starting = "starting"
