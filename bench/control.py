@@ -15,6 +15,7 @@ from jupyter_client import AsyncKernelManager
 
 from jupyter_compute.core.store import Store
 from tests.servers import ServerProcess
+from tests.support import USER_SERVER
 
 from .common import Recorder
 
@@ -67,7 +68,8 @@ def growth(rec: Recorder) -> None:
             db = str(Path(tmp) / "bench.db")
             _populate(db, n)
             server = ServerProcess(Path(tmp), env={"JUPYTER_COMPUTE_DB": db,
-                                                   "JUPYTER_DATA_DIR": os.path.join(tmp, "data")}).start()
+                                                   "JUPYTER_DATA_DIR": os.path.join(tmp, "data")},
+                                   extensions=USER_SERVER).start()
             try:
                 rec.add(f"list_at_{n}_ms", _list_ms(server, n, calls=30 if n > 1000 else 60), "ms")
                 if n >= 1000:
@@ -182,7 +184,8 @@ def run(rec: Recorder) -> None:
         db = str(Path(tmp) / "bench.db")
         _populate(db, 1000)
         server = ServerProcess(Path(tmp), env={"JUPYTER_COMPUTE_DB": db,
-                                               "JUPYTER_DATA_DIR": os.path.join(tmp, "data")}).start()
+                                               "JUPYTER_DATA_DIR": os.path.join(tmp, "data")},
+                                   extensions=USER_SERVER).start()
         try:
             for section in (list_1000, event_latency, kernel_start):
                 try:

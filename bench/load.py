@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.loadclient import Load, delete_all, final_state
 from tests.servers import ServerProcess
+from tests.support import USER_SERVER
 
 from .common import Recorder, percentile
 from .notebook import MARKER, end_marked
@@ -24,7 +25,7 @@ def run(rec: Recorder) -> None:
     token = secrets.token_hex(8)
     db = tmp / "compute" / "compute.db"
     server = ServerProcess(tmp, env={"JUPYTER_COMPUTE_DB": str(db), MARKER: token, "JUPYTER_DATA_DIR": str(tmp / "data"),
-                                     "JUPYTER_RUNTIME_DIR": str(tmp / "runtime")})
+                                     "JUPYTER_RUNTIME_DIR": str(tmp / "runtime")}, extensions=USER_SERVER)
     try:
         server.start(extra_args=(f"--ComputeConfig.max_concurrent_starts={SERVER_CAP}",))
         load = Load(server, CLIENTS, SECONDS)

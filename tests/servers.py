@@ -11,11 +11,14 @@ from tests.support import COMPUTE_SERVER, free_port, wait_for
 
 
 class ServerProcess:
-    """A real ``jupyter server`` subprocess with the extension, on a free loopback port."""
+    """A real ``jupyter server`` subprocess with the extension, on a free loopback port (with the
+    server extensions of ``extensions``: by default the tests' set, ``tests.support.COMPUTE_SERVER``)."""
 
-    def __init__(self, root: Path, env: dict | None = None, token: str = "compute-test-token"):
+    def __init__(self, root: Path, env: dict | None = None, token: str = "compute-test-token",
+                 extensions: str = COMPUTE_SERVER):
         import secrets
         self.root = root
+        self.extensions = extensions
         self.token = token or secrets.token_hex(16)
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
@@ -34,7 +37,7 @@ class ServerProcess:
             argv = [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={self.port}",
                     "--ServerApp.port_retries=0", "--ip=127.0.0.1",
                     f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.root}",
-                    COMPUTE_SERVER, "--ComputeConfig.monitor_interval=0.2",
+                    self.extensions, "--ComputeConfig.monitor_interval=0.2",
                     *extra_args]
             if os.geteuid() == 0:
                 argv.append("--allow-root")

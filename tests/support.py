@@ -27,6 +27,9 @@ PLAIN_SERVER = ("--ServerApp.jpserver_extensions={'jupyter_compute': False, 'jup
 #: the extensions that serve pages. The browser tests run the whole JupyterLab.
 COMPUTE_SERVER = ("--ServerApp.jpserver_extensions={'jupyter_compute': True, 'jupyterlab': False, "
                   "'jupyter_lsp': False, 'notebook_shim': False, 'ipyparallel': False}")
+#: Every installed server extension and this project's: the server a user runs, which the bench
+#: measures (its memory, its lists under load).
+USER_SERVER = "--ServerApp.jpserver_extensions={'jupyter_compute': True}"
 
 
 def free_port() -> int:
