@@ -10,24 +10,22 @@ installs. The metadata comes from hatchling, so pyproject.toml stays the one lis
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 
-def normalized(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def requirements(metadata: dict, extras: list[str]) -> list[str]:
     """The project's dependencies and those of the given extras, an extra that names the project
     itself (`jupyter_compute[test]`) replaced by what that extra lists."""
-    own = normalized(metadata["name"])
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    own = canonicalize_name(metadata["name"])
     optional = metadata.get("optional-dependencies", {})
     out: list[str] = []
-    seen: set[str] = set()
-    pending = [None, *extras]
+    pending: list[str | None] = [None, *extras]
+    seen: set[str | None] = set()
     while pending:
         extra = pending.pop(0)
         if extra in seen:
@@ -36,9 +34,9 @@ def requirements(metadata: dict, extras: list[str]) -> list[str]:
         if extra is not None and extra not in optional:
             raise SystemExit(f"pyproject.toml has no extra named {extra!r}")
         for line in metadata.get("dependencies", []) if extra is None else optional[extra]:
-            match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?", line)
-            if match and normalized(match.group(1)) == own:
-                pending.extend(e.strip() for e in (match.group(2) or "").split(",") if e.strip())
+            req = Requirement(line)
+            if canonicalize_name(req.name) == own:
+                pending.extend(sorted(req.extras))
             elif line not in out:
                 out.append(line)
     return out

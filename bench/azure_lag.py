@@ -16,6 +16,7 @@ from pathlib import Path
 from tests.servers import ServerProcess, wait_for
 from tests.standins.arm import ArmStandIn
 from tests.standins.azure import _AZURE_VARS
+from tests.support import USER_SERVER
 from tests.families.azureml.test_azureml import instance_resource
 
 from .common import Recorder
@@ -34,7 +35,7 @@ class LagServer(ServerProcess):
         import subprocess
         argv = [sys.executable, "-m", "bench.lag_server", "--no-browser", f"--port={self.port}", "--ip=127.0.0.1",
                 f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.root}",
-                "--ServerApp.jpserver_extensions={'jupyter_compute': True}", *extra_args]
+                USER_SERVER, *extra_args]
         if os.geteuid() == 0:
             argv.append("--allow-root")
         self.proc = subprocess.Popen(argv, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=self.env,

@@ -17,19 +17,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-#: The server extensions a second Jupyter server (a remote one, a compute instance's) runs with: a
-#: plain ``jupyter server``, with neither this project nor the extensions that serve pages rather
-#: than kernels. JupyterLab's alone costs each start 0.7 s of CPU (it runs yarn to read its config).
-PLAIN_SERVER = ("--ServerApp.jpserver_extensions={'jupyter_compute': False, 'jupyterlab': False, "
-                "'jupyter_lsp': False, 'notebook_shim': False, 'ipyparallel': False, 'jupyter_server_proxy': False}")
-#: The server extensions of the tests' own server with this project (``tests.servers.ServerProcess``):
-#: this project and what it works beside (jupyter-server-proxy for Dask dashboards, terminals), not
-#: the extensions that serve pages. The browser tests run the whole JupyterLab.
-COMPUTE_SERVER = ("--ServerApp.jpserver_extensions={'jupyter_compute': True, 'jupyterlab': False, "
-                  "'jupyter_lsp': False, 'notebook_shim': False, 'ipyparallel': False}")
+#: Installed server extensions that serve pages rather than kernels. JupyterLab's alone costs each
+#: server start 0.7 s of CPU (it runs yarn to read its config).
+PAGE_EXTENSIONS = ("jupyterlab", "jupyter_lsp", "notebook_shim", "ipyparallel")
+
+
+def server_extensions(**turned) -> str:
+    """The command-line setting that turns server extensions on or off (those not named keep what
+    the installed configuration says)."""
+    return f"--ServerApp.jpserver_extensions={turned!r}"
+
+
+#: A second Jupyter server (a remote one, a compute instance's): a plain ``jupyter server``, with
+#: neither this project nor the extensions that serve pages.
+PLAIN_SERVER = server_extensions(jupyter_compute=False, jupyter_server_proxy=False,
+                                 **dict.fromkeys(PAGE_EXTENSIONS, False))
+#: The tests' own server with this project (``tests.servers.ServerProcess``): this project and what
+#: it works beside (jupyter-server-proxy for Dask dashboards, terminals), not the extensions that
+#: serve pages. The browser tests run the whole JupyterLab.
+COMPUTE_SERVER = server_extensions(jupyter_compute=True, **dict.fromkeys(PAGE_EXTENSIONS, False))
 #: Every installed server extension and this project's: the server a user runs, which the bench
 #: measures (its memory, its lists under load).
-USER_SERVER = "--ServerApp.jpserver_extensions={'jupyter_compute': True}"
+USER_SERVER = server_extensions(jupyter_compute=True)
 
 
 def free_port() -> int:

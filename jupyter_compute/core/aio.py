@@ -3,24 +3,28 @@
 Before Python 3.12, ``asyncio.wait_for`` returns what it awaited when the task waiting in it is
 cancelled in the same pass of the loop as that result arrives (CPython issue 86296): the
 cancellation is lost. A cell whose time ran out, or that was interrupted, then goes on as if
-nothing had been asked. ``asyncio.timeout`` (Python 3.11 and later) counts cancellations and
-loses none; on 3.10 ``within`` falls back to ``wait_for``.
+nothing had been asked. ``asyncio.timeout`` (Python 3.11 and later) awaits in the caller's own
+task and loses none; on 3.10 its model, aio-libs' ``async_timeout`` (which aiohttp already brings
+there), does the same.
 """
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Awaitable, TypeVar
 
 T = TypeVar("T")
 
-_timeout = getattr(asyncio, "timeout", None)
+if sys.version_info >= (3, 11):
+    _timeout = asyncio.timeout
+else:  # pragma: no cover - Python 3.10
+    from async_timeout import timeout as _timeout
 
 
 async def within(aw: Awaitable[T], timeout: float | None) -> T:
-    """``await aw``, raising ``TimeoutError`` after ``timeout`` seconds (none: no limit)."""
+    """``await aw``, raising ``asyncio.TimeoutError`` (``TimeoutError`` from Python 3.11) after
+    ``timeout`` seconds (none: no limit)."""
     if timeout is None:
         return await aw
-    if _timeout is None:  # Python 3.10
-        return await asyncio.wait_for(aw, timeout)
     async with _timeout(timeout):
         return await aw

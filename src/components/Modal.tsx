@@ -87,8 +87,8 @@ function ModalFrame(props: {
     }
     let last: HTMLElement | null = null;
     const onFocusIn = (event: FocusEvent) => {
-      const target = event.target as HTMLElement | null;
-      if (!target || !(target instanceof Element)) {
+      const target = event.target;
+      if (!(target instanceof HTMLElement)) {
         return;
       }
       if (node.contains(target)) {

@@ -23,7 +23,7 @@ from tests.servers import ServerProcess
 
 from tests.standins.azure import guarded_pythonpath, arm, azure_env, network_guard  # noqa: F401  (fixtures)
 from tests.families.azureml.test_azureml_attach import AKS_ID, CASES, MARKER, private_key, rid
-from tests.support import cli, files_holding, wait_for
+from tests.support import COMPUTE_SERVER, cli, files_holding, wait_for
 
 OPERATION = "https://events.jupyter.org/jupyter_compute/operation/v1"
 TARGET = "https://events.jupyter.org/jupyter_compute/target/v1"
@@ -185,7 +185,7 @@ def test_a_misspelt_cloud_is_refused_with_the_clouds_named(project, arm):
     server = ServerProcess(project.folder, env=project.env)
     argv = [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={server.port}", "--ip=127.0.0.1",
             f"--ServerApp.token={server.token}", f"--ServerApp.root_dir={project.folder}",
-            "--ServerApp.jpserver_extensions={'jupyter_compute': True}"] + (["--allow-root"] if os.geteuid() == 0 else [])
+            COMPUTE_SERVER] + (["--allow-root"] if os.geteuid() == 0 else [])
     proc = subprocess.Popen(argv, stdout=open(server.log, "ab"), stderr=subprocess.STDOUT, env=server.env)
     try:
         wait_for(lambda: "is running at" in server.log.read_text() or proc.poll() is not None,
